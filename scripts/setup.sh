@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up lipcore on a fresh machine: a virtual environment in .venv with lipcore, every plugin
+# distribution of this repository and (with --dev) the test tools, plus Debian's Chromium for
+# the browser tests. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+extras=""
+[[ $dev == 1 ]] && extras="[dev]"
+args=(-e ".${extras}")
+for p in plugins/*/; do
+  [[ -f "$p/pyproject.toml" ]] && args+=(-e "$p")
+done
+.venv/bin/python -m pip install -q "${args[@]}"
+
+if [[ $dev == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the browser tests" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium is missing and cannot be installed here; browser tests will skip" >&2
+  fi
+fi

@@ -1,0 +1,286 @@
+"""The library's front door: an :class:`Engine` owns a plugin manager and hands out TTS
+sources, mappers, back ends and utterances. The CLI and the server are thin layers over it.
+
+    engine = lipcore.Engine()
+    async for step in engine.speak("Hallo, wie geht es dir?", voice="de"):
+        play(step.chunk.audio)          # PCM s16le
+        for frame in step.frames:       # VisemeFrame(pts_ms, weights)
+            schedule(frame)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lipcore.errors import InputError, LimitError
+from lipcore.interfaces import (
+    LipsyncBackend,
+    PhonemeTiming,
+    CharTiming,
+    TTSChunk,
+    TTSSource,
+    VisemeFrame,
+    VisemeMapper,
+    Voice,
+)
+from lipcore.plugins import LipcorePluginManager, PluginRegistry, get_plugin_manager
+
+__all__ = ["Engine", "EngineSettings", "SpeechStep", "Utterance", "clean_text"]
+
+MAX_TEXT_CHARS = 5000
+
+
+class EmptyTextError(InputError):
+    code = "empty_text"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    default_tts: str = "espeak"
+    default_mapper: str = "default"
+    fps: float = 30.0
+    lead_ms: float = 20.0  # the mouth leads the audio by this much (0–40 ms sensible)
+    max_text_chars: int = MAX_TEXT_CHARS
+    tts_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def clean_text(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Validate and normalise text for speech.
+
+    * NFC-normalised; control characters (other than newline/tab, which become spaces) removed.
+    * Markup-like ``<...>`` is spoken literally by no engine we know, so tags are stripped.
+    * Emoji and other symbols are dropped (engines read them as names or skip them).
+    * Empty or whitespace-only (after cleaning) → :class:`EmptyTextError`.
+    * Longer than ``max_chars`` → :class:`LimitError` naming the limit.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"text must be a string, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise LimitError(
+            f"text is {len(text)} characters; the limit is {max_chars}. "
+            "Split it into several utterances (or stream it as deltas)."
+        )
+    text = unicodedata.normalize("NFC", text)
+    out: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "<":
+            depth += 1
+            continue
+        if ch == ">" and depth:
+            depth -= 1
+            continue
+        if depth:
+            continue
+        cat = unicodedata.category(ch)
+        if ch in "\n\r\t":
+            out.append(" ")
+        elif cat.startswith("C"):
+            continue  # control, format, private use, unassigned
+        elif cat == "So" or cat == "Sk" or cat == "Cs":
+            continue  # emoji and pictographs
+        else:
+            out.append(ch)
+    cleaned = " ".join("".join(out).split())
+    if not cleaned or not any(c.isalnum() for c in cleaned):
+        raise EmptyTextError("text is empty: nothing speakable is left after cleaning")
+    return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStep:
+    """One TTS chunk and the viseme frames that became final with it."""
+
+    chunk: TTSChunk
+    frames: Sequence[VisemeFrame]
+
+
+class Utterance:
+    """One spoken text: iterate for :class:`SpeechStep` s; ``cancel()`` stops it at once.
+
+    After the iteration, ``phonemes`` / ``chars`` hold every timing the source gave and
+    ``frames`` every frame sent (handy for offline rendering and evaluation).
+    """
+
+    def __init__(
+        self,
+        source: TTSSource,
+        mapper: VisemeMapper,
+        text: str | AsyncIterable[str],
+        *,
+        voice: str,
+        language: str,
+        fps: float,
+        lead_ms: float,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.source = source
+        self.mapper = mapper
+        self.text = text
+        self.voice = voice
+        self.language = language
+        self.fps = fps
+        self.lead_ms = lead_ms
+        self.options = dict(options or {})
+        self.phonemes: list[PhonemeTiming] = []
+        self.chars: list[CharTiming] = []
+        self.frames: list[VisemeFrame] = []
+        self.audio_ms = 0.0
+        self.sample_rate: int | None = None
+        self._cancelled = asyncio.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _shift(self, frames: Sequence[VisemeFrame]) -> list[VisemeFrame]:
+        # The mouth leads the audio: a frame computed for audio time t is shown at t - lead.
+        if not self.lead_ms:
+            return list(frames)
+        return [
+            VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights)
+            for f in frames
+        ]
+
+    async def __aiter__(self) -> AsyncIterator[SpeechStep]:
+        stream = self.mapper.stream(language=self.language, fps=self.fps)
+        agen = self.source.synthesize(self.text, voice=self.voice, options=self.options)
+        last_pts = -1.0
+        try:
+            async for chunk in agen:
+                if self.cancelled:
+                    return
+                self.sample_rate = chunk.sample_rate
+                self.phonemes.extend(chunk.phonemes)
+                self.chars.extend(chunk.chars)
+                self.audio_ms = max(self.audio_ms, chunk.end_ms)
+                frames = stream.push(
+                    phonemes=chunk.phonemes, chars=chunk.chars, horizon_ms=chunk.end_ms
+                )
+                if chunk.final:
+                    frames += stream.finish(self.audio_ms)
+                shifted = [f for f in self._shift(frames) if f.pts_ms > last_pts]
+                if shifted:
+                    last_pts = shifted[-1].pts_ms
+                self.frames.extend(shifted)
+                yield SpeechStep(chunk=chunk, frames=shifted)
+                if chunk.final:
+                    return
+            if not self.cancelled:
+                tail = [f for f in self._shift(stream.finish(self.audio_ms)) if f.pts_ms > last_pts]
+                self.frames.extend(tail)
+                if tail:
+                    empty = TTSChunk(
+                        audio=b"",
+                        sample_rate=self.sample_rate or 16000,
+                        pts_ms=self.audio_ms,
+                        final=True,
+                    )
+                    yield SpeechStep(chunk=empty, frames=tail)
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]
+
+
+class Engine:
+    """Owns a plugin manager and the long-lived plugin instances (TTS connections, mappers).
+
+    Several engines may live in one process (each with its own manager)."""
+
+    def __init__(
+        self,
+        *,
+        plugin_manager: LipcorePluginManager | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.pm = plugin_manager or get_plugin_manager()
+        self.registry = PluginRegistry(self.pm)
+        self.settings = settings or EngineSettings()
+        self._tts: dict[str, TTSSource] = {}
+        self._mappers: dict[str, VisemeMapper] = {}
+        self._backends: dict[str, LipsyncBackend] = {}
+
+    # -- plugins -------------------------------------------------------------------------
+
+    def tts(self, name: str | None = None) -> TTSSource:
+        name = name or self.settings.default_tts
+        if name not in self._tts:
+            options = dict(self.settings.tts_options.get(name, {}))
+            self._tts[name] = self.registry.create("tts_sources", name, **options)
+        return self._tts[name]
+
+    def mapper(self, name: str | None = None) -> VisemeMapper:
+        name = name or self.settings.default_mapper
+        if name not in self._mappers:
+            self._mappers[name] = self.registry.create("viseme_mappers", name)
+        return self._mappers[name]
+
+    def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
+        """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""
+        if type_ not in self._backends:
+            context = f"avatar {avatar!r}" if avatar else ""
+            self._backends[type_] = self.registry.create(
+                "lipsync_backends", type_, context=context
+            )
+        return self._backends[type_]
+
+    async def voices(self, tts: str | None = None) -> Sequence[Voice]:
+        return await self.tts(tts).voices()
+
+    async def resolve_voice(self, voice: str, tts: str | None = None) -> Voice:
+        from lipcore.errors import UnknownVoiceError
+
+        voices = await self.voices(tts)
+        for v in voices:
+            if v.id == voice:
+                return v
+        available = ", ".join(sorted(v.id for v in voices))
+        raise UnknownVoiceError(
+            f"unknown voice {voice!r} for TTS source {tts or self.settings.default_tts!r}; "
+            f"available: {available}"
+        )
+
+    # -- speech --------------------------------------------------------------------------
+
+    async def utterance(
+        self,
+        text: str | AsyncIterable[str],
+        *,
+        voice: str,
+        tts: str | None = None,
+        fps: float | None = None,
+        lead_ms: float | None = None,
+        mapper: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Utterance:
+        """Validate the input and prepare an utterance (iterate it to synthesize)."""
+        if isinstance(text, str):
+            text = clean_text(text, max_chars=self.settings.max_text_chars)
+        v = await self.resolve_voice(voice, tts)
+        return Utterance(
+            self.tts(tts),
+            self.mapper(mapper),
+            text,
+            voice=v.id,
+            language=v.language,
+            fps=fps or self.settings.fps,
+            lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
+            options=options,
+        )
+
+    async def speak(self, text: str | AsyncIterable[str], **kwargs: Any) -> AsyncIterator[SpeechStep]:
+        """Shorthand: ``async for step in engine.speak(text, voice="de")``."""
+        utt = await self.utterance(text, **kwargs)
+        async for step in utt:
+            yield step
+
+    async def aclose(self) -> None:
+        for source in self._tts.values():
+            await source.aclose()
+        self._tts.clear()

@@ -1,0 +1,265 @@
+"""Typed interfaces for the four plugin roles.
+
+Hooks (``hookspecs.py``) hand over *factories* for these; the per-chunk and per-frame work
+happens on the objects below, never through pluggy.
+
+Conventions shared by every role:
+
+* Times are milliseconds as floats on the **utterance's audio timeline**: 0 is the first audio
+  sample of the utterance.
+* Audio is mono signed 16-bit little-endian PCM (``s16le``) at the chunk's ``sample_rate``.
+* Viseme weights map a class name (see :mod:`lipcore.visemes`) to a weight in ``[0, 1]``; the
+  weights of one frame sum to at most 1 and the remainder is ``Rest``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "CharTiming",
+    "LipsyncBackend",
+    "MouthRenderer",
+    "PhonemeTiming",
+    "TTSCapabilities",
+    "TTSChunk",
+    "TTSSource",
+    "Transport",
+    "TransportMessage",
+    "VisemeFrame",
+    "VisemeMapper",
+    "VisemeSegment",
+    "VisemeStream",
+    "Voice",
+]
+
+
+# --------------------------------------------------------------------------- timings
+
+
+@dataclass(frozen=True, slots=True)
+class PhonemeTiming:
+    """One phoneme (IPA) with its span on the audio timeline."""
+
+    phoneme: str
+    start_ms: float
+    end_ms: float
+    word: int = -1  # index of the word in the utterance, -1 if unknown
+
+
+@dataclass(frozen=True, slots=True)
+class CharTiming:
+    """One character of the spoken text with its span (sources like ElevenLabs time characters)."""
+
+    char: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TTSChunk:
+    """A span of synthesized speech: audio plus the timings that fall into it.
+
+    ``pts_ms`` is where ``audio`` starts on the utterance timeline. Timings are absolute on the
+    same timeline (not relative to the chunk) and may be empty (a source can send audio before
+    its alignment). A source fills ``phonemes`` or ``chars`` depending on its capabilities.
+    """
+
+    audio: bytes
+    sample_rate: int
+    pts_ms: float
+    phonemes: tuple[PhonemeTiming, ...] = ()
+    chars: tuple[CharTiming, ...] = ()
+    final: bool = False
+
+    @property
+    def duration_ms(self) -> float:
+        return len(self.audio) / 2 / self.sample_rate * 1000.0
+
+    @property
+    def end_ms(self) -> float:
+        return self.pts_ms + self.duration_ms
+
+
+# --------------------------------------------------------------------------- TTS
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    id: str
+    name: str
+    language: str  # BCP-47-ish language code, e.g. "de", "en-us"
+    gender: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TTSCapabilities:
+    timings: Literal["phonemes", "characters"]
+    streaming_input: bool = False  # accepts text as an async stream of deltas
+    sample_rates: tuple[int, ...] = (22050,)
+
+
+class TTSSource(abc.ABC):
+    """A speech synthesizer that yields audio with timings.
+
+    ``synthesize`` is an async generator; closing it (``aclose()``) or cancelling the task that
+    iterates it cancels synthesis at once, and nothing more is yielded.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[TTSCapabilities]
+
+    @abc.abstractmethod
+    async def voices(self) -> Sequence[Voice]:
+        """The voices this source offers."""
+
+    @abc.abstractmethod
+    def synthesize(
+        self,
+        text: str | AsyncIterable[str],
+        *,
+        voice: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[TTSChunk]:
+        """Speak ``text`` (whole, or a stream of deltas ended by the iterable's end)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default has nothing to release."""
+
+
+# --------------------------------------------------------------------------- visemes
+
+
+@dataclass(frozen=True, slots=True)
+class VisemeSegment:
+    """One entry of a viseme *track*: the class a phoneme maps to, before co-articulation."""
+
+    viseme: str
+    start_ms: float
+    end_ms: float
+    phoneme: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VisemeFrame:
+    """The contract's ``{"type": "viseme", "pts_ms": ..., "weights": {...}}`` event."""
+
+    pts_ms: float
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "type": "viseme",
+            "pts_ms": round(self.pts_ms, 1),
+            "weights": {k: round(v, 3) for k, v in self.weights.items() if v >= 0.001},
+        }
+
+
+class VisemeStream(abc.ABC):
+    """Incremental co-articulation for one utterance.
+
+    ``push`` adds timings that arrived with a chunk and returns the frames that are final now:
+    those whose look-ahead window lies before ``horizon_ms`` (the end of the audio received so
+    far). ``finish`` returns the rest, ending at Rest.
+    """
+
+    @abc.abstractmethod
+    def push(
+        self,
+        *,
+        phonemes: Sequence[PhonemeTiming] = (),
+        chars: Sequence[CharTiming] = (),
+        horizon_ms: float,
+    ) -> list[VisemeFrame]: ...
+
+    @abc.abstractmethod
+    def finish(self, end_ms: float | None = None) -> list[VisemeFrame]: ...
+
+
+class VisemeMapper(abc.ABC):
+    """Turns phoneme or character timings into a viseme track and sampled weight frames."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def track_from_phonemes(
+        self, phonemes: Sequence[PhonemeTiming], *, language: str
+    ) -> list[VisemeSegment]: ...
+
+    @abc.abstractmethod
+    def track_from_characters(
+        self, chars: Sequence[CharTiming], *, language: str
+    ) -> list[VisemeSegment]: ...
+
+    @abc.abstractmethod
+    def sample(
+        self, track: Sequence[VisemeSegment], *, fps: float, end_ms: float | None = None
+    ) -> list[VisemeFrame]:
+        """Co-articulate ``track`` and sample weights at ``fps`` (frames end at Rest)."""
+
+    @abc.abstractmethod
+    def stream(self, *, language: str, fps: float) -> VisemeStream:
+        """A fresh incremental mapper for one utterance."""
+
+
+# --------------------------------------------------------------------------- lipsync
+
+
+class MouthRenderer(abc.ABC):
+    """Composites the mouth overlay onto idle-loop frames (server-side rendering)."""
+
+    @abc.abstractmethod
+    def render(
+        self, frame: Any, *, idle_index: int, weights: Mapping[str, float]
+    ) -> Any:
+        """Return ``frame`` (H×W×3 uint8 RGB) with the mouth for ``weights`` composited,
+        placed by the mouth track of idle frame ``idle_index``."""
+
+
+class LipsyncBackend(abc.ABC):
+    """A lipsync variant, selected per avatar by its manifest's ``type``."""
+
+    type: ClassVar[str]  # "sprites" | "mesh" | "onnx"
+    driven_by: ClassVar[Literal["visemes", "audio"]] = "visemes"
+
+    @abc.abstractmethod
+    def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
+        """Write this back end's assets into ``out_dir``; return the manifest's
+        ``lipsync_assets`` entries (relative paths)."""
+
+    @abc.abstractmethod
+    def open_renderer(self, avatar: Any) -> MouthRenderer:
+        """A renderer for a loaded avatar."""
+
+
+# --------------------------------------------------------------------------- transport
+
+
+@dataclass(frozen=True, slots=True)
+class TransportMessage:
+    """One message from a client: text (JSON) or binary."""
+
+    text: str | None = None
+    data: bytes | None = None
+
+
+class Transport(abc.ABC):
+    """One client connection. The core speaks through this and never imports a socket library."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def send_text(self, text: str) -> None: ...
+
+    @abc.abstractmethod
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def receive(self) -> TransportMessage | None:
+        """The next client message, or ``None`` once the client is gone."""
+
+    @abc.abstractmethod
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
