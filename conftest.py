@@ -1,4 +1,5 @@
-"""Fixtures shared by every test area: real photos and the face landmarker model."""
+"""Fixtures shared by every test area (core, plugins): real photos, the face landmarker model,
+and async tests run on asyncio through anyio's pytest plugin."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 SHARED_MODELS = REPO.parent / "shared" / "models"
 
 
@@ -44,3 +45,18 @@ def astronaut_rgb() -> np.ndarray:
     from skimage import data
 
     return np.asarray(data.astronaut())
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every ``async def`` test runs under anyio (no per-test marker needed)."""
+    import inspect
+
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            item.add_marker(pytest.mark.anyio)

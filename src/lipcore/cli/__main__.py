@@ -1,0 +1,3 @@
+from lipcore.cli import main
+
+main()
