@@ -1,0 +1,462 @@
+"""Video files in and out: H.264 + AAC in MP4 that plays everywhere (PyAV).
+
+What "plays everywhere" means here (browsers, Flutter's ``video_player`` on iOS and Android):
+
+* H.264 (libx264), **Main** profile, 4:2:0 (``yuv420p``), BT.709 limited range, tagged as such;
+  the level is left to x264, which picks the lowest one the size and rate need.
+* Even width and height (4:2:0 needs them): odd sizes are padded by one replicated edge pixel
+  on the right/bottom, so pixel coordinates of the content do not change.
+* Constant frame rate: frame ``i`` has pts ``i`` in a ``1/fps`` time base.
+* ``movflags=+faststart``: the ``moov`` index precedes the media data, so players start at once
+  over HTTP without range-seeking to the end of the file.
+* Audio (optional): mono signed 16-bit PCM at any rate; AAC-LC at 44.1 or 48 kHz. Other rates
+  are resampled with soxr (high quality) to 48 kHz. Audio is interleaved with the video as the
+  frames are written.
+
+    write_mp4("idle.mp4", frames, fps=25)                        # all at once
+    with VideoWriter("talk.mp4", fps=25, audio=pcm, sample_rate=22050) as w:
+        for frame in frames:                                     # or one by one
+            w.write(frame)
+    info = probe("talk.mp4")                                     # MediaInfo
+    for rgb in read_frames("talk.mp4"): ...
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import Colorspace
+
+from lipcore.errors import InputError, LipcoreError
+
+__all__ = [
+    "AAC_SAMPLE_RATES",
+    "MediaError",
+    "MediaInfo",
+    "VideoWriter",
+    "mp4_top_level_boxes",
+    "probe",
+    "read_frames",
+    "write_mp4",
+]
+
+#: Output rates we encode AAC at (what every mobile decoder handles).
+AAC_SAMPLE_RATES = (44100, 48000)
+_AUDIO_OUT_RATE = 48000
+_MAX_SIDE = 4096  # H.264 level 5.1 tops out around 4096×2304; beyond is not a sane avatar
+
+ProgressCallback = Callable[[float], None]
+
+
+class MediaError(LipcoreError):
+    """A media file could not be written or read (disk, codec, corrupt file)."""
+
+    code = "media_error"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """What :func:`probe` finds in a media file."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_s: float
+    audio_sample_rate: int | None
+    audio_duration_s: float | None
+    video_codec: str = ""
+    pix_fmt: str = ""
+    profile: str = ""
+    level: float = 0.0  # H.264 level, e.g. 3.2
+    audio_codec: str | None = None
+    faststart: bool = False
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    if not np.isfinite(fps) or fps <= 0 or fps > 240:
+        raise InputError(f"fps must be a positive frame rate up to 240, got {fps!r}")
+    # 29.97 → 30000/1001, 25 → 25/1
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _as_rgb_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Validate one frame and pad it to the even output size (edge replicated)."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        shape = getattr(frame, "shape", None)
+        raise InputError(f"a video frame must be an H×W×3 RGB uint8 array, got shape {shape}")
+    if frame.shape[2] == 4:
+        frame = frame[:, :, :3]
+    if frame.dtype != np.uint8:
+        raise InputError(f"a video frame must be uint8, got {frame.dtype}")
+    h, w = frame.shape[:2]
+    if (h + h % 2, w + w % 2) != (height, width):
+        raise InputError(
+            f"all frames of a video must have one size: expected {width}×{height} "
+            f"(or one pixel less, padded), got {w}×{h}"
+        )
+    if (h, w) != (height, width):
+        frame = np.pad(frame, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frame)
+
+
+def _pcm_to_float(audio: np.ndarray | bytes) -> np.ndarray:
+    if isinstance(audio, bytes | bytearray | memoryview):
+        if len(audio) % 2:
+            raise InputError("PCM audio bytes must be 16-bit samples (an even byte count)")
+        audio = np.frombuffer(audio, dtype="<i2")
+    arr = np.asarray(audio)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise InputError(f"audio must be mono (one channel), got shape {arr.shape}")
+    if arr.dtype == np.int16:
+        return (arr.astype(np.float32) / 32768.0).astype(np.float32)
+    if arr.dtype in (np.float32, np.float64):
+        return np.clip(arr.astype(np.float32), -1.0, 1.0)
+    raise InputError(f"audio must be int16 PCM (or float in [-1, 1]), got dtype {arr.dtype}")
+
+
+def _resample(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    if rate in AAC_SAMPLE_RATES:
+        return audio, rate
+    import soxr
+
+    out = soxr.resample(audio, rate, _AUDIO_OUT_RATE, quality="HQ")
+    return np.asarray(out, dtype=np.float32), _AUDIO_OUT_RATE
+
+
+class VideoWriter:
+    """Streaming MP4 writer: push RGB frames one by one; audio (if any) is interleaved.
+
+    The frame size is fixed by the first frame unless ``width``/``height`` are given. Use it as
+    a context manager, or call :meth:`close` (which flushes the encoders and finishes the file).
+    On an error inside the ``with`` block the partial file is removed.
+
+    ``total_frames`` (optional) makes ``progress`` report a fraction in ``[0, 1]``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        audio: np.ndarray | bytes | None = None,
+        sample_rate: int | None = None,
+        crf: int = 20,
+        preset: str = "veryfast",
+        keyframe_interval_s: float = 2.0,
+        audio_bitrate: int = 96_000,
+        total_frames: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.rate = _fps_fraction(fps)
+        self.fps = float(self.rate)
+        self.crf = int(crf)
+        self.preset = preset
+        self.keyframe_interval_s = keyframe_interval_s
+        self.total_frames = total_frames
+        self.progress = progress
+        self.frames_written = 0
+        self._width = width
+        self._height = height
+        self._container: Any = None
+        self._vstream: Any = None
+        self._astream: Any = None
+        self._audio: np.ndarray | None = None
+        self._audio_rate = 0
+        self._audio_pos = 0
+        self._audio_bitrate = audio_bitrate
+        self._closed = False
+        if audio is not None:
+            if not sample_rate or sample_rate <= 0:
+                raise InputError("audio given without a positive sample_rate")
+            self._audio, self._audio_rate = _resample(_pcm_to_float(audio), int(sample_rate))
+        if width is not None and height is not None:
+            self._open(width, height)
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _open(self, width: int, height: int) -> None:
+        if width <= 0 or height <= 0 or max(width, height) > _MAX_SIDE:
+            raise InputError(
+                f"video size {width}×{height} is outside 1..{_MAX_SIDE} pixels per side"
+            )
+        self._width, self._height = width + width % 2, height + height % 2
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._container = av.open(
+                str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except OSError as exc:
+            raise MediaError(f"cannot write video {self.path}: {exc}") from exc
+        gop = max(1, round(self.fps * self.keyframe_interval_s))
+        vs = self._container.add_stream(
+            "libx264",
+            rate=self.rate,
+            options={
+                "crf": str(self.crf),
+                "preset": self.preset,
+                "profile": "main",
+                # Explicit BT.709 limited-range tags: players otherwise guess (and differ).
+                "x264-params": (
+                    f"keyint={gop}:min-keyint={gop}:scenecut=0:"
+                    "colorprim=bt709:transfer=bt709:colormatrix=bt709:range=tv"
+                ),
+            },
+        )
+        vs.width = self._width
+        vs.height = self._height
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.time_base = 1 / self.rate
+        self._vstream = vs
+        if self._audio is not None:
+            a = self._container.add_stream("aac", rate=self._audio_rate)
+            a.layout = "mono"
+            a.bit_rate = self._audio_bitrate
+            self._astream = a
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one H×W×3 uint8 RGB frame (the next one at constant fps)."""
+        if self._closed:
+            raise MediaError(f"video {self.path} is already closed")
+        if self._container is None:
+            if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+                _as_rgb_frame(frame, 0, 0)  # raises the input error
+            self._open(frame.shape[1], frame.shape[0])
+        assert self._width is not None and self._height is not None
+        rgb = _as_rgb_frame(frame, self._width, self._height)
+        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        vf = vf.reformat(
+            format="yuv420p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709
+        )
+        vf.pts = self.frames_written
+        vf.time_base = 1 / self.rate
+        self._mux(self._vstream.encode(vf))
+        self.frames_written += 1
+        # Interleave: audio up to the end of this frame goes in now.
+        self._push_audio(self.frames_written / self.fps)
+        if self.progress is not None:
+            total = self.total_frames
+            self.progress(min(1.0, self.frames_written / total) if total else 0.0)
+
+    def write_many(self, frames: Iterable[np.ndarray]) -> None:
+        for f in frames:
+            self.write(f)
+
+    def _mux(self, packets: Iterable[Any]) -> None:
+        for p in packets:
+            self._container.mux(p)
+
+    def _push_audio(self, until_s: float | None) -> None:
+        if self._astream is None or self._audio is None:
+            return
+        end = (
+            len(self._audio)
+            if until_s is None
+            else min(len(self._audio), round(until_s * self._audio_rate))
+        )
+        if end <= self._audio_pos:
+            return
+        chunk = np.ascontiguousarray(self._audio[self._audio_pos : end].reshape(1, -1))
+        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        af.sample_rate = self._audio_rate
+        af.pts = self._audio_pos
+        af.time_base = Fraction(1, self._audio_rate)
+        self._audio_pos = end
+        self._mux(self._astream.encode(af))
+
+    # -- finishing -----------------------------------------------------------------------
+
+    def close(self) -> Path:
+        """Flush encoders and finish the file; returns its path."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        if self._container is None:
+            raise MediaError(f"no frames were written to {self.path}: a video needs at least one")
+        try:
+            self._mux(self._vstream.encode(None))
+            if self._astream is not None:
+                self._push_audio(None)
+                self._mux(self._astream.encode(None))
+        finally:
+            self._container.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without finishing; the partial file is removed."""
+        self._closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # best effort on an already failing path
+                pass
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_mp4(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    audio: np.ndarray | bytes | None = None,
+    sample_rate: int | None = None,
+    crf: int = 20,
+    preset: str = "veryfast",
+    progress: ProgressCallback | None = None,
+    total_frames: int | None = None,
+) -> Path:
+    """Write ``frames`` (H×W×3 uint8 RGB) as an H.264/AAC MP4 (see the module docstring)."""
+    if total_frames is None and hasattr(frames, "__len__"):
+        total_frames = len(frames)  # type: ignore[arg-type]
+    with VideoWriter(
+        path,
+        fps,
+        audio=audio,
+        sample_rate=sample_rate,
+        crf=crf,
+        preset=preset,
+        progress=progress,
+        total_frames=total_frames,
+    ) as writer:
+        writer.write_many(frames)
+    return Path(path)
+
+
+def _open_input(path: str | os.PathLike[str]) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"video file not found: {p}")
+    try:
+        return av.open(str(p), mode="r")
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"cannot read video {p}: {exc}. Is it a valid MP4?") from exc
+
+
+def read_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """Decode the first video stream as H×W×3 uint8 RGB frames, in order."""
+    container = _open_input(path)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            # Decode with the matrix we encoded with (BT.709), not swscale's BT.601 default.
+            yield frame.reformat(
+                format="rgb24", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709
+            ).to_ndarray()
+    except av.FFmpegError as exc:
+        raise MediaError(f"cannot decode video {path}: {exc}") from exc
+    finally:
+        container.close()
+
+
+def mp4_top_level_boxes(path: str | os.PathLike[str]) -> list[str]:
+    """The top-level ISO-BMFF box types of an MP4, in file order (``ftyp``, ``moov``, ...)."""
+    boxes: list[str] = []
+    with open(path, "rb") as fh:
+        size_total = os.fstat(fh.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size_total:
+            fh.seek(pos)
+            size, kind = struct.unpack(">I4s", fh.read(8))
+            if size == 1:
+                (size,) = struct.unpack(">Q", fh.read(8))
+            elif size == 0:
+                size = size_total - pos
+            boxes.append(kind.decode("latin-1"))
+            if size < 8:
+                break
+            pos += size
+    return boxes
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Frame count, rate, duration and audio length of a media file.
+
+    ``frames`` is counted by demuxing (exact, cheap: no decoding); durations come from the
+    packet timestamps, so they describe what a player will actually play."""
+    container = _open_input(path)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{path} has no video stream")
+        vs = container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or 0
+        fps = float(rate) if rate else 0.0
+        width, height = vs.codec_context.width, vs.codec_context.height
+        pix_fmt = vs.codec_context.format.name if vs.codec_context.format else ""
+        profile = vs.codec_context.profile or ""
+        level = getattr(vs.codec_context, "level", 0) or 0
+        vcodec = vs.codec_context.name
+        audio_stream = container.streams.audio[0] if container.streams.audio else None
+        streams = [vs] if audio_stream is None else [vs, audio_stream]
+        frames = 0
+        v_end = 0.0
+        a_end = 0.0
+        a_start: float | None = None
+        for packet in container.demux(*streams):
+            if packet.pts is None or packet.size == 0:
+                continue
+            t0 = float(packet.pts * packet.time_base)
+            t1 = t0 + float((packet.duration or 0) * packet.time_base)
+            if packet.stream.type == "video":
+                frames += 1
+                v_end = max(v_end, t1)
+            else:
+                a_start = t0 if a_start is None else min(a_start, t0)
+                a_end = max(a_end, t1)
+        audio_rate = audio_stream.codec_context.sample_rate if audio_stream else None
+        audio_dur = None
+        if audio_stream is not None:
+            audio_dur = max(0.0, a_end - max(0.0, a_start or 0.0))
+    except av.FFmpegError as exc:
+        raise MediaError(f"cannot read video {path}: {exc}") from exc
+    finally:
+        container.close()
+    boxes = mp4_top_level_boxes(path)
+    faststart = "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")
+    return MediaInfo(
+        width=width,
+        height=height,
+        fps=fps,
+        frames=frames,
+        duration_s=v_end if v_end else frames / fps if fps else 0.0,
+        audio_sample_rate=audio_rate,
+        audio_duration_s=audio_dur,
+        video_codec=vcodec,
+        pix_fmt=pix_fmt,
+        profile=str(profile),
+        level=level / 10.0 if level > 0 else 0.0,
+        audio_codec=audio_stream.codec_context.name if audio_stream else None,
+        faststart=faststart,
+    )
