@@ -18,9 +18,9 @@ from typing import Any
 
 from lipcore.errors import InputError, LimitError
 from lipcore.interfaces import (
+    CharTiming,
     LipsyncBackend,
     PhonemeTiming,
-    CharTiming,
     TTSChunk,
     TTSSource,
     VisemeFrame,
@@ -145,8 +145,7 @@ class Utterance:
         if not self.lead_ms:
             return list(frames)
         return [
-            VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights)
-            for f in frames
+            VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights) for f in frames
         ]
 
     async def __aiter__(self) -> AsyncIterator[SpeechStep]:
@@ -225,9 +224,7 @@ class Engine:
         """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""
         if type_ not in self._backends:
             context = f"avatar {avatar!r}" if avatar else ""
-            self._backends[type_] = self.registry.create(
-                "lipsync_backends", type_, context=context
-            )
+            self._backends[type_] = self.registry.create("lipsync_backends", type_, context=context)
         return self._backends[type_]
 
     async def voices(self, tts: str | None = None) -> Sequence[Voice]:
@@ -274,7 +271,9 @@ class Engine:
             options=options,
         )
 
-    async def speak(self, text: str | AsyncIterable[str], **kwargs: Any) -> AsyncIterator[SpeechStep]:
+    async def speak(
+        self, text: str | AsyncIterable[str], **kwargs: Any
+    ) -> AsyncIterator[SpeechStep]:
         """Shorthand: ``async for step in engine.speak(text, voice="de")``."""
         utt = await self.utterance(text, **kwargs)
         async for step in utt:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "InputError",
-    "LipcoreError",
     "LimitError",
+    "LipcoreError",
     "PluginNotFoundError",
     "TTSError",
     "UnknownVoiceError",

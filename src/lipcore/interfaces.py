@@ -212,9 +212,7 @@ class MouthRenderer(abc.ABC):
     """Composites the mouth overlay onto idle-loop frames (server-side rendering)."""
 
     @abc.abstractmethod
-    def render(
-        self, frame: Any, *, idle_index: int, weights: Mapping[str, float]
-    ) -> Any:
+    def render(self, frame: Any, *, idle_index: int, weights: Mapping[str, float]) -> Any:
         """Return ``frame`` (H×W×3 uint8 RGB) with the mouth for ``weights`` composited,
         placed by the mouth track of idle frame ``idle_index``."""
 

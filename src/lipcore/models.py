@@ -76,7 +76,9 @@ class AvatarizeResponse(_Model):
 class SessionCreate(_Model):
     avatar_id: str
     voice_id: str
-    tts: str | None = Field(default=None, description="TTS source name; the server default if unset")
+    tts: str | None = Field(
+        default=None, description="TTS source name; the server default if unset"
+    )
 
 
 class SessionCreated(_Model):

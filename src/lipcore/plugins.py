@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pluggy
@@ -129,10 +129,12 @@ class LipcorePluginManager(pluggy.PluginManager):
             try:
                 plugin = ep.load()
                 self.register(plugin, name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the others
+            except Exception as exc:
                 self._mark_broken(ep.name, dist, exc)
                 continue
-            self.plugin_info[ep.name] = _PluginInfo(name=ep.name, distribution=dist, version=version)
+            self.plugin_info[ep.name] = _PluginInfo(
+                name=ep.name, distribution=dist, version=version
+            )
         self.check_pending()
 
     def _mark_broken(self, name: str, dist: str | None, exc: BaseException) -> None:
@@ -216,7 +218,7 @@ class PluginRegistry:
                 if _trace_enabled():
                     logger.info("hook register_%s -> %s", family, plugin_name)
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001 - isolate the broken plugin
+            except Exception as exc:
                 self.pm._mark_broken(plugin_name, info.distribution, exc)
                 continue
             for reg in pending:
@@ -284,7 +286,8 @@ class PluginRegistry:
             else ""
         )
         raise PluginNotFoundError(
-            f"No {noun} named {name!r}{where}{broken_note}. Installed {noun}s: {installed}.{install}"
+            f"No {noun} named {name!r}{where}{broken_note}. "
+            f"Installed {noun}s: {installed}.{install}"
         )
 
     def create(self, family: Family, name: str, *, context: str = "", **kwargs: Any) -> Any:

@@ -63,7 +63,10 @@ def test_brief_examples_validate() -> None:
         (models.ROI, {"x": 0, "y": 0, "w": 0, "h": 10}),
         (models.SpeakRequest, {"text": "hi", "unknown": 1}),
         (models.VisemeEvent, {"type": "audio", "pts_ms": 0, "weights": {}}),
-        (models.LipsyncAssets, {"type": "3d", "mask_url": "m", "roi": {"x": 0, "y": 0, "w": 1, "h": 1}}),
+        (
+            models.LipsyncAssets,
+            {"type": "3d", "mask_url": "m", "roi": {"x": 0, "y": 0, "w": 1, "h": 1}},
+        ),
     ],
 )
 def test_bad_payloads_are_rejected(model: type, payload: dict[str, object]) -> None:

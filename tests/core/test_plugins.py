@@ -31,9 +31,19 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-            "--no-index", "--target", str(target),
-            str(DISTS / "good"), str(DISTS / "broken"), str(DISTS / "badhook"),
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(DISTS / "good"),
+            str(DISTS / "broken"),
+            str(DISTS / "badhook"),
         ],
         check=True,
     )
@@ -192,7 +202,10 @@ def test_cli_lists_plugins_with_versions_and_registrations(plugin_site: Path) ->
     env.pop("LIPCORE_PLUGINS", None)
     out = subprocess.run(
         [sys.executable, "-m", "lipcore.cli", "plugins", "--json"],
-        check=True, capture_output=True, text=True, env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["testgood"]["version"] == "1.2.3"

@@ -23,7 +23,8 @@ _COMMAND_MODULES = (
     "lipcore.cli.plugins_cmd",  # plugins, schema
     "lipcore.cli.visemes",  # visemes, voices
     "lipcore.cli.avatar",  # avatarize
-    "lipcore.cli.say",  # say, demo, eval
+    "lipcore.cli.say",  # say, demo
+    "lipcore.cli.eval_cmd",  # eval sync
     "lipcore.cli.serve",  # serve
 )
 
