@@ -47,7 +47,7 @@ def test_offset_recovers_a_known_delay(delay_ms: float) -> None:
 def test_closure_rate_counts_bilabials_that_really_close() -> None:
     track = _track()
     ap = _render(track, 0.0, audio_offset_ms=0, smooth=False)
-    report, times, _ = evaluate_sync(ap, track, fps=FPS, audio_offset_ms=0)
+    report, _, _ = evaluate_sync(ap, track, fps=FPS, audio_offset_ms=0)
     assert report.bilabials == 12 and report.closure_rate == 1.0
     # keep the mouth open through every closure: the rate must drop to zero
     stuck = np.maximum(ap, CLOSED_APERTURE * 2)
