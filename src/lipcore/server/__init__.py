@@ -1,0 +1,1 @@
+"""lipcore realtime server."""

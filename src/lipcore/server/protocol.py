@@ -1,0 +1,576 @@
+"""The live wire protocol, version 1 (``docs/protocol.md``): message models, the binary frame
+header, close codes, and the JSON test vectors shared with the web and Dart clients.
+
+Every JSON message is an object with a ``type``. The models below validate both directions;
+the server builds its messages through them in tests, and ``tests/vectors/*.json`` hold their
+JSON Schemas plus valid and invalid examples (regenerate with
+``python -m lipcore.server.protocol tests/vectors``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+__all__ = [
+    "AUDIO_KIND",
+    "CLIENT_MESSAGES",
+    "CLOSE_CODES",
+    "DEFAULT_CLASSES",
+    "HEADER",
+    "HEADER_SIZE",
+    "PATCH_KIND",
+    "PROTOCOL_VERSION",
+    "SERVER_MESSAGES",
+    "ClientMessage",
+    "FrameHeader",
+    "pack_frame",
+    "parse_client_message",
+    "unpack_frame",
+    "write_vectors",
+]
+
+PROTOCOL_VERSION = 1
+
+#: The asset contract's viseme classes, in order (``Rest`` is the remainder of every frame).
+DEFAULT_CLASSES: tuple[str, ...] = (
+    "Rest", "AI", "E", "U", "O", "MBP", "FV", "L", "WQ", "R", "CH", "TH",
+)  # fmt: skip
+
+#: Binary frame header: kind u8, version u8, flags u16, utterance u32, pts_ms f64 (little endian).
+HEADER = struct.Struct("<BBHId")
+HEADER_SIZE = HEADER.size  # 16
+AUDIO_KIND = 1
+PATCH_KIND = 2
+
+#: WebSocket close codes the server uses (4xxx are application codes, RFC 6455 §7.4.2).
+CLOSE_CODES: dict[int, str] = {
+    1000: "normal closure (session deleted, or the client said goodbye)",
+    1001: "server shutting down",
+    1009: "message too big",
+    1011: "internal server error",
+    4400: "protocol error: too many invalid messages",
+    4401: "missing or wrong session token",
+    4404: "unknown session",
+    4408: "client too slow: its send queue stayed full",
+    4409: "replaced by a newer connection to the same session",
+    4410: "session expired (idle timeout) or closed",
+}
+
+_EPS = 1e-3
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _OpenMsg(BaseModel):
+    """Messages a newer server may extend: clients must ignore unknown fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _check_weights(weights: Mapping[str, float]) -> Mapping[str, float]:
+    total = 0.0
+    for name, w in weights.items():
+        if name not in DEFAULT_CLASSES:
+            raise ValueError(f"unknown viseme class {name!r}")
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"weight of {name!r} is {w}, outside [0, 1]")
+        total += w
+    if total > 1.0 + _EPS:
+        raise ValueError(f"weights sum to {total:.3f} > 1")
+    return weights
+
+
+class AudioFormat(_Msg):
+    format: Literal["s16le"] = "s16le"
+    sample_rate: int = Field(gt=0)
+    channels: Literal[1] = 1
+
+
+class Limits(_OpenMsg):
+    max_text_chars: int
+    max_queued_utterances: int
+    max_message_bytes: int
+
+
+class Hello(_OpenMsg):
+    type: Literal["hello"] = "hello"
+    protocol: Literal[1] = 1
+    session_id: str
+    fps: float = Field(gt=0)
+    classes: list[str]
+    audio: AudioFormat
+    lipsync: dict[str, Any] = Field(
+        description="type plus asset URLs (the avatar's lipsync_assets)"
+    )
+    server_time_ms: float
+    viseme_events: Literal["batched", "single"] = "batched"
+    lead_ms: float = 0.0
+    resumed: bool = False
+    limits: Limits | None = None
+
+
+class UtteranceStart(_OpenMsg):
+    type: Literal["utterance_start"] = "utterance_start"
+    utterance: int = Field(ge=1)
+    sample_rate: int = Field(gt=0)
+    text: str | None = None
+    server_time_ms: float | None = None
+
+
+class FrameModel(_Msg):
+    pts_ms: float = Field(ge=0)
+    weights: dict[str, float]
+
+    _w = field_validator("weights")(_check_weights)
+
+
+class Viseme(_Msg):
+    """The contract's single-frame event (``viseme_events: "single"``)."""
+
+    type: Literal["viseme"] = "viseme"
+    pts_ms: float = Field(ge=0)
+    weights: dict[str, float]
+    utterance: int = Field(ge=1)
+
+    _w = field_validator("weights")(_check_weights)
+
+
+class Visemes(_Msg):
+    """The batched form: the frames that became final with one audio chunk."""
+
+    type: Literal["visemes"] = "visemes"
+    utterance: int = Field(ge=1)
+    frames: list[FrameModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Visemes:
+        pts = [f.pts_ms for f in self.frames]
+        if any(b <= a for a, b in itertools.pairwise(pts)):
+            raise ValueError("frames must be sorted by pts_ms, strictly increasing")
+        return self
+
+
+class UtteranceEnd(_OpenMsg):
+    type: Literal["utterance_end"] = "utterance_end"
+    utterance: int = Field(ge=1)
+    duration_ms: float = Field(ge=0)
+    reason: Literal["done", "stopped", "error"] = "done"
+
+
+class Stop(_OpenMsg):
+    type: Literal["stop"] = "stop"
+    utterance: int = Field(ge=0, description="the utterance to stop; 0 if none was ever started")
+    at_pts_ms: float = Field(ge=0)
+    ramp_ms: float = Field(ge=100, le=200)
+    reason: Literal["barge_in", "client", "rest", "error", "server"] = "client"
+
+
+class Error(_OpenMsg):
+    type: Literal["error"] = "error"
+    code: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    utterance: int | None = None
+
+
+class Pong(_Msg):
+    type: Literal["pong"] = "pong"
+    id: int | str
+    client_time_ms: float
+    server_time_ms: float
+
+
+# -- client → server --------------------------------------------------------------------------
+
+
+class Ping(_Msg):
+    type: Literal["ping"] = "ping"
+    id: int | str
+    client_time_ms: float
+
+
+class Speak(_Msg):
+    type: Literal["speak"] = "speak"
+    text: str = Field(min_length=1)
+    barge_in: bool = False
+
+
+class TextDelta(_Msg):
+    type: Literal["text_delta"] = "text_delta"
+    delta: str
+
+
+class TextEnd(_Msg):
+    type: Literal["text_end"] = "text_end"
+
+
+class StopRequest(_Msg):
+    type: Literal["stop"] = "stop"
+
+
+ClientMessage = Annotated[
+    Ping | Speak | TextDelta | TextEnd | StopRequest, Field(discriminator="type")
+]
+_CLIENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+
+SERVER_MESSAGES: dict[str, type[BaseModel]] = {
+    "hello": Hello,
+    "utterance_start": UtteranceStart,
+    "viseme": Viseme,
+    "visemes": Visemes,
+    "utterance_end": UtteranceEnd,
+    "stop": Stop,
+    "error": Error,
+    "pong": Pong,
+}
+CLIENT_MESSAGES: dict[str, type[BaseModel]] = {
+    "ping": Ping,
+    "speak": Speak,
+    "text_delta": TextDelta,
+    "text_end": TextEnd,
+    "stop": StopRequest,
+}
+
+
+def parse_client_message(text: str) -> Ping | Speak | TextDelta | TextEnd | StopRequest:
+    """Parse and validate one client JSON message (raises ``pydantic.ValidationError`` or
+    ``ValueError``)."""
+    return _CLIENT_ADAPTER.validate_json(text)  # type: ignore[no-any-return]
+
+
+def validate_server_message(message: Mapping[str, Any]) -> BaseModel:
+    """Validate one server → client JSON message against its model (used by tests)."""
+    kind = message.get("type")
+    model = SERVER_MESSAGES.get(str(kind))
+    if model is None:
+        raise ValueError(f"unknown server message type {kind!r}")
+    return model.model_validate(message)
+
+
+# -- binary frames ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    kind: int
+    version: int
+    flags: int
+    utterance: int
+    pts_ms: float
+
+
+def pack_frame(payload: bytes, *, utterance: int, pts_ms: float, kind: int = AUDIO_KIND) -> bytes:
+    """A binary frame: the 16-byte header, then ``payload`` (PCM s16le for audio)."""
+    return HEADER.pack(kind, PROTOCOL_VERSION, 0, utterance, pts_ms) + payload
+
+
+def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
+    """Split a binary frame into its header and payload; ``ValueError`` if it is malformed."""
+    if len(data) < HEADER_SIZE:
+        raise ValueError(f"binary frame of {len(data)} bytes is shorter than the 16-byte header")
+    kind, version, flags, utterance, pts_ms = HEADER.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise ValueError(f"binary frame version {version}, expected {PROTOCOL_VERSION}")
+    if kind not in (AUDIO_KIND, PATCH_KIND):
+        raise ValueError(f"unknown binary frame kind {kind}")
+    payload = data[HEADER_SIZE:]
+    if kind == AUDIO_KIND and len(payload) % 2:
+        raise ValueError("audio payload has an odd number of bytes (s16le samples are 2 bytes)")
+    return FrameHeader(kind, version, flags, utterance, pts_ms), payload
+
+
+# -- test vectors --------------------------------------------------------------------------------
+
+_W = {"MBP": 0.8, "O": 0.2}
+_LIPSYNC = {
+    "type": "sprites",
+    "atlas_url": "/avatars/a_x/files/atlas.json",
+    "mask_url": "/avatars/a_x/files/mask_mouth.png",
+    "roi": {"x": 620, "y": 830, "w": 360, "h": 220},
+}
+
+_SERVER_VECTORS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "hello": {
+        "valid": [
+            {
+                "name": "full",
+                "message": {
+                    "type": "hello", "protocol": 1, "session_id": "s_3nq0Xk", "fps": 30.0,
+                    "classes": list(DEFAULT_CLASSES),
+                    "audio": {"format": "s16le", "sample_rate": 22050, "channels": 1},
+                    "lipsync": _LIPSYNC, "server_time_ms": 1764064800123.5,
+                    "viseme_events": "batched", "lead_ms": 20.0, "resumed": False,
+                    "limits": {"max_text_chars": 5000, "max_queued_utterances": 8,
+                               "max_message_bytes": 65536},
+                },
+            },
+            {
+                "name": "minimal, resumed, unknown extra field ignored",
+                "message": {
+                    "type": "hello", "protocol": 1, "session_id": "s_1", "fps": 25,
+                    "classes": list(DEFAULT_CLASSES),
+                    "audio": {"format": "s16le", "sample_rate": 16000, "channels": 1},
+                    "lipsync": {"type": "mesh"}, "server_time_ms": 0, "resumed": True,
+                    "future_field": 1,
+                },
+            },
+        ],
+        "invalid": [
+            {"name": "wrong protocol", "reason": "protocol must be 1",
+             "message": {"type": "hello", "protocol": 2, "session_id": "s", "fps": 30,
+                         "classes": [], "audio": {"sample_rate": 22050}, "lipsync": {},
+                         "server_time_ms": 0}},
+            {"name": "stereo", "reason": "audio.channels must be 1",
+             "message": {"type": "hello", "protocol": 1, "session_id": "s", "fps": 30,
+                         "classes": [], "audio": {"sample_rate": 22050, "channels": 2},
+                         "lipsync": {}, "server_time_ms": 0}},
+        ],
+    },
+    "utterance_start": {
+        "valid": [
+            {"name": "with text", "message": {"type": "utterance_start", "utterance": 1,
+                                             "sample_rate": 22050, "text": "Hallo Welt",
+                                             "server_time_ms": 1764064800500.0}},
+            {"name": "streamed text (unknown yet)",
+             "message": {"type": "utterance_start", "utterance": 7, "sample_rate": 16000,
+                         "text": None}},
+        ],
+        "invalid": [
+            {"name": "utterance 0", "reason": "utterances count from 1",
+             "message": {"type": "utterance_start", "utterance": 0, "sample_rate": 22050}},
+        ],
+    },
+    "viseme": {
+        "valid": [
+            {"name": "contract example", "message": {"type": "viseme", "pts_ms": 123456,
+                                                    "weights": _W, "utterance": 1}},
+            {"name": "rest (no weights)", "message": {"type": "viseme", "pts_ms": 0.0,
+                                                     "weights": {}, "utterance": 2}},
+        ],
+        "invalid": [
+            {"name": "weights over 1", "reason": "weights sum to at most 1",
+             "message": {"type": "viseme", "pts_ms": 10, "weights": {"AI": 0.7, "O": 0.6},
+                         "utterance": 1}},
+            {"name": "unknown class", "reason": "classes come from hello.classes",
+             "message": {"type": "viseme", "pts_ms": 10, "weights": {"XX": 0.5},
+                         "utterance": 1}},
+            {"name": "negative pts", "reason": "pts_ms >= 0",
+             "message": {"type": "viseme", "pts_ms": -1, "weights": {}, "utterance": 1}},
+        ],
+    },
+    "visemes": {
+        "valid": [
+            {"name": "two frames", "message": {
+                "type": "visemes", "utterance": 1,
+                "frames": [{"pts_ms": 0.0, "weights": {}},
+                           {"pts_ms": 33.3, "weights": {"MBP": 0.8, "O": 0.2}}]}},
+        ],
+        "invalid": [
+            {"name": "not increasing", "reason": "frames strictly increasing by pts_ms",
+             "message": {"type": "visemes", "utterance": 1,
+                         "frames": [{"pts_ms": 33.3, "weights": {}},
+                                    {"pts_ms": 33.3, "weights": {}}]}},
+            {"name": "empty", "reason": "at least one frame",
+             "message": {"type": "visemes", "utterance": 1, "frames": []}},
+        ],
+    },
+    "utterance_end": {
+        "valid": [
+            {"name": "done", "message": {"type": "utterance_end", "utterance": 1,
+                                        "duration_ms": 1834.2, "reason": "done"}},
+        ],
+        "invalid": [
+            {"name": "unknown reason", "reason": "reason is done|stopped|error",
+             "message": {"type": "utterance_end", "utterance": 1, "duration_ms": 5,
+                         "reason": "bored"}},
+        ],
+    },
+    "stop": {
+        "valid": [
+            {"name": "barge-in", "message": {"type": "stop", "utterance": 3, "at_pts_ms": 812.0,
+                                            "ramp_ms": 150, "reason": "barge_in"}},
+            {"name": "tts failure ramps to rest", "message": {
+                "type": "stop", "utterance": 2, "at_pts_ms": 400.0, "ramp_ms": 150,
+                "reason": "error"}},
+            {"name": "nothing started yet", "message": {"type": "stop", "utterance": 0,
+                                                       "at_pts_ms": 0, "ramp_ms": 100}},
+        ],
+        "invalid": [
+            {"name": "ramp too long", "reason": "ramp_ms within 100..200",
+             "message": {"type": "stop", "utterance": 1, "at_pts_ms": 0, "ramp_ms": 500}},
+        ],
+    },
+    "error": {
+        "valid": [
+            {"name": "tts failure", "message": {"type": "error", "code": "tts_error",
+                                               "message": "the TTS source failed: timeout",
+                                               "utterance": 2}},
+            {"name": "bad client message", "message": {
+                "type": "error", "code": "bad_message",
+                "message": "message is not valid JSON"}},
+        ],
+        "invalid": [
+            {"name": "no code", "reason": "code is required",
+             "message": {"type": "error", "message": "x"}},
+        ],
+    },
+    "pong": {
+        "valid": [
+            {"name": "echo", "message": {"type": "pong", "id": 17, "client_time_ms": 5012.25,
+                                        "server_time_ms": 1764064800999.0}},
+        ],
+        "invalid": [
+            {"name": "missing server time", "reason": "server_time_ms is required",
+             "message": {"type": "pong", "id": 1, "client_time_ms": 1}},
+        ],
+    },
+}
+
+_CLIENT_VECTORS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "ping": {
+        "valid": [{"name": "ping", "message": {"type": "ping", "id": 17,
+                                               "client_time_ms": 5012.25}}],
+        "invalid": [{"name": "no id", "reason": "id is required",
+                     "message": {"type": "ping", "client_time_ms": 1}}],
+    },
+    "speak": {
+        "valid": [
+            {"name": "queue", "message": {"type": "speak", "text": "Guten Tag!"}},
+            {"name": "barge in", "message": {"type": "speak", "text": "Moment.",
+                                             "barge_in": True}},
+        ],
+        "invalid": [
+            {"name": "empty text", "reason": "text must not be empty",
+             "message": {"type": "speak", "text": ""}},
+            {"name": "unknown field", "reason": "client messages are strict",
+             "message": {"type": "speak", "text": "x", "voice": "de"}},
+        ],
+    },
+    "text_delta": {
+        "valid": [{"name": "token", "message": {"type": "text_delta", "delta": "Hal"}},
+                  {"name": "token with space", "message": {"type": "text_delta",
+                                                           "delta": "lo Welt, "}}],
+        "invalid": [{"name": "no delta", "reason": "delta is required",
+                     "message": {"type": "text_delta"}}],
+    },
+    "text_end": {
+        "valid": [{"name": "flush", "message": {"type": "text_end"}}],
+        "invalid": [{"name": "extra", "reason": "no fields",
+                     "message": {"type": "text_end", "text": "x"}}],
+    },
+    "stop": {
+        "valid": [{"name": "stop", "message": {"type": "stop"}}],
+        "invalid": [{"name": "extra", "reason": "no fields",
+                     "message": {"type": "stop", "now": True}}],
+    },
+}
+
+
+def _binary_vectors() -> dict[str, Any]:
+    valid = []
+    for name, payload, utt, pts in [
+        ("audio, utterance 1 at 0 ms, 2 samples", b"\x01\x00\xff\xff", 1, 0.0),
+        ("audio, utterance 3 at 812.5 ms, 1 sample", b"\x00\x80", 3, 812.5),
+        ("audio, header only (empty payload)", b"", 4294967295, 1234567.125),
+    ]:
+        frame = pack_frame(payload, utterance=utt, pts_ms=pts)
+        valid.append({
+            "name": name,
+            "hex": frame.hex(),
+            "header": {"kind": AUDIO_KIND, "version": PROTOCOL_VERSION, "flags": 0,
+                       "utterance": utt, "pts_ms": pts},
+            "payload_hex": payload.hex(),
+            "samples": list(struct.unpack(f"<{len(payload) // 2}h", payload)),
+        })
+    invalid = [
+        {"name": "short", "hex": "0101000001000000", "reason": "shorter than 16 bytes"},
+        {"name": "wrong version",
+         "hex": HEADER.pack(AUDIO_KIND, 9, 0, 1, 0.0).hex(), "reason": "version must be 1"},
+        {"name": "unknown kind",
+         "hex": HEADER.pack(7, 1, 0, 1, 0.0).hex(), "reason": "kind is 1 (audio) or 2 (patch)"},
+        {"name": "odd audio payload",
+         "hex": (HEADER.pack(AUDIO_KIND, 1, 0, 1, 0.0) + b"\x01").hex(),
+         "reason": "s16le audio has an even byte count"},
+    ]
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "description": "16-byte little-endian header (struct '<BBHId'): kind u8, version u8, "
+        "flags u16, utterance u32, pts_ms f64; then the payload",
+        "header_size": HEADER_SIZE,
+        "fields": [
+            {"name": "kind", "offset": 0, "type": "u8"},
+            {"name": "version", "offset": 1, "type": "u8"},
+            {"name": "flags", "offset": 2, "type": "u16"},
+            {"name": "utterance", "offset": 4, "type": "u32"},
+            {"name": "pts_ms", "offset": 8, "type": "f64"},
+        ],
+        "valid": valid,
+        "invalid": invalid,
+    }
+
+
+def vectors() -> dict[str, Any]:
+    """File name → content of every test vector file."""
+    out: dict[str, Any] = {}
+    for direction, table, models in (
+        ("server_to_client", _SERVER_VECTORS, SERVER_MESSAGES),
+        ("client_to_server", _CLIENT_VECTORS, CLIENT_MESSAGES),
+    ):
+        prefix = "server" if direction == "server_to_client" else "client"
+        for kind, cases in table.items():
+            model = models[kind]
+            for case in cases["valid"]:
+                model.model_validate(case["message"])  # vectors must agree with the models
+            for case in cases["invalid"]:
+                try:
+                    model.model_validate(case["message"])
+                except ValueError:
+                    continue
+                raise AssertionError(f"invalid vector {kind}/{case['name']} validates")
+            out[f"{prefix}.{kind}.json"] = {
+                "protocol": PROTOCOL_VERSION,
+                "type": kind,
+                "direction": direction,
+                "schema": model.model_json_schema(),
+                "valid": cases["valid"],
+                "invalid": cases["invalid"],
+            }
+    out["binary_header.json"] = _binary_vectors()
+    out["close_codes.json"] = {
+        "protocol": PROTOCOL_VERSION,
+        "codes": [{"code": c, "meaning": m} for c, m in CLOSE_CODES.items()],
+    }
+    return out
+
+
+def vector_texts() -> dict[str, str]:
+    return {
+        name: json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, content in vectors().items()
+    }
+
+
+def write_vectors(directory: Path) -> list[Path]:
+    """Write the test vectors into ``directory`` (``tests/vectors`` in the repository)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in vector_texts().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    for p in write_vectors(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/vectors")):
+        print(p)
