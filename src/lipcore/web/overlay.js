@@ -1,0 +1,326 @@
+// Layer 1, the mouth overlay: sprites (atlas cross-fade on a 2D canvas) and mesh (WebGL warp
+// of the ROI over the interior layer). Both are placed by the mouth track's affine of the idle
+// frame on screen: photo px → idle frame px → canvas px.
+
+import { blendMeshOffsets, REST, topCells } from "./protocol.js";
+
+/** object-fit: contain of a `vw`×`vh` video in a `cw`×`ch` canvas → {s, ox, oy}. */
+export function containFit(vw, vh, cw, ch) {
+  const s = Math.min(cw / vw, ch / vh);
+  return { s, ox: (cw - vw * s) / 2, oy: (ch - vh * s) / 2 };
+}
+
+/** photo px → canvas px as a 2D-canvas transform (a, b, c, d, e, f in canvas order). */
+export function canvasTransform(affine, fit) {
+  const [a, b, c, d, e, f] = affine;
+  const { s, ox, oy } = fit;
+  return [s * a, s * d, s * b, s * e, s * c + ox, s * f + oy];
+}
+
+export function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.crossOrigin = "anonymous";
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error(`could not load image ${url}`));
+    img.src = url;
+  });
+}
+
+/** A grayscale mask image → a canvas whose alpha is the mask (for destination-in). */
+export function maskToAlpha(img, w, h) {
+  const c = document.createElement("canvas");
+  c.width = w;
+  c.height = h;
+  const g = c.getContext("2d", { willReadFrequently: true });
+  g.drawImage(img, 0, 0, w, h);
+  const data = g.getImageData(0, 0, w, h);
+  const px = data.data;
+  for (let i = 0; i < px.length; i += 4) {
+    // A mask saved with alpha uses its alpha; a grayscale one its luminance.
+    const a = px[i + 3] < 255 ? px[i + 3] : px[i];
+    px[i] = 255;
+    px[i + 1] = 255;
+    px[i + 2] = 255;
+    px[i + 3] = a;
+  }
+  g.putImageData(data, 0, 0);
+  return c;
+}
+
+/** Does the image carry real transparency (any pixel with alpha < 250 on a sparse grid)? */
+function hasAlpha(img) {
+  const c = document.createElement("canvas");
+  c.width = Math.min(img.width, 256);
+  c.height = Math.min(img.height, 256);
+  const g = c.getContext("2d", { willReadFrequently: true });
+  g.drawImage(img, 0, 0, c.width, c.height);
+  const px = g.getImageData(0, 0, c.width, c.height).data;
+  for (let i = 3; i < px.length; i += 4 * 7) if (px[i] < 250) return true;
+  return false;
+}
+
+function relative(base, name) {
+  return new URL(name, new URL(base, location.href)).href;
+}
+
+// ------------------------------------------------------------------------- sprites
+
+export class SpriteOverlay {
+  /**
+   * Load variant A: `atlasJsonUrl` (atlas.json: grid, classes, roi, mask, optional cells and
+   * image). The atlas image is `image` from the JSON, else `atlas_png_url`, else atlas.png next
+   * to the JSON.
+   */
+  static async load(canvas, { atlasJsonUrl, atlasPngUrl = null, maskUrl = null }) {
+    const res = await fetch(atlasJsonUrl);
+    if (!res.ok) throw new Error(`atlas.json: HTTP ${res.status} at ${atlasJsonUrl}`);
+    const atlas = await res.json();
+    const imgUrl = atlas.image ? relative(atlasJsonUrl, atlas.image)
+      : atlasPngUrl ?? relative(atlasJsonUrl, "atlas.png");
+    const mUrl = maskUrl ?? (atlas.mask ? relative(atlasJsonUrl, atlas.mask) : null);
+    const [img, mask] = await Promise.all([loadImage(imgUrl), mUrl ? loadImage(mUrl) : null]);
+    return new SpriteOverlay(canvas, atlas, img, mask);
+  }
+
+  constructor(canvas, atlas, img, maskImg) {
+    this.kind = "sprites";
+    this.canvas = canvas;
+    this.g = canvas.getContext("2d");
+    this.atlas = atlas;
+    this.img = img;
+    this.roi = atlas.roi;
+    this.classes = atlas.classes;
+    const { cols, rows } = atlas.grid;
+    this.cellW = img.width / cols;
+    this.cellH = img.height / rows;
+    this.off = document.createElement("canvas");
+    this.off.width = this.roi.w;
+    this.off.height = this.roi.h;
+    this.og = this.off.getContext("2d");
+    // Cells rendered with their feathered alpha need no second mask; opaque cells get the mask.
+    this.mask = maskImg && !hasAlpha(img) ? maskToAlpha(maskImg, this.roi.w, this.roi.h) : null;
+  }
+
+  cellRect(cls) {
+    const cell = this.atlas.cells?.[cls];
+    if (cell) return [cell.x, cell.y, cell.w, cell.h];
+    const i = Math.max(0, this.classes.indexOf(cls));
+    const cols = this.atlas.grid.cols;
+    return [(i % cols) * this.cellW, Math.floor(i / cols) * this.cellH, this.cellW, this.cellH];
+  }
+
+  /** Draw the mouth for `weights`, placed by `affine` in a canvas fitted by `fit`. */
+  draw(affine, weights, fit) {
+    const { og, off, roi } = this;
+    og.globalCompositeOperation = "copy";
+    og.globalAlpha = 1;
+    og.clearRect(0, 0, off.width, off.height);
+    // Canvas 2D keeps premultiplied pixels; "lighter" adds them, so the cells cross-fade as
+    // Σ w·(premultiplied cell) with no dark fringes at feathered edges.
+    og.globalCompositeOperation = "lighter";
+    for (const { cls, w } of topCells(weights, 3, this.classes)) {
+      const [sx, sy, sw, sh] = this.cellRect(cls);
+      og.globalAlpha = w;
+      og.drawImage(this.img, sx, sy, sw, sh, 0, 0, roi.w, roi.h);
+    }
+    og.globalAlpha = 1;
+    if (this.mask) {
+      og.globalCompositeOperation = "destination-in";
+      og.drawImage(this.mask, 0, 0);
+    }
+    og.globalCompositeOperation = "source-over";
+    const g = this.g;
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    g.setTransform(...canvasTransform(affine, fit));
+    g.imageSmoothingQuality = "high";
+    g.drawImage(off, roi.x, roi.y);
+    g.setTransform(1, 0, 0, 1, 0, 0);
+  }
+}
+
+// ------------------------------------------------------------------------- mesh (WebGL)
+
+const VERT = `
+attribute vec2 a_pos;   // photo px (rest position + blended offset)
+attribute vec2 a_uv;    // texture coordinate in the ROI (rest position)
+uniform mat3 u_photoToClip;
+varying vec2 v_uv;
+void main() {
+  vec3 p = u_photoToClip * vec3(a_pos, 1.0);
+  gl_Position = vec4(p.xy, 0.0, 1.0);
+  v_uv = a_uv;
+}`;
+
+const FRAG = `
+precision mediump float;
+uniform sampler2D u_tex;
+uniform sampler2D u_mask;
+uniform float u_useMask;
+varying vec2 v_uv;
+void main() {
+  vec4 c = texture2D(u_tex, v_uv);          // premultiplied on upload
+  float m = mix(1.0, texture2D(u_mask, v_uv).r, u_useMask);
+  gl_FragColor = c * m;
+}`;
+
+function compile(gl, type, src) {
+  const sh = gl.createShader(type);
+  gl.shaderSource(sh, src);
+  gl.compileShader(sh);
+  if (!gl.getShaderParameter(sh, gl.COMPILE_STATUS)) {
+    throw new Error(`shader: ${gl.getShaderInfoLog(sh)}`);
+  }
+  return sh;
+}
+
+function texture(gl, img) {
+  const t = gl.createTexture();
+  gl.bindTexture(gl.TEXTURE_2D, t);
+  gl.pixelStorei(gl.UNPACK_PREMULTIPLY_ALPHA_WEBGL, true);
+  gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, img);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+  gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+  return t;
+}
+
+export class MeshOverlay {
+  /**
+   * Load variant B: meshdef.json (grid, roi, targets) plus its images, named in the JSON or
+   * found next to it: `texture` (the ROI of the photo, RGBA: the lips' gap transparent),
+   * `interior` (teeth, tongue, cavity: what an opened mouth shows) and `mask`.
+   */
+  static async load(canvas, { meshdefUrl, maskUrl = null }) {
+    const res = await fetch(meshdefUrl);
+    if (!res.ok) throw new Error(`meshdef.json: HTTP ${res.status} at ${meshdefUrl}`);
+    const def = await res.json();
+    const texUrl = relative(meshdefUrl, def.texture ?? def.image ?? "mouth_texture.png");
+    const intUrl = relative(meshdefUrl, def.interior ?? "interior.png");
+    const mUrl = maskUrl ?? relative(meshdefUrl, def.mask ?? "mask_mouth.png");
+    const [tex, interior, mask] = await Promise.all([
+      loadImage(texUrl), loadImage(intUrl).catch(() => null), loadImage(mUrl).catch(() => null),
+    ]);
+    return new MeshOverlay(canvas, def, tex, interior, mask);
+  }
+
+  constructor(canvas, def, texImg, interiorImg, maskImg) {
+    this.kind = "mesh";
+    this.canvas = canvas;
+    this.def = def;
+    this.roi = def.roi;
+    const gl = canvas.getContext("webgl", { premultipliedAlpha: true, alpha: true,
+      preserveDrawingBuffer: true, antialias: true });
+    if (!gl) throw new Error("WebGL is not available in this browser: use a sprites avatar");
+    this.gl = gl;
+    const prog = gl.createProgram();
+    gl.attachShader(prog, compile(gl, gl.VERTEX_SHADER, VERT));
+    gl.attachShader(prog, compile(gl, gl.FRAGMENT_SHADER, FRAG));
+    gl.linkProgram(prog);
+    if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) {
+      throw new Error(`shader link: ${gl.getProgramInfoLog(prog)}`);
+    }
+    this.prog = prog;
+    this.loc = {
+      pos: gl.getAttribLocation(prog, "a_pos"),
+      uv: gl.getAttribLocation(prog, "a_uv"),
+      m: gl.getUniformLocation(prog, "u_photoToClip"),
+      tex: gl.getUniformLocation(prog, "u_tex"),
+      mask: gl.getUniformLocation(prog, "u_mask"),
+      useMask: gl.getUniformLocation(prog, "u_useMask"),
+    };
+    this.tex = texture(gl, texImg);
+    this.interior = interiorImg ? texture(gl, interiorImg) : null;
+    this.mask = maskImg ? texture(gl, maskImg) : null;
+    this.buildGrid();
+  }
+
+  buildGrid() {
+    const gl = this.gl;
+    const { cols, rows } = this.def.grid;
+    const { x, y, w, h } = this.roi;
+    const n = cols * rows;
+    this.restPos = new Float32Array(2 * n);
+    const uv = new Float32Array(2 * n);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c;
+        uv[2 * i] = c / (cols - 1);
+        uv[2 * i + 1] = r / (rows - 1);
+        this.restPos[2 * i] = x + uv[2 * i] * w;
+        this.restPos[2 * i + 1] = y + uv[2 * i + 1] * h;
+      }
+    }
+    const idx = [];
+    for (let r = 0; r < rows - 1; r++) {
+      for (let c = 0; c < cols - 1; c++) {
+        const i = r * cols + c;
+        idx.push(i, i + 1, i + cols, i + 1, i + cols + 1, i + cols);
+      }
+    }
+    this.count = idx.length;
+    this.uvBuf = gl.createBuffer();
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.uvBuf);
+    gl.bufferData(gl.ARRAY_BUFFER, uv, gl.STATIC_DRAW);
+    this.posBuf = gl.createBuffer();
+    this.restBuf = gl.createBuffer();
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.restBuf);
+    gl.bufferData(gl.ARRAY_BUFFER, this.restPos, gl.STATIC_DRAW);
+    this.idxBuf = gl.createBuffer();
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.idxBuf);
+    gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, new Uint16Array(idx), gl.STATIC_DRAW);
+    this.pos = new Float32Array(2 * n);
+  }
+
+  drawLayer(posBuf, tex, useMask) {
+    const gl = this.gl;
+    const L = this.loc;
+    gl.bindBuffer(gl.ARRAY_BUFFER, posBuf);
+    gl.enableVertexAttribArray(L.pos);
+    gl.vertexAttribPointer(L.pos, 2, gl.FLOAT, false, 0, 0);
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.uvBuf);
+    gl.enableVertexAttribArray(L.uv);
+    gl.vertexAttribPointer(L.uv, 2, gl.FLOAT, false, 0, 0);
+    gl.activeTexture(gl.TEXTURE0);
+    gl.bindTexture(gl.TEXTURE_2D, tex);
+    gl.uniform1i(L.tex, 0);
+    gl.activeTexture(gl.TEXTURE1);
+    gl.bindTexture(gl.TEXTURE_2D, this.mask ?? tex);
+    gl.uniform1i(L.mask, 1);
+    gl.uniform1f(L.useMask, useMask && this.mask ? 1 : 0);
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.idxBuf);
+    gl.drawElements(gl.TRIANGLES, this.count, gl.UNSIGNED_SHORT, 0);
+  }
+
+  draw(affine, weights, fit) {
+    const gl = this.gl;
+    const W = this.canvas.width;
+    const H = this.canvas.height;
+    gl.viewport(0, 0, W, H);
+    gl.clearColor(0, 0, 0, 0);
+    gl.clear(gl.COLOR_BUFFER_BIT);
+    gl.useProgram(this.prog);
+    gl.enable(gl.BLEND);
+    gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA); // premultiplied "over"
+    // photo px → canvas px (affine, then fit) → clip space, as a column-major mat3.
+    const [a, b, c, d, e, f] = canvasTransform(affine, fit);
+    const sx = 2 / W;
+    const sy = -2 / H;
+    gl.uniformMatrix3fv(this.loc.m, false, new Float32Array([
+      a * sx, b * sy, 0,
+      c * sx, d * sy, 0,
+      e * sx - 1, f * sy + 1, 1,
+    ]));
+    const off = blendMeshOffsets(this.def, weights);
+    for (let i = 0; i < this.pos.length; i++) this.pos[i] = this.restPos[i] + off[i];
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.posBuf);
+    gl.bufferData(gl.ARRAY_BUFFER, this.pos, gl.DYNAMIC_DRAW);
+    const speaking = Object.entries(weights).some(([k, v]) => k !== REST && v > 0.01);
+    // The interior stays still (teeth belong to the skull; the jaw's own part moves with the
+    // mesh): drawn undeformed first, the warped lips and skin over it.
+    if (this.interior && speaking) this.drawLayer(this.restBuf, this.interior, true);
+    this.drawLayer(this.posBuf, this.tex, true);
+  }
+}

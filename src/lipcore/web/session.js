@@ -1,0 +1,204 @@
+// One live session: the WebSocket, the utterances' audio and viseme tracks, clock sync, and the
+// mouth weights at the audio clock's position.
+
+import { AudioOut } from "./audio.js";
+import {
+  activity, ClockSync, clientMessages, decodeBinaryFrame, decodeServerMessage, framesOf,
+  KIND_AUDIO, pcm16ToFloat32, VisemeTrack,
+} from "./protocol.js";
+
+const PING_EVERY_MS = 2000;
+const BARGE_IN_RAMP_MS = 150;
+
+export class LiveSession extends EventTarget {
+  /** `log(type, fields)` receives every event the page may want to show or measure. */
+  constructor(wsUrl, { audio = null, log = () => {} } = {}) {
+    super();
+    this.wsUrl = wsUrl;
+    this.audio = audio ?? new AudioOut();
+    this.log = log;
+    this.clock = new ClockSync();
+    this.tracks = new Map(); // utterance id → VisemeTrack
+    this.order = []; // utterance ids in arrival order
+    this.hello = null;
+    this.ws = null;
+    this.pingId = 0;
+    this.pingTimer = null;
+    this.current = null; // the utterance last started by the server
+    this.closed = false;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.wsUrl);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      let greeted = false;
+      ws.onmessage = (ev) => {
+        try {
+          if (typeof ev.data === "string") {
+            const msg = decodeServerMessage(ev.data);
+            this.onMessage(msg);
+            if (msg.type === "hello" && !greeted) {
+              greeted = true;
+              resolve(msg);
+            }
+          } else {
+            this.onBinary(ev.data);
+          }
+        } catch (e) {
+          this.log("protocol_error", { message: String(e.message ?? e) });
+        }
+      };
+      ws.onclose = (ev) => {
+        clearInterval(this.pingTimer);
+        this.log("closed", { code: ev.code, reason: ev.reason });
+        this.dispatchEvent(new CustomEvent("close", { detail: ev }));
+        if (!greeted) reject(new Error(`connection closed (${ev.code}) before hello`));
+      };
+      ws.onerror = () => this.log("ws_error", {});
+    });
+  }
+
+  send(msg) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  ping() {
+    this.send(clientMessages.ping(++this.pingId, performance.now()));
+  }
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "hello":
+        this.hello = msg;
+        this.log("hello", { session_id: msg.session_id, fps: msg.fps });
+        this.ping();
+        clearInterval(this.pingTimer);
+        this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+        break;
+      case "pong": {
+        const s = this.clock.onPong(msg, performance.now());
+        if (s) this.log("pong", { rtt_ms: s.rtt, offset_ms: s.offset });
+        break;
+      }
+      case "utterance_start": {
+        const id = msg.utterance;
+        if (!this.tracks.has(id)) {
+          this.tracks.set(id, new VisemeTrack(id));
+          this.order.push(id);
+        }
+        this.audio.begin(id, msg.sample_rate);
+        this.current = id;
+        this.log("utterance_start", { utterance: id, text: msg.text ?? null });
+        break;
+      }
+      case "viseme":
+      case "visemes": {
+        const id = msg.utterance ?? this.current;
+        const track = this.tracks.get(id);
+        if (track) {
+          const frames = framesOf(msg);
+          track.add(frames);
+          if (!track.loggedFirst && frames.length) {
+            track.loggedFirst = true;
+            this.log("first_visemes", { utterance: id, pts_ms: frames[0].pts_ms });
+          }
+        }
+        break;
+      }
+      case "utterance_end": {
+        const track = this.tracks.get(msg.utterance);
+        if (track) track.end(msg.duration_ms);
+        this.log("utterance_end", { utterance: msg.utterance, reason: msg.reason ?? "done",
+          duration_ms: msg.duration_ms ?? null });
+        break;
+      }
+      case "stop":
+        this.stopUtterance(msg.utterance ?? this.current, msg.ramp_ms ?? BARGE_IN_RAMP_MS,
+          "server");
+        break;
+      case "error":
+        this.log("error", { code: msg.code, message: msg.message });
+        this.dispatchEvent(new CustomEvent("server-error", { detail: msg }));
+        break;
+      default:
+        break;
+    }
+  }
+
+  onBinary(buf) {
+    const frame = decodeBinaryFrame(buf);
+    if (frame.kind !== KIND_AUDIO) return; // variant C patches are not drawn by this client
+    const track = this.tracks.get(frame.utterance);
+    if (track?.stoppedAt) return; // nothing of a stopped utterance plays
+    const u = this.audio.begin(frame.utterance, this.audio.get(frame.utterance)?.sampleRate
+      ?? this.hello?.audio.sample_rate ?? 22050);
+    const samples = pcm16ToFloat32(frame.payload);
+    const first = u.startCtx === null;
+    const when = this.audio.push(frame.utterance, frame.ptsMs, samples, u.sampleRate);
+    if (first && when !== null) {
+      this.log("first_audio", { utterance: frame.utterance, pts_ms: frame.ptsMs,
+        ctx_start: when, heard_in_ms: (when - this.audio.heardTime()) * 1000 });
+    }
+  }
+
+  speak(text, bargeIn = false) {
+    this.audio.resume();
+    this.log("speak", { text, barge_in: bargeIn });
+    this.send(clientMessages.speak(text, bargeIn));
+  }
+
+  /** Barge-in from this side: ramp the mouth and fade the audio now, then tell the server. */
+  stop() {
+    this.log("stop_sent", {});
+    for (const id of this.order) this.stopUtterance(id, BARGE_IN_RAMP_MS, "client");
+    this.send(clientMessages.stop());
+  }
+
+  stopUtterance(id, rampMs, by) {
+    const track = this.tracks.get(id);
+    if (!track || track.stoppedAt) return;
+    const pts = this.audio.ptsHeard(id);
+    if (pts === null) {
+      // Nothing heard yet: drop it silently.
+      track.stop(0, rampMs);
+      this.audio.fadeOut(id, 0);
+    } else {
+      track.stop(Math.max(0, pts), rampMs);
+      this.audio.fadeOut(id, rampMs);
+    }
+    this.log("stopped", { utterance: id, by, at_pts_ms: pts, ramp_ms: track.stoppedAt.rampMs });
+  }
+
+  /**
+   * The mouth for the frame about to be shown at `displayMs` (performance.now() time): the
+   * utterance heard then, sampled at its audio clock. Returns {weights, utterance, ptsMs}.
+   */
+  mouthAt(displayMs) {
+    let chosen = null;
+    for (const id of this.order) {
+      const pts = this.audio.ptsHeard(id, displayMs);
+      if (pts === null) continue;
+      // The latest utterance whose timeline has begun (with 40 ms of ease-in) is the one heard.
+      if (pts >= -40) chosen = { id, pts };
+    }
+    if (!chosen) return { weights: {}, utterance: null, ptsMs: null };
+    const track = this.tracks.get(chosen.id);
+    const weights = track.weightsAt(chosen.pts);
+    if (track.finishedAt(chosen.pts) && chosen.id !== this.current) this.forget(chosen.id);
+    return { weights, utterance: chosen.id, ptsMs: chosen.pts, activity: activity(weights) };
+  }
+
+  forget(id) {
+    this.tracks.delete(id);
+    this.order = this.order.filter((x) => x !== id);
+    this.audio.forget(id);
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.pingTimer);
+    this.ws?.close();
+  }
+}
