@@ -1,0 +1,288 @@
+"""Co-articulation: a viseme track → smooth class weights sampled at a frame rate.
+
+The model follows Cohen & Massaro (1993): every segment of the track exerts a *dominance*
+over time, flat over the segment and falling off exponentially outside it,
+
+    D_i(t) = α_i · (exp(-τ/σ_i) - exp(-W_i/σ_i)) / (1 - exp(-W_i/σ_i))   for τ < W_i, else 0
+
+where τ is the distance from ``t`` to the segment. The weight of class k is the share of the
+dominance of its segments in the total, ``w_k = Σ_{i∈k} D_i / (Σ_i D_i + ε)``. Silence is
+explicit: gaps between segments and the time before the first and after the last are Rest
+segments, so a pause pulls the mouth back to rest. The result is then smoothed with a short
+symmetric exponential kernel (zero phase, so the mouth is never late), and every closure
+(MBP, FV) is made to *reach* its shape at the frame nearest its centre.
+
+Everything a frame depends on lies within :attr:`CoarticulationParams.lookahead_ms` of it, which
+is what lets :class:`lipcore.default_plugins.mapper.DefaultVisemeStream` emit frames
+incrementally with exactly the values :func:`sample_weights` gives for the whole track.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from lipcore.interfaces import VisemeFrame, VisemeSegment
+from lipcore.visemes import VISEME_CLASSES, dominance_scale, is_closure
+
+__all__ = [
+    "ClassShape",
+    "CoarticulationParams",
+    "SegmentArrays",
+    "frames_from_weights",
+    "prepare_segments",
+    "sample_weights",
+]
+
+FloatArray = npt.NDArray[np.float64]
+_CLASS_INDEX = {name: i for i, name in enumerate(VISEME_CLASSES)}
+_N = len(VISEME_CLASSES)
+_REST = _CLASS_INDEX["Rest"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassShape:
+    """Dominance of one class: magnitude ``alpha``, fall-off ``sigma_ms``, cut-off
+    ``window_ms`` (the reach of its influence before and after the segment)."""
+
+    alpha: float
+    sigma_ms: float
+    window_ms: float
+
+
+def _default_shapes() -> dict[str, ClassShape]:
+    # Why these numbers: vowels spread ±100 ms (the classic anticipatory range); lip rounding
+    # (U, WQ, O) anticipates furthest (±120 ms); closures are strong and narrow so they win at
+    # their centre but do not smear the vowels around them; tongue shapes sit between.
+    vowel = ClassShape(alpha=1.0, sigma_ms=35.0, window_ms=100.0)
+    return {
+        "Rest": ClassShape(alpha=1.2, sigma_ms=30.0, window_ms=100.0),
+        "AI": vowel,
+        "E": vowel,
+        "O": ClassShape(alpha=1.1, sigma_ms=40.0, window_ms=110.0),
+        "U": ClassShape(alpha=1.2, sigma_ms=45.0, window_ms=120.0),
+        "WQ": ClassShape(alpha=1.5, sigma_ms=45.0, window_ms=120.0),
+        "MBP": ClassShape(alpha=4.0, sigma_ms=18.0, window_ms=70.0),
+        "FV": ClassShape(alpha=3.0, sigma_ms=18.0, window_ms=70.0),
+        "L": ClassShape(alpha=1.0, sigma_ms=20.0, window_ms=70.0),
+        "R": ClassShape(alpha=0.9, sigma_ms=30.0, window_ms=90.0),
+        "CH": ClassShape(alpha=1.5, sigma_ms=30.0, window_ms=100.0),
+        "TH": ClassShape(alpha=1.5, sigma_ms=20.0, window_ms=70.0),
+    }
+
+
+@dataclass(frozen=True)
+class CoarticulationParams:
+    """Tunable co-articulation parameters (see the module docstring and docs/visemes.md)."""
+
+    shapes: dict[str, ClassShape] = field(default_factory=_default_shapes)
+    #: dominance that never belongs to any segment: far from speech, weights fade to Rest
+    epsilon: float = 0.02
+    #: time constant of the zero-phase exponential smoothing
+    smooth_ms: float = 15.0
+    #: every visible segment holds its shape at least this long (no one-frame flashes)
+    min_hold_ms: float = 40.0
+    #: closures (MBP, FV) are held at least this long, however short the phoneme
+    min_closure_ms: float = 45.0
+    #: weight a closure is lifted to at the frame nearest its centre if it did not win there
+    reach: float = 0.8
+
+    @property
+    def max_window_ms(self) -> float:
+        return max(s.window_ms for s in self.shapes.values())
+
+    def smooth_radius_ms(self, fps: float) -> float:
+        frames = math.ceil(3.0 * self.smooth_ms * fps / 1000.0)
+        return frames * 1000.0 / fps
+
+    def lookahead_ms(self, fps: float) -> float:
+        """How far beyond a frame's time the track must be known to compute the frame."""
+        widen = max(self.min_hold_ms, self.min_closure_ms, 1000.0 / fps) / 2.0
+        return self.max_window_ms + widen + self.smooth_radius_ms(fps) + 1000.0 / fps
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentArrays:
+    """A track as arrays (sorted by start), Rest segments for the silences included."""
+
+    start: FloatArray  # plateau start (ms), after min-hold widening
+    end: FloatArray
+    cls: npt.NDArray[np.int64]
+    alpha: FloatArray
+    sigma: FloatArray
+    window: FloatArray
+    closure_centre: FloatArray  # centres of MBP/FV segments (for the reach rule)
+    closure_cls: npt.NDArray[np.int64]
+
+    @property
+    def max_window(self) -> float:
+        return float(self.window.max()) if self.window.size else 0.0
+
+
+def prepare_segments(
+    track: Sequence[VisemeSegment],
+    params: CoarticulationParams,
+    *,
+    fps: float,
+    closed: bool = True,
+    rest_before: float = -math.inf,
+) -> SegmentArrays:
+    """Arrays for :func:`sample_weights`: widened plateaus, per-segment dominance, and Rest in
+    every gap: from ``rest_before`` (the end of speech already dropped by a stream) to the
+    first segment, between segments, and, if the track is ``closed``, after the last one (an
+    open stream does not know yet what follows)."""
+    segs = sorted(
+        (s for s in track if s.viseme != "Rest" and s.end_ms >= s.start_ms),
+        key=lambda s: (s.start_ms, s.end_ms),
+    )
+    starts: list[float] = []
+    ends: list[float] = []
+    clss: list[int] = []
+    alphas: list[float] = []
+    sigmas: list[float] = []
+    windows: list[float] = []
+    c_centre: list[float] = []
+    c_cls: list[int] = []
+    frame_ms = 1000.0 / fps
+
+    def add(start: float, end: float, cls: str, scale: float = 1.0) -> None:
+        shape = params.shapes[cls]
+        starts.append(start)
+        ends.append(end)
+        clss.append(_CLASS_INDEX[cls])
+        alphas.append(shape.alpha * scale)
+        sigmas.append(shape.sigma_ms)
+        windows.append(shape.window_ms)
+
+    rest_start = rest_before
+    for s in segs:
+        if s.start_ms > rest_start:
+            add(rest_start, s.start_ms, "Rest")
+        rest_start = max(rest_start, s.end_ms)
+        closure = is_closure(s.viseme)
+        hold = max(params.min_closure_ms, frame_ms) if closure else params.min_hold_ms
+        centre = (s.start_ms + s.end_ms) / 2.0
+        half = max((s.end_ms - s.start_ms) / 2.0, hold / 2.0)
+        add(
+            centre - half, centre + half, s.viseme, dominance_scale(s.phoneme) if s.phoneme else 1.0
+        )
+        if closure:
+            c_centre.append(centre)
+            c_cls.append(_CLASS_INDEX[s.viseme])
+    if closed:
+        add(rest_start, math.inf, "Rest")
+    return SegmentArrays(
+        start=np.asarray(starts, dtype=np.float64),
+        end=np.asarray(ends, dtype=np.float64),
+        cls=np.asarray(clss, dtype=np.int64),
+        alpha=np.asarray(alphas, dtype=np.float64),
+        sigma=np.asarray(sigmas, dtype=np.float64),
+        window=np.asarray(windows, dtype=np.float64),
+        closure_centre=np.asarray(c_centre, dtype=np.float64),
+        closure_cls=np.asarray(c_cls, dtype=np.int64),
+    )
+
+
+def _raw_weights(arr: SegmentArrays, times: FloatArray, epsilon: float) -> FloatArray:
+    """Unsmoothed weights (len(times) × classes, Rest included) at evenly spaced ``times``.
+
+    Segment-centric: each segment is evaluated only on the frames within its window, and the
+    (frame, class) sums are gathered with one ``bincount``; cost grows with speech length, not
+    with frames × segments.
+    """
+    n = times.size
+    out = np.zeros((n, _N), dtype=np.float64)
+    if n == 0:
+        return out
+    if arr.start.size == 0:
+        out[:, _REST] = 1.0
+        return out
+    t0 = float(times[0])
+    step = float(times[1] - times[0]) if n > 1 else 1.0
+    lo_t = np.maximum(arr.start - arr.window, t0 - step)
+    hi_t = np.minimum(arr.end + arr.window, t0 + n * step)
+    lo = np.clip(np.ceil((lo_t - t0) / step), 0, n).astype(np.int64)
+    hi = np.clip(np.floor((hi_t - t0) / step) + 1, 0, n).astype(np.int64)
+    counts = np.maximum(hi - lo, 0)
+    total = int(counts.sum())
+    if total:
+        seg = np.repeat(np.arange(arr.start.size), counts)
+        # frame index of each (segment, frame) pair: lo[seg] + position within the segment's run
+        run_start = np.cumsum(counts) - counts
+        frame = lo[seg] + (np.arange(total) - run_start[seg])
+        t = t0 + frame * step
+        tau = np.maximum(np.maximum(arr.start[seg] - t, t - arr.end[seg]), 0.0)
+        sig, win = arr.sigma[seg], arr.window[seg]
+        floor = np.exp(-win / sig)
+        dom = (np.exp(-tau / sig) - floor) / (1.0 - floor)
+        dom = np.where(tau < win, dom, 0.0) * arr.alpha[seg]
+        per_class = np.bincount(frame * _N + arr.cls[seg], weights=dom, minlength=n * _N)
+        per_class = per_class.reshape(n, _N)
+        out = per_class / (per_class.sum(axis=1, keepdims=True) + epsilon)
+    # What no segment claims is rest (the ε share, and times beyond every window).
+    out[:, _REST] += 1.0 - out.sum(axis=1)
+    return out
+
+
+def sample_weights(
+    arr: SegmentArrays,
+    params: CoarticulationParams,
+    *,
+    fps: float,
+    first: int,
+    last: int,
+) -> FloatArray:
+    """Weights for frames ``first … last`` (inclusive; frame ``j`` is at ``j·1000/fps`` ms):
+    a (frames × classes) array whose rows sum to 1, column 0 being Rest."""
+    if last < first:
+        return np.zeros((0, _N), dtype=np.float64)
+    frame_ms = 1000.0 / fps
+    k = round(params.smooth_radius_ms(fps) / frame_ms)
+    idx = np.arange(first - k, last + k + 1, dtype=np.float64)
+    raw = _raw_weights(arr, idx * frame_ms, params.epsilon)
+    if k > 0:
+        offsets = np.arange(-k, k + 1, dtype=np.float64) * frame_ms
+        kernel = np.exp(-np.abs(offsets) / params.smooth_ms)
+        kernel /= kernel.sum()
+        smooth = np.zeros((last - first + 1, _N), dtype=np.float64)
+        for i, w in enumerate(kernel):
+            smooth += w * raw[i : i + last - first + 1]
+    else:
+        smooth = raw
+    # Closures must reach their shape: at the frame nearest a closure's centre, lift it to
+    # ``reach`` if it does not already dominate there, scaling the other classes down.
+    if arr.closure_centre.size:
+        frames = np.rint(arr.closure_centre / frame_ms).astype(np.int64)
+        inside = (frames >= first) & (frames <= last)
+        for j, c in zip(frames[inside] - first, arr.closure_cls[inside], strict=True):
+            row = smooth[j]
+            if row[c] >= params.reach and row.argmax() == c:
+                continue
+            target = max(params.reach, float(row[c]))
+            others = 1.0 - row[c]
+            scale = (1.0 - target) / others if others > 0 else 0.0
+            row *= scale
+            row[c] = target
+    return np.clip(smooth, 0.0, 1.0)
+
+
+def frames_from_weights(weights: FloatArray, *, fps: float, first: int) -> list[VisemeFrame]:
+    """Contract frames (Rest left implicit) from a weights array; frame ``first + i`` is row i."""
+    frame_ms = 1000.0 / fps
+    w = weights[:, 1:]
+    total = w.sum(axis=1)
+    over = total > 1.0  # float round-off only; the contract says "at most 1"
+    if over.any():
+        w = w.copy()
+        w[over] /= total[over, None]
+    rows, cols = np.nonzero(w >= 1e-3)
+    values = w[rows, cols].tolist()
+    names = VISEME_CLASSES[1:]
+    dicts: list[dict[str, float]] = [{} for _ in range(w.shape[0])]
+    for r, c, v in zip(rows.tolist(), cols.tolist(), values, strict=True):
+        dicts[r][names[c]] = v
+    return [VisemeFrame(pts_ms=(first + i) * frame_ms, weights=d) for i, d in enumerate(dicts)]
