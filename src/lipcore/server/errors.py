@@ -1,0 +1,60 @@
+"""Errors of the server, each with its HTTP status and stable code."""
+
+from __future__ import annotations
+
+from lipcore.errors import InputError, LimitError, LipcoreError
+
+__all__ = [
+    "AvatarNotFoundError",
+    "BuildBusyError",
+    "NotConnectedError",
+    "QueueFullError",
+    "SessionGoneError",
+    "SessionNotFoundError",
+    "TooManySessionsError",
+    "UnauthorizedError",
+]
+
+
+class UnauthorizedError(LipcoreError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class AvatarNotFoundError(LipcoreError, LookupError):
+    code = "avatar_not_found"
+    http_status = 404
+
+
+class SessionNotFoundError(LipcoreError, LookupError):
+    code = "session_not_found"
+    http_status = 404
+
+
+class SessionGoneError(LipcoreError, LookupError):
+    code = "session_expired"
+    http_status = 410
+
+
+class NotConnectedError(LipcoreError):
+    code = "not_connected"
+    http_status = 409
+
+
+class QueueFullError(LimitError):
+    code = "queue_full"
+    http_status = 429
+
+
+class TooManySessionsError(LimitError):
+    code = "too_many_sessions"
+    http_status = 429
+
+
+class BuildBusyError(LimitError):
+    code = "build_busy"
+    http_status = 429
+
+
+class BadMessageError(InputError):
+    code = "bad_message"

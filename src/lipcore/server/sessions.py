@@ -1,0 +1,782 @@
+"""Live sessions: one avatar, one TTS voice, one client connection at a time.
+
+The session logic speaks to :class:`lipcore.interfaces.Transport` only (the transport plugin
+wraps the socket). Per connection a bounded :class:`Outbox` feeds one writer task; per session
+one speaker task runs the queued turns (utterances) one after the other.
+
+Barge-in guarantee: :meth:`Session.stop` cancels the running turn's TTS, waits for it to end,
+drops everything of it (and of earlier utterances) still in the outbox, and only then queues
+the ``stop`` event. Since a turn writes to the outbox only while it runs, nothing of the stopped
+utterance can follow the ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from lipcore.engine import clean_text
+from lipcore.errors import LimitError, LipcoreError
+from lipcore.interfaces import Transport
+from lipcore.server.errors import (
+    NotConnectedError,
+    QueueFullError,
+    SessionGoneError,
+    SessionNotFoundError,
+    TooManySessionsError,
+)
+from lipcore.server.protocol import (
+    DEFAULT_CLASSES,
+    PROTOCOL_VERSION,
+    Ping,
+    Speak,
+    StopRequest,
+    TextDelta,
+    TextEnd,
+    pack_frame,
+    parse_client_message,
+)
+from lipcore.server.settings import ServerSettings
+
+__all__ = ["LatencyStats", "Outbox", "Session", "SessionManager", "Usage"]
+
+logger = logging.getLogger("lipcore.server.sessions")
+
+VisemeMode = Literal["batched", "single"]
+
+
+def _now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class LatencyStats:
+    """A bounded reservoir of server-added latencies (TTS chunk in → frame sent), in ms."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.samples: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self.samples.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {"count": 0}
+        s = sorted(self.samples)
+
+        def q(p: float) -> float:
+            return round(s[min(len(s) - 1, int(p * len(s)))], 3)
+
+        return {"count": len(s), "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
+                "max_ms": round(s[-1], 3)}
+
+
+@dataclass
+class Usage:
+    """What a session consumed (the TTS vendor bills characters; audio seconds for minutes)."""
+
+    tts_characters: int = 0
+    audio_seconds: float = 0.0
+    utterances: int = 0
+    stopped: int = 0
+    errors: int = 0
+    dropped_viseme_messages: int = 0
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+@dataclass(slots=True)
+class _Item:
+    text: str | None
+    data: bytes | None
+    utterance: int  # 0: not part of an utterance (hello, pong, error, stop)
+    viseme: bool = False
+    t_chunk: float | None = None  # perf_counter when the TTS yielded the chunk (audio only)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else len(self.text or "")
+
+
+class Outbox:
+    """A bounded send queue for one connection, drained by one writer task.
+
+    When full, queued viseme messages are dropped first (oldest first): the client renders on
+    its audio clock, so a lost frame costs a little motion, lost audio would cost sound. If the
+    queue is still full, the client is hopeless and ``on_hopeless`` is called once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        on_hopeless: Callable[[str], None],
+        latency: LatencyStats | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        self.transport = transport
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.on_hopeless = on_hopeless
+        self.latency = latency
+        self.usage = usage
+        self._items: deque[_Item] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.hopeless = False
+        self.send_started: float | None = None  # monotonic, while a send is in progress
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, item: _Item) -> None:
+        if self.closed:
+            return
+        if len(self._items) >= self.max_messages or self._bytes + item.size > self.max_bytes:
+            self._drop_visemes(item.size)
+        if len(self._items) >= self.max_messages or self._bytes + item.size > self.max_bytes:
+            if item.viseme:
+                if self.usage is not None:
+                    self.usage.dropped_viseme_messages += 1
+                return
+            self._give_up("client too slow: its send queue stayed full")
+            return
+        self._items.append(item)
+        self._bytes += item.size
+        self._wake.set()
+
+    def _drop_visemes(self, need: int) -> None:
+        kept: deque[_Item] = deque()
+        dropped = 0
+        for it in self._items:
+            over = (len(self._items) - dropped >= self.max_messages
+                    or self._bytes + need > self.max_bytes)
+            if it.viseme and over:
+                dropped += 1
+                self._bytes -= it.size
+            else:
+                kept.append(it)
+        if dropped:
+            self._items = kept
+            if self.usage is not None:
+                self.usage.dropped_viseme_messages += dropped
+
+    def purge_utterances(self) -> int:
+        """Drop every queued message that belongs to an utterance (barge-in)."""
+        kept = deque(it for it in self._items if it.utterance == 0)
+        dropped = len(self._items) - len(kept)
+        self._items = kept
+        self._bytes = sum(it.size for it in kept)
+        return dropped
+
+    def _give_up(self, reason: str) -> None:
+        if not self.hopeless:
+            self.hopeless = True
+            self.closed = True
+            self._items.clear()
+            self._bytes = 0
+            self._wake.set()
+            self.on_hopeless(reason)
+
+    def check_stalled(self, timeout_s: float) -> None:
+        """Called by the janitor: a send blocked longer than ``timeout_s`` means hopeless."""
+        started = self.send_started
+        if started is not None and time.monotonic() - started > timeout_s:
+            self._give_up(f"client too slow: a send blocked for more than {timeout_s:g} s")
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer: send queued messages in order until closed."""
+        transport = self.transport
+        while True:
+            if not self._items:
+                if self.closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            item = self._items.popleft()
+            self._bytes -= item.size
+            self.send_started = time.monotonic()
+            try:
+                if item.data is not None:
+                    await transport.send_bytes(item.data)
+                    if item.t_chunk is not None and self.latency is not None:
+                        self.latency.add((time.perf_counter() - item.t_chunk) * 1000.0)
+                else:
+                    await transport.send_text(item.text or "")
+            except Exception as exc:  # the peer went away: the receive loop notices too
+                logger.debug("send failed: %s", exc)
+                self.closed = True
+                return
+            finally:
+                self.send_started = None
+            self.sent += 1
+
+
+# --------------------------------------------------------------------------- turns
+
+
+_END = object()
+
+
+class _TextStream:
+    """Deltas of a streamed turn (``text_delta`` … ``text_end``) as an async iterable."""
+
+    def __init__(self, *, max_chars: int, idle_timeout_s: float) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.chars = 0
+        self.max_chars = max_chars
+        self.idle_timeout_s = idle_timeout_s
+        self.ended = False
+
+    def push(self, delta: str) -> None:
+        if self.ended:
+            return
+        if self.chars + len(delta) > self.max_chars:
+            raise LimitError(
+                f"the streamed turn would be {self.chars + len(delta)} characters; the limit is "
+                f"{self.max_chars}. End the turn with text_end and start a new one"
+            )
+        self.chars += len(delta)
+        self.queue.put_nowait(delta)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.queue.put_nowait(_END)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
+            except TimeoutError:
+                return  # the producer went quiet: flush what we have
+            if item is _END:
+                return
+            assert isinstance(item, str)
+            yield item
+
+
+@dataclass
+class _Turn:
+    text: str | None = None
+    stream: _TextStream | None = None
+    barge_in: bool = False
+    utterance: int = 0
+    sent_pts_ms: float = 0.0
+    task: asyncio.Task[None] | None = None
+    utt: Any = None  # lipcore.engine.Utterance once prepared
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass
+class Session:
+    """One live session. Create through :meth:`SessionManager.create`."""
+
+    manager: SessionManager
+    session_id: str
+    token: str = field(repr=False)
+    avatar_id: str
+    voice_id: str
+    tts: str | None
+    lipsync: dict[str, Any]
+    sample_rate: int
+    usage: Usage = field(default_factory=Usage)
+    created: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
+    disconnected_at: float | None = None
+    closed: bool = False
+    connected_once: bool = False
+    last_close: dict[str, Any] | None = None
+    viseme_mode: VisemeMode = "batched"
+
+    def __post_init__(self) -> None:
+        self.settings = self.manager.settings
+        self.engine = self.manager.engine
+        self.transport: Transport | None = None
+        self.outbox: Outbox | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._turns: deque[_Turn] = deque()
+        self._turn_ready = asyncio.Event()
+        self._current: _Turn | None = None
+        self._stream_turn: _TextStream | None = None
+        self._speaker: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._utterance_counter = 0
+        self._invalid = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None
+
+    def _send(self, msg: dict[str, Any], *, utterance: int = 0, viseme: bool = False) -> None:
+        if self.outbox is not None:
+            self.outbox.put(_Item(_dumps(msg), None, utterance, viseme))
+
+    def _send_audio(self, data: bytes, *, utterance: int, pts_ms: float,
+                    t_chunk: float | None) -> None:
+        if self.outbox is not None:
+            self.outbox.put(_Item(None, pack_frame(data, utterance=utterance, pts_ms=pts_ms),
+                                  utterance, False, t_chunk))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "avatar_id": self.avatar_id,
+            "voice_id": self.voice_id,
+            "connected": self.connected,
+            "speaking": self._current is not None,
+            "queued_utterances": len(self._turns),
+            "last_close": self.last_close,
+        }
+
+    # -- speech ----------------------------------------------------------------------------
+
+    def _enqueue(self, turn: _Turn) -> None:
+        if len(self._turns) >= self.settings.max_queued_utterances:
+            raise QueueFullError(
+                f"{len(self._turns)} utterances are already queued in session "
+                f"{self.session_id} (limit {self.settings.max_queued_utterances}); wait for them, "
+                "or speak with barge_in to replace them"
+            )
+        self._turns.append(turn)
+        self._turn_ready.set()
+        self._ensure_speaker()
+
+    def _ensure_speaker(self) -> None:
+        if self._speaker is None or self._speaker.done():
+            self._speaker = asyncio.create_task(
+                self._speak_loop(), name=f"speaker-{self.session_id}"
+            )
+
+    async def speak(self, text: str, *, barge_in: bool = False) -> None:
+        """Queue ``text`` (or, with ``barge_in``, replace what plays). Validates at once:
+        empty or too long text raises here, not later on the socket."""
+        if self.closed:
+            raise SessionGoneError(f"session {self.session_id} is closed")
+        if not self.connected:
+            raise NotConnectedError(
+                f"session {self.session_id} has no client connected; open its ws_url first"
+            )
+        cleaned = clean_text(text, max_chars=self.settings.max_text_chars)
+        self.touch()
+        async with self._lock:
+            if barge_in:
+                await self._stop_locked(reason="barge_in", notify=True)
+            self._enqueue(_Turn(text=cleaned, barge_in=barge_in))
+
+    def text_delta(self, delta: str) -> None:
+        if not self.connected:
+            raise NotConnectedError(f"session {self.session_id} has no client connected")
+        self.touch()
+        if self._stream_turn is None:
+            stream = _TextStream(max_chars=self.settings.max_stream_chars,
+                                 idle_timeout_s=self.settings.stream_idle_timeout_s)
+            self._enqueue(_Turn(stream=stream))
+            self._stream_turn = stream
+        self._stream_turn.push(delta)
+        self.usage.tts_characters += len(delta)
+
+    def text_end(self) -> None:
+        self.touch()
+        if self._stream_turn is not None:
+            self._stream_turn.end()
+            self._stream_turn = None
+
+    async def stop(self, *, reason: str = "client") -> None:
+        """Barge-in: cancel the running utterance at once, drop the queue, send ``stop``."""
+        self.touch()
+        async with self._lock:
+            await self._stop_locked(reason=reason, notify=True)
+
+    async def _stop_locked(self, *, reason: str, notify: bool) -> None:
+        for queued in self._turns:
+            if queued.stream is not None:
+                queued.stream.end()
+        self._turns.clear()
+        if self._stream_turn is not None:
+            self._stream_turn.end()
+            self._stream_turn = None
+        turn = self._current
+        at_pts = 0.0
+        if turn is not None and turn.task is not None and not turn.task.done():
+            if turn.utt is not None:
+                turn.utt.cancel()
+            turn.task.cancel()
+            await asyncio.wait({turn.task})
+            self.usage.stopped += 1
+        if turn is not None:
+            at_pts = turn.sent_pts_ms
+        if self.outbox is not None:
+            self.outbox.purge_utterances()
+        if notify:
+            self._send({"type": "stop", "utterance": self._utterance_counter,
+                        "at_pts_ms": round(at_pts, 1), "ramp_ms": self.settings.stop_ramp_ms,
+                        "reason": reason})
+
+    async def _speak_loop(self) -> None:
+        while not self.closed:
+            if not self._turns:
+                self._turn_ready.clear()
+                await self._turn_ready.wait()
+                continue
+            turn = self._turns.popleft()
+            self._current = turn
+            turn.task = asyncio.create_task(self._speak_turn(turn))
+            try:
+                await asyncio.wait({turn.task})
+            finally:
+                if self._current is turn:
+                    self._current = None
+
+    async def _speak_turn(self, turn: _Turn) -> None:
+        text = turn.text if turn.text is not None else turn.stream
+        assert text is not None
+        try:
+            utt = await self.engine.utterance(text, voice=self.voice_id, tts=self.tts)
+        except LipcoreError as exc:
+            self.usage.errors += 1
+            self._send({"type": "error", "code": exc.code, "message": str(exc)})
+            return
+        turn.utt = utt
+        self._utterance_counter += 1
+        n = turn.utterance = self._utterance_counter
+        self.usage.utterances += 1
+        if turn.text is not None:
+            self.usage.tts_characters += len(turn.text)
+        started = False
+        single = self.viseme_mode == "single"
+        try:
+            async for step in utt:
+                chunk = step.chunk
+                if not started:
+                    started = True
+                    self._send({"type": "utterance_start", "utterance": n,
+                                "sample_rate": chunk.sample_rate, "text": turn.text,
+                                "server_time_ms": round(_now_ms(), 1)}, utterance=n)
+                t_chunk = getattr(chunk, "yielded_at", None)
+                if step.frames:
+                    if single:
+                        for f in step.frames:
+                            ev = f.to_event()
+                            ev["utterance"] = n
+                            self._send(ev, utterance=n, viseme=True)
+                    else:
+                        frames = []
+                        for f in step.frames:
+                            ev = f.to_event()
+                            frames.append({"pts_ms": ev["pts_ms"], "weights": ev["weights"]})
+                        self._send({"type": "visemes", "utterance": n, "frames": frames},
+                                   utterance=n, viseme=True)
+                if chunk.audio:
+                    self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
+                                     t_chunk=t_chunk)
+                    self.usage.audio_seconds += chunk.duration_ms / 1000.0
+                turn.sent_pts_ms = max(turn.sent_pts_ms, chunk.end_ms)
+            if not started:  # the source produced nothing at all
+                self._send({"type": "utterance_start", "utterance": n,
+                            "sample_rate": self.sample_rate, "text": turn.text,
+                            "server_time_ms": round(_now_ms(), 1)}, utterance=n)
+            self._send({"type": "utterance_end", "utterance": n,
+                        "duration_ms": round(utt.audio_ms, 1), "reason": "done"}, utterance=n)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # TTS failure mid-utterance: tell the client, ramp to rest
+            self.usage.errors += 1
+            code = exc.code if isinstance(exc, LipcoreError) else "internal"
+            logger.warning("utterance failed", extra={"session_id": self.session_id,
+                                                      "utterance": n, "error": str(exc)})
+            message = str(exc) if isinstance(exc, LipcoreError) else "internal error"
+            self._send({"type": "error", "code": code, "message": message, "utterance": n})
+            self._send({"type": "stop", "utterance": n, "at_pts_ms": round(turn.sent_pts_ms, 1),
+                        "ramp_ms": self.settings.stop_ramp_ms, "reason": "error"})
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _hello(self, resumed: bool) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "session_id": self.session_id,
+            "fps": self.engine.settings.fps,
+            "classes": list(DEFAULT_CLASSES),
+            "audio": {"format": "s16le", "sample_rate": self.sample_rate, "channels": 1},
+            "lipsync": self.lipsync,
+            "server_time_ms": round(_now_ms(), 1),
+            "viseme_events": self.viseme_mode,
+            "lead_ms": self.engine.settings.lead_ms,
+            "resumed": resumed,
+            "limits": {"max_text_chars": s.max_text_chars,
+                       "max_queued_utterances": s.max_queued_utterances,
+                       "max_message_bytes": s.max_message_bytes},
+        }
+
+    async def serve(self, transport: Transport, *, viseme_mode: VisemeMode | None = None,
+                    lipsync: dict[str, Any] | None = None) -> None:
+        """Run one client connection until it ends (the WebSocket endpoint calls this)."""
+        if lipsync is not None:
+            self.lipsync = lipsync
+        old = self.transport
+        if old is not None:
+            await self._detach(old, code=4409,
+                               reason="replaced by a newer connection to this session")
+        self.transport = transport
+        self.viseme_mode = viseme_mode or self.settings.viseme_events
+        self.disconnected_at = None
+        self._invalid = 0
+        self.touch()
+
+        def hopeless(reason: str) -> None:
+            logger.warning("dropping slow client", extra={"session_id": self.session_id})
+            self.last_close = {"code": 4408, "reason": reason}
+            asyncio.get_running_loop().create_task(self._close_transport(transport, 4408, reason))
+
+        self.outbox = Outbox(
+            transport,
+            max_messages=self.settings.send_queue_max_messages,
+            max_bytes=self.settings.send_queue_max_bytes,
+            on_hopeless=hopeless,
+            latency=self.manager.latency,
+            usage=self.usage,
+        )
+        self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
+        resumed = self.connected_once
+        self.connected_once = True
+        self._send(self._hello(resumed))
+        logger.info("client connected", extra={"session_id": self.session_id,
+                                               "resumed": resumed})
+        try:
+            while True:
+                msg = await transport.receive()
+                if msg is None or self.transport is not transport:
+                    break
+                await self._on_message(msg.text, msg.data)
+        finally:
+            if self.transport is transport:
+                await self._detach(transport, code=None, reason="")
+
+    async def _close_transport(self, transport: Transport, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(transport.close(code, reason), 5.0)
+
+    async def _detach(self, transport: Transport, *, code: int | None, reason: str) -> None:
+        """Forget the connection: the utterance in flight is cancelled (not replayed) and the
+        queue dropped; the session waits for a reconnect within the grace period."""
+        async with self._lock:
+            await self._stop_locked(reason="server", notify=False)
+        outbox, writer = self.outbox, self._writer
+        self.transport, self.outbox, self._writer = None, None, None
+        self.disconnected_at = time.monotonic()
+        if outbox is not None:
+            outbox.close()
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+        if code is not None:
+            if self.last_close is None or self.last_close.get("code") != 4408:
+                self.last_close = {"code": code, "reason": reason}
+            await self._close_transport(transport, code, reason)
+        logger.info("client disconnected", extra={"session_id": self.session_id})
+
+    async def _on_message(self, text: str | None, data: bytes | None) -> None:
+        self.touch()
+        size = len(text.encode()) if text is not None else len(data or b"")
+        if size > self.settings.max_message_bytes:
+            self._bad("message_too_big",
+                      f"message of {size} bytes is over the {self.settings.max_message_bytes} "
+                      "byte limit")
+            return
+        if text is None:
+            self._bad("bad_message", "binary messages are not accepted from clients")
+            return
+        try:
+            msg = parse_client_message(text)
+        except (ValidationError, ValueError) as exc:
+            self._bad("bad_message", _describe_validation(exc))
+            return
+        try:
+            if isinstance(msg, Ping):
+                self._send({"type": "pong", "id": msg.id, "client_time_ms": msg.client_time_ms,
+                            "server_time_ms": round(_now_ms(), 3)})
+            elif isinstance(msg, Speak):
+                await self.speak(msg.text, barge_in=msg.barge_in)
+            elif isinstance(msg, TextDelta):
+                self.text_delta(msg.delta)
+            elif isinstance(msg, TextEnd):
+                self.text_end()
+            elif isinstance(msg, StopRequest):
+                await self.stop(reason="client")
+        except LipcoreError as exc:
+            self._send({"type": "error", "code": exc.code, "message": str(exc)})
+
+    def _bad(self, code: str, message: str) -> None:
+        self._invalid += 1
+        self._send({"type": "error", "code": code, "message": message})
+        if self._invalid >= self.settings.max_invalid_messages and self.transport is not None:
+            transport = self.transport
+            self.last_close = {"code": 4400, "reason": "too many invalid messages"}
+            asyncio.get_running_loop().create_task(
+                self._close_transport(transport, 4400, "too many invalid messages"))
+
+    async def close(self, *, code: int = 1000, reason: str = "session closed") -> None:
+        """End the session: stop speaking, close the connection, forget everything."""
+        if self.closed:
+            return
+        transport = self.transport
+        if transport is not None:
+            await self._detach(transport, code=code, reason=reason)
+        self.closed = True
+        self._turn_ready.set()
+        if self._speaker is not None:
+            self._speaker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._speaker
+
+
+def _describe_validation(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        errs = exc.errors()
+        if errs and errs[0].get("type") == "json_invalid":
+            return "message is not valid JSON"
+        parts = []
+        for e in errs[:3]:
+            loc = ".".join(str(p) for p in e.get("loc", ()))
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return "invalid message: " + "; ".join(parts)
+    return f"invalid message: {exc}"
+
+
+# --------------------------------------------------------------------------- manager
+
+
+class SessionManager:
+    """All sessions of one app, with the janitor that expires idle and abandoned ones."""
+
+    def __init__(self, settings: ServerSettings, engine: Any) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions: dict[str, Session] = {}
+        self._gone: deque[str] = deque(maxlen=10_000)
+        self._gone_set: set[str] = set()
+        self._janitor: asyncio.Task[None] | None = None
+        self.latency = LatencyStats()
+
+    def _ensure_janitor(self) -> None:
+        # Started lazily: a mounted sub-app gets no lifespan events from its host.
+        if self._janitor is None or self._janitor.done():
+            self._janitor = asyncio.create_task(self._janitor_loop(), name="lipcore-janitor")
+
+    async def create(self, *, avatar_id: str, voice_id: str, tts: str | None,
+                     lipsync: dict[str, Any]) -> Session:
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise TooManySessionsError(
+                f"the server holds {len(self.sessions)} sessions, its limit "
+                f"(max_sessions={self.settings.max_sessions}); close idle sessions or retry later"
+            )
+        source = self.engine.tts(tts)
+        voice = await self.engine.resolve_voice(voice_id, tts)
+        rates = getattr(source, "capabilities", None)
+        rate = rates.sample_rates[0] if rates and rates.sample_rates else 22050
+        session = Session(
+            manager=self,
+            session_id="s_" + secrets.token_urlsafe(16),
+            token=secrets.token_urlsafe(32),
+            avatar_id=avatar_id,
+            voice_id=voice.id,
+            tts=tts,
+            lipsync=lipsync,
+            sample_rate=rate,
+        )
+        self.sessions[session.session_id] = session
+        self._ensure_janitor()
+        logger.info("session created", extra={"session_id": session.session_id,
+                                               "avatar_id": avatar_id, "voice_id": voice.id})
+        return session
+
+    def get(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            if session_id in self._gone_set:
+                raise SessionGoneError(
+                    f"session {session_id} has expired or was closed; create a new one"
+                )
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        return session
+
+    async def close(self, session_id: str, *, code: int = 1000,
+                    reason: str = "session closed") -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            self.get(session_id)  # raises the right error
+            return
+        if len(self._gone) == self._gone.maxlen:
+            self._gone_set.discard(self._gone[0])
+        self._gone.append(session_id)
+        self._gone_set.add(session_id)
+        await session.close(code=code, reason=reason)
+        logger.info("session closed", extra={"session_id": session_id, "reason": reason})
+
+    async def close_all(self) -> None:
+        for sid in list(self.sessions):
+            await self.close(sid, code=1001, reason="server shutting down")
+        if self._janitor is not None:
+            self._janitor.cancel()
+
+    async def _janitor_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.janitor_interval_s)
+            now = time.monotonic()
+            for sid, session in list(self.sessions.items()):
+                try:
+                    if session.outbox is not None:
+                        session.outbox.check_stalled(s.send_timeout_s)
+                    if (session.disconnected_at is not None
+                            and now - session.disconnected_at > s.reconnect_grace_s):
+                        await self.close(sid, code=4410, reason="reconnect grace period over")
+                    elif (session.disconnected_at is None and not session.connected
+                          and now - session.created > s.reconnect_grace_s):
+                        await self.close(sid, code=4410, reason="no client connected in time")
+                    elif (now - session.last_activity > s.session_idle_timeout_s
+                          and session._current is None):
+                        await self.close(sid, code=4410, reason="session idle timeout")
+                except Exception:  # one bad session must not stop the janitor
+                    logger.exception("janitor failed on a session")

@@ -1,0 +1,62 @@
+"""Server settings: every limit the server enforces, in one place (``docs/server.md``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+
+__all__ = ["ServerSettings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    """``$LIPCORE_DATA_DIR``, else the user data directory (``platformdirs``)."""
+    env = os.environ.get("LIPCORE_DATA_DIR")
+    return Path(env) if env else platformdirs.user_data_path("lipcore") / "server"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Configuration of :func:`lipcore.server.create_app`.
+
+    ``api_key``: when set, every REST call (but ``/healthz`` and avatar asset files, which are
+    capability URLs with unguessable ids) needs it in ``X-API-Key`` or ``Authorization: Bearer``.
+    ``public_url``: the URL clients reach the server at (behind a proxy), used to build
+    ``ws_url`` and asset URLs; by default they are built from the request.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    api_key: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    # avatars
+    default_backend: str = "sprites"
+    idle_seconds: float = 4.0
+    idle_fps: float = 25.0
+    max_upload_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 2048
+    build_concurrency: int = 1
+    max_pending_builds: int = 4
+    # sessions
+    max_sessions: int = 1000
+    max_text_chars: int = 5000
+    max_stream_chars: int = 20_000
+    max_queued_utterances: int = 8
+    session_idle_timeout_s: float = 600.0
+    reconnect_grace_s: float = 30.0
+    stream_idle_timeout_s: float = 30.0
+    stop_ramp_ms: float = 150.0
+    viseme_events: Literal["batched", "single"] = "batched"
+    # connections
+    transport: str = "websocket"
+    send_queue_max_messages: int = 512
+    send_queue_max_bytes: int = 1_000_000
+    send_timeout_s: float = 5.0
+    max_message_bytes: int = 65_536
+    max_invalid_messages: int = 20
+    janitor_interval_s: float = 0.5
+    # web client
+    serve_web: bool = True

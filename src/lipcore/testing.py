@@ -1,0 +1,345 @@
+"""Fakes for tests and plugin authors.
+
+* :class:`ReplayTTSSource` plays back pre-synthesised speech (audio chunks with phoneme
+  timings) at real-time pace or as fast as possible, with a configurable first-audio delay and
+  chunking. Record real speech once with :meth:`ReplayTTSSource.record`, or use
+  :func:`synthetic_speech` (a deterministic buzz with one phoneme per letter) when no TTS is
+  installed. The load benchmark uses it so that it measures the server, not a TTS.
+* :class:`FailingTTSSource` fails mid-utterance with a :class:`~lipcore.errors.TTSError`.
+* :func:`inline_plugin` wraps factories (or ready instances) into a plugin object for
+  ``get_plugin_manager(plugins=[...])``; :func:`testing_engine` builds an engine with it.
+
+Register fakes in tests through inline plugins, never in the product::
+
+    engine = testing_engine(tts={"replay": ReplayTTSSource(realtime=False)})
+    utt = await engine.utterance("Hallo", voice="test", tts="replay")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lipcore.errors import TTSError
+from lipcore.hookspecs import Register, hookimpl
+from lipcore.interfaces import PhonemeTiming, TTSCapabilities, TTSChunk, TTSSource, Voice
+
+__all__ = [
+    "FailingTTSSource",
+    "ReplayTTSSource",
+    "TimedTTSChunk",
+    "inline_plugin",
+    "rechunk",
+    "synthetic_speech",
+    "testing_engine",
+]
+
+TEST_VOICES: tuple[Voice, ...] = (
+    Voice(id="test", name="Test voice (English)", language="en"),
+    Voice(id="test-de", name="Test voice (German)", language="de"),
+)
+
+# One IPA phoneme per letter, so that synthetic speech exercises every viseme class.
+_LETTER_PHONEMES: dict[str, str] = {
+    "a": "a", "b": "b", "c": "k", "d": "d", "e": "e", "f": "f", "g": "ɡ", "h": "h", "i": "i",
+    "j": "j", "k": "k", "l": "l", "m": "m", "n": "n", "o": "o", "p": "p", "q": "k", "r": "ɹ",
+    "s": "s", "t": "t", "u": "u", "v": "v", "w": "w", "x": "s", "y": "j", "z": "z",
+    "ä": "ɛ", "ö": "ø", "ü": "y", "ß": "s",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TimedTTSChunk(TTSChunk):
+    """A chunk stamped with the ``time.perf_counter()`` at which the source yielded it, so a
+    server can measure its own added latency (chunk in → frame on the socket)."""
+
+    yielded_at: float = 0.0
+
+
+def synthetic_speech(
+    text: str,
+    *,
+    sample_rate: int = 16000,
+    ms_per_letter: float = 70.0,
+    pause_ms: float = 60.0,
+    chunk_ms: float = 100.0,
+    start_ms: float = 0.0,
+    word_offset: int = 0,
+) -> list[TTSChunk]:
+    """Deterministic fake speech for ``text``: one phoneme per letter, a pause between words,
+    audio a quiet 150 Hz buzz, cut into ``chunk_ms`` chunks (the last one ``final``)."""
+    phonemes: list[PhonemeTiming] = []
+    t = start_ms
+    for w, word in enumerate(text.lower().split()):
+        letters = [_LETTER_PHONEMES[c] for c in word if c in _LETTER_PHONEMES]
+        for ph in letters:
+            phonemes.append(PhonemeTiming(ph, t, t + ms_per_letter, word=word_offset + w))
+            t += ms_per_letter
+        t += pause_ms
+    if not phonemes:
+        return []
+    n = round((t - start_ms) * sample_rate / 1000.0)
+    tt = np.arange(n) / sample_rate
+    audio = (2000 * np.sin(2 * math.pi * 150.0 * tt)).astype("<i2").tobytes()
+    whole = TTSChunk(audio=audio, sample_rate=sample_rate, pts_ms=start_ms,
+                     phonemes=tuple(phonemes), final=True)
+    return rechunk([whole], chunk_ms=chunk_ms)
+
+
+def rechunk(chunks: Sequence[TTSChunk], *, chunk_ms: float) -> list[TTSChunk]:
+    """Re-cut speech into chunks of ``chunk_ms`` audio; each timing goes with the chunk in which
+    it starts; the last chunk is ``final``."""
+    if not chunks:
+        return []
+    rate = chunks[0].sample_rate
+    audio = b"".join(c.audio for c in chunks)
+    phonemes = sorted((p for c in chunks for p in c.phonemes), key=lambda p: p.start_ms)
+    chars = sorted((ch for c in chunks for ch in c.chars), key=lambda c: c.start_ms)
+    start = chunks[0].pts_ms
+    step = max(2, int(rate * chunk_ms / 1000.0) * 2)
+    out: list[TTSChunk] = []
+    offsets = list(range(0, len(audio), step)) or [0]
+    for i, off in enumerate(offsets):
+        pts = start + off / 2 / rate * 1000.0
+        end = start + min(off + step, len(audio)) / 2 / rate * 1000.0
+        last = i == len(offsets) - 1
+        out.append(
+            TTSChunk(
+                audio=audio[off : off + step],
+                sample_rate=rate,
+                pts_ms=pts,
+                phonemes=tuple(p for p in phonemes if pts <= p.start_ms < end or
+                               (last and p.start_ms >= end)),
+                chars=tuple(c for c in chars if pts <= c.start_ms < end or
+                            (last and c.start_ms >= end)),
+                final=last,
+            )
+        )
+    return out
+
+
+class ReplayTTSSource(TTSSource):
+    """Plays back pre-synthesised speech.
+
+    ``speech``: the chunks to replay for every utterance (from :meth:`record`); ``None`` makes
+    speech from the text with :func:`synthetic_speech` (streamed text is spoken delta by delta,
+    so the first audio follows the first delta). ``realtime``: yield each chunk when its audio
+    would be due (``first_audio_ms + pts_ms`` after the start) instead of at once.
+    ``chunk_ms`` re-cuts the speech. Each chunk is a :class:`TimedTTSChunk`.
+    """
+
+    name: ClassVar[str] = "replay"
+    capabilities: ClassVar[TTSCapabilities] = TTSCapabilities(
+        timings="phonemes", streaming_input=True, sample_rates=(16000,)
+    )
+
+    def __init__(
+        self,
+        speech: Sequence[TTSChunk] | None = None,
+        *,
+        realtime: bool = False,
+        first_audio_ms: float = 0.0,
+        chunk_ms: float | None = None,
+        voices: Sequence[Voice] = TEST_VOICES,
+        ms_per_letter: float = 70.0,
+    ) -> None:
+        self.speech = list(speech) if speech is not None else None
+        if self.speech is not None and chunk_ms is not None:
+            self.speech = rechunk(self.speech, chunk_ms=chunk_ms)
+        self.realtime = realtime
+        self.first_audio_ms = first_audio_ms
+        self.chunk_ms = chunk_ms or 100.0
+        self._voices = tuple(voices)
+        self.ms_per_letter = ms_per_letter
+        self.started = 0  # utterances started (tests read these)
+        self.closed = 0  # generators closed (finished or cancelled)
+        self.texts: list[str] = []
+
+    @classmethod
+    async def record(
+        cls, source: TTSSource, text: str, *, voice: str, **kwargs: Any
+    ) -> ReplayTTSSource:
+        """Synthesise ``text`` once with a real ``source`` and replay that for every utterance."""
+        chunks = [c async for c in source.synthesize(text, voice=voice)]
+        return cls(chunks, **kwargs)
+
+    async def voices(self) -> Sequence[Voice]:
+        return self._voices
+
+    def synthesize(
+        self,
+        text: str | AsyncIterable[str],
+        *,
+        voice: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[TTSChunk]:
+        return self._run(text)
+
+    async def _pieces(self, text: str | AsyncIterable[str]) -> AsyncIterator[list[TTSChunk]]:
+        """Speech to replay, in pieces as the text arrives (one piece for whole text)."""
+        if self.speech is not None:
+            if not isinstance(text, str):
+                self.texts.append("".join([d async for d in text]))
+            else:
+                self.texts.append(text)
+            yield self.speech
+            return
+        if isinstance(text, str):
+            self.texts.append(text)
+            yield synthetic_speech(text, chunk_ms=self.chunk_ms,
+                                   ms_per_letter=self.ms_per_letter)
+            return
+        # Streamed text: speak complete words as they arrive, keep a partial word for later.
+        pending, spoken, t, words = "", [], 0.0, 0
+        async for delta in text:
+            pending += delta
+            head, sep, tail = pending.rpartition(" ")
+            if not sep:
+                continue
+            pending = tail
+            piece = synthetic_speech(head, chunk_ms=self.chunk_ms, start_ms=t,
+                                     word_offset=words, ms_per_letter=self.ms_per_letter)
+            spoken.append(head)
+            words += len(head.split())
+            if piece:
+                t = piece[-1].end_ms
+                yield [_not_final(c) for c in piece]
+        spoken.append(pending)
+        self.texts.append(" ".join(s for s in spoken if s))
+        last = synthetic_speech(pending, chunk_ms=self.chunk_ms, start_ms=t,
+                                word_offset=words, ms_per_letter=self.ms_per_letter)
+        if not last:  # end the stream with an empty final chunk
+            last = [TTSChunk(audio=b"", sample_rate=16000, pts_ms=t, final=True)]
+        yield last
+
+    async def _run(self, text: str | AsyncIterable[str]) -> AsyncIterator[TTSChunk]:
+        self.started += 1
+        t0 = time.perf_counter()
+        try:
+            if self.first_audio_ms:
+                await asyncio.sleep(self.first_audio_ms / 1000.0)
+            async for piece in self._pieces(text):
+                for chunk in piece:
+                    if self.realtime:
+                        due = t0 + (self.first_audio_ms + chunk.pts_ms) / 1000.0
+                        delay = due - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    yield TimedTTSChunk(
+                        audio=chunk.audio, sample_rate=chunk.sample_rate, pts_ms=chunk.pts_ms,
+                        phonemes=chunk.phonemes, chars=chunk.chars, final=chunk.final,
+                        yielded_at=time.perf_counter(),
+                    )
+        finally:
+            self.closed += 1
+
+
+def _not_final(chunk: TTSChunk) -> TTSChunk:
+    return TTSChunk(audio=chunk.audio, sample_rate=chunk.sample_rate, pts_ms=chunk.pts_ms,
+                    phonemes=chunk.phonemes, chars=chunk.chars, final=False)
+
+
+class FailingTTSSource(ReplayTTSSource):
+    """Replays speech like :class:`ReplayTTSSource` but raises :class:`TTSError` after
+    ``fail_after`` chunks (as a vendor connection dropping mid-utterance would)."""
+
+    name: ClassVar[str] = "failing"
+
+    def __init__(self, *args: Any, fail_after: int = 2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail_after = fail_after
+
+    async def _run(self, text: str | AsyncIterable[str]) -> AsyncIterator[TTSChunk]:
+        n = 0
+        async for chunk in super()._run(text):
+            if n >= self.fail_after:
+                raise TTSError("test TTS failure: the connection to the speech vendor dropped")
+            n += 1
+            yield chunk
+
+
+def _factory(obj: Any) -> Callable[..., Any]:
+    """A factory for a registration: classes and callables as they are, instances returned."""
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "synthesize")):
+        return obj  # type: ignore[no-any-return]
+    return lambda **_: obj
+
+
+def inline_plugin(
+    *,
+    tts_sources: Mapping[str, Any] | None = None,
+    viseme_mappers: Mapping[str, Any] | None = None,
+    lipsync_backends: Mapping[str, Any] | None = None,
+    transports: Mapping[str, Any] | None = None,
+    name: str = "lipcore.testing.inline",
+) -> object:
+    """A plugin object registering the given factories (or ready instances) by name, for
+    ``get_plugin_manager(plugins=[inline_plugin(tts_sources={"replay": ReplayTTSSource()})])``.
+    """
+    tables = {
+        "tts_sources": dict(tts_sources or {}),
+        "viseme_mappers": dict(viseme_mappers or {}),
+        "lipsync_backends": dict(lipsync_backends or {}),
+        "transports": dict(transports or {}),
+    }
+
+    class _Plugin:
+        __name__ = name
+
+        @staticmethod
+        @hookimpl
+        def register_tts_sources(register: Register) -> None:
+            for key, obj in tables["tts_sources"].items():
+                register(key, _factory(obj))
+
+        @staticmethod
+        @hookimpl
+        def register_viseme_mappers(register: Register) -> None:
+            for key, obj in tables["viseme_mappers"].items():
+                register(key, _factory(obj))
+
+        @staticmethod
+        @hookimpl
+        def register_lipsync_backends(register: Register) -> None:
+            for key, obj in tables["lipsync_backends"].items():
+                register(key, _factory(obj))
+
+        @staticmethod
+        @hookimpl
+        def register_transports(register: Register) -> None:
+            for key, obj in tables["transports"].items():
+                register(key, _factory(obj))
+
+    return _Plugin()
+
+
+def testing_engine(
+    *,
+    tts: Mapping[str, Any] | None = None,
+    default_tts: str | None = None,
+    plugins: Sequence[object] = (),
+    load_entrypoints: bool = True,
+    **settings: Any,
+) -> Any:
+    """An :class:`~lipcore.Engine` with the fakes registered through an inline plugin.
+
+    ``tts`` defaults to ``{"replay": ReplayTTSSource(), "failing": FailingTTSSource()}``; the
+    default TTS is the first one named unless ``default_tts`` says otherwise. Extra keyword
+    arguments go to :class:`~lipcore.EngineSettings`."""
+    from lipcore.engine import Engine, EngineSettings
+    from lipcore.plugins import get_plugin_manager
+
+    tts = dict(tts) if tts is not None else {
+        "replay": ReplayTTSSource(), "failing": FailingTTSSource()
+    }
+    pm = get_plugin_manager(
+        load_entrypoints=load_entrypoints, plugins=[inline_plugin(tts_sources=tts), *plugins]
+    )
+    default = default_tts or next(iter(tts), "espeak")
+    return Engine(plugin_manager=pm, settings=EngineSettings(default_tts=default, **settings))
