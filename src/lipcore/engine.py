@@ -142,11 +142,18 @@ class Utterance:
 
     def _shift(self, frames: Sequence[VisemeFrame]) -> list[VisemeFrame]:
         # The mouth leads the audio: a frame computed for audio time t is shown at t - lead.
+        # Frames that would land before the audio starts collapse onto 0; of those only the
+        # latest is kept, so pts stay strictly increasing.
         if not self.lead_ms:
             return list(frames)
-        return [
-            VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights) for f in frames
-        ]
+        out: list[VisemeFrame] = []
+        for f in frames:
+            shifted = VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights)
+            if out and shifted.pts_ms <= out[-1].pts_ms:
+                out[-1] = shifted
+            else:
+                out.append(shifted)
+        return out
 
     async def __aiter__(self) -> AsyncIterator[SpeechStep]:
         stream = self.mapper.stream(language=self.language, fps=self.fps)
@@ -236,6 +243,12 @@ class Engine:
         voices = await self.voices(tts)
         for v in voices:
             if v.id == voice:
+                return v
+        # A language code names a voice too ("en-gb" → espeak's voice "en"), as long as it is
+        # not ambiguous: the first voice listing it wins, like espeak's own lookup.
+        key = voice.strip().lower().replace("_", "-")
+        for v in voices:
+            if v.id.lower() == key or v.language.lower() == key:
                 return v
         available = ", ".join(sorted(v.id for v in voices))
         raise UnknownVoiceError(
