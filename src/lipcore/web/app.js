@@ -1,0 +1,429 @@
+// The lipcore web client: layer 0 the idle loop <video>, layer 1 the mouth overlay <canvas>,
+// driven by the live session on the audio clock. `window.lipcore` exposes the state tests and
+// the benchmark measure (see docs/clients.md).
+
+import * as api from "./api.js";
+import { AudioOut } from "./audio.js";
+import { containFit, MeshOverlay, SpriteOverlay } from "./overlay.js";
+import { activity, affineAt, frameIndexAt } from "./protocol.js";
+import { LiveSession } from "./session.js";
+
+const $ = (sel) => document.querySelector(sel);
+const params = new URLSearchParams(location.search);
+const MOVE_THRESHOLD = 0.05; // activity (Σ non-Rest weights) that counts as "the mouth moves"
+const FRAME_LOG_MAX = 20000;
+
+// ------------------------------------------------------------------------- test hook / state
+
+const state = {
+  ready: false,
+  avatar: null,
+  backend: null,
+  lastWeights: {},
+  lastActivity: 0,
+  audioClockMs: null, // pts (ms) on the heard utterance's timeline, at the last drawn frame
+  utterance: null,
+  frameIndex: 0,
+  frameTimeMs: [], // CPU time of each overlay draw
+  frames: [], // {t: display time, pts, act, predErr} per drawn frame while speaking
+  audio: [], // {t: heard time, rms} per frame while audio plays
+  events: [],
+  speakAt: null,
+  firstAudioMs: null, // speak → first audio at the speaker
+  firstMouthMs: null, // speak → first drawn frame with the mouth moving
+  clockOffsetsMs: [], // per frame: pts drawn − pts heard when the frame shows (+ = mouth early)
+  error: null,
+};
+
+function log(type, fields = {}) {
+  const ev = { t: performance.now(), type, ...fields };
+  state.events.push(ev);
+  if (state.events.length > 2000) state.events.shift();
+  if (type === "first_audio" && state.speakAt !== null && state.firstAudioMs === null) {
+    state.firstAudioMs = ev.t + ev.heard_in_ms - state.speakAt;
+    ui.stat("first-audio", state.firstAudioMs);
+  }
+  if (type === "pong") ui.stat("rtt", fields.rtt_ms);
+  if (type === "error" || type === "protocol_error") ui.toast(fields.message ?? type, true);
+  if (type === "utterance_start") ui.caption(fields.text ?? "");
+  if (type === "closed") ui.status(`disconnected (${fields.code})`, "off");
+}
+
+/** Envelope lag (ms) between the drawn mouth and the heard audio: + means the mouth is early. */
+function envelopeLagMs(maxLag = 200, step = 5) {
+  const f = state.frames;
+  const a = state.audio;
+  if (f.length < 10 || a.length < 10) return null;
+  const t0 = Math.max(f[0].t, a[0].t);
+  const t1 = Math.min(f[f.length - 1].t, a[a.length - 1].t);
+  if (t1 - t0 < 300) return null;
+  const sample = (arr, key, t) => {
+    // Nearest earlier sample (both series are sorted by t).
+    let lo = 0;
+    let hi = arr.length - 1;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (arr[mid].t <= t) lo = mid;
+      else hi = mid;
+    }
+    return arr[lo][key];
+  };
+  const grid = [];
+  for (let t = t0; t <= t1; t += step) grid.push(t);
+  const mouth = grid.map((t) => sample(f, "act", t));
+  let best = { lag: 0, r: -Infinity };
+  for (let lag = -maxLag; lag <= maxLag; lag += step) {
+    const au = grid.map((t) => sample(a, "rms", t + lag));
+    const n = grid.length;
+    const ma = mouth.reduce((s, x) => s + x, 0) / n;
+    const mb = au.reduce((s, x) => s + x, 0) / n;
+    let num = 0;
+    let da = 0;
+    let db = 0;
+    for (let i = 0; i < n; i++) {
+      num += (mouth[i] - ma) * (au[i] - mb);
+      da += (mouth[i] - ma) ** 2;
+      db += (au[i] - mb) ** 2;
+    }
+    const r = num / Math.sqrt(da * db || 1);
+    if (r > best.r) best = { lag, r };
+  }
+  return { lagMs: best.lag, r: best.r };
+}
+
+function resetMeasurements() {
+  Object.assign(state, { frames: [], audio: [], frameTimeMs: [], clockOffsetsMs: [],
+    speakAt: null, firstAudioMs: null, firstMouthMs: null });
+}
+
+/** The mouth ROI of the frame on screen, in page CSS pixels (for screenshots of the mouth). */
+function mouthRegion() {
+  if (!overlay || !mouthTrack || !video.videoWidth) return null;
+  const { x, y, w, h } = overlay.roi;
+  const fit = containFit(video.videoWidth, video.videoHeight, overlay.canvas.width,
+    overlay.canvas.height);
+  const [a, b, c, d, e, f] = affineAt(mouthTrack, state.frameIndex);
+  const xs = [];
+  const ys = [];
+  for (const [px, py] of [[x, y], [x + w, y], [x, y + h], [x + w, y + h]]) {
+    xs.push(fit.s * (a * px + b * py + c) + fit.ox);
+    ys.push(fit.s * (d * px + e * py + f) + fit.oy);
+  }
+  const box = overlay.canvas.getBoundingClientRect();
+  const k = box.width / overlay.canvas.width;
+  return {
+    x: box.left + Math.min(...xs) * k, y: box.top + Math.min(...ys) * k,
+    w: (Math.max(...xs) - Math.min(...xs)) * k, h: (Math.max(...ys) - Math.min(...ys)) * k,
+  };
+}
+
+window.lipcore = {
+  state,
+  mouthRegion,
+  speak: (text, bargeIn = false) => speak(text, bargeIn),
+  stop: () => stop(),
+  envelopeLagMs,
+  resetMeasurements,
+  session: () => session,
+};
+
+// ------------------------------------------------------------------------- UI helpers
+
+const ui = {
+  status(text, kind = "on") {
+    const el = $("#status");
+    el.textContent = text;
+    el.dataset.kind = kind;
+  },
+  stat(id, ms, digits = 0) {
+    const el = document.getElementById(`stat-${id}`);
+    if (el) el.textContent = ms === null || ms === undefined ? "–" : `${ms.toFixed(digits)} ms`;
+  },
+  caption(text) {
+    $("#caption").textContent = text;
+    $("#caption").classList.toggle("show", Boolean(text));
+  },
+  toast(text, isError = false) {
+    const el = $("#toast");
+    el.textContent = text;
+    el.dataset.kind = isError ? "error" : "info";
+    el.classList.add("show");
+    clearTimeout(ui.toastTimer);
+    ui.toastTimer = setTimeout(() => el.classList.remove("show"), 5000);
+  },
+  busy(on, text = "") {
+    $("#busy").classList.toggle("show", on);
+    $("#busy-text").textContent = text;
+  },
+};
+
+// ------------------------------------------------------------------------- avatar + session
+
+const video = $("#idle");
+const canvas2d = $("#overlay");
+const canvasGl = $("#overlay-gl");
+let overlay = null;
+let mouthTrack = null;
+let session = null;
+let mediaTime = 0;
+let videoFps = 25;
+
+function absolute(url) {
+  return new URL(url, location.href).href;
+}
+
+async function loadAvatar(av) {
+  ui.busy(true, "Loading avatar…");
+  try {
+    session?.close();
+    session = null;
+    state.ready = false;
+    const assets = av.lipsync_assets;
+    const trackUrl = assets.mouth_track_url
+      ?? absolute(new URL("mouth_track.json", absolute(av.idle_url)).href);
+    const res = await fetch(trackUrl);
+    if (!res.ok) throw new Error(`mouth track: HTTP ${res.status} at ${trackUrl}`);
+    mouthTrack = await res.json();
+    videoFps = mouthTrack.fps;
+    video.src = absolute(av.idle_url);
+    await video.play().catch(() => {});
+    await new Promise((resolve) => {
+      if (video.readyState >= 2) resolve();
+      else video.addEventListener("loadeddata", resolve, { once: true });
+    });
+    const useGl = assets.type === "mesh";
+    canvas2d.hidden = useGl;
+    canvasGl.hidden = !useGl;
+    overlay = useGl
+      ? await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url),
+        maskUrl: assets.mask_url ? absolute(assets.mask_url) : null })
+      : await SpriteOverlay.load(canvas2d, { atlasJsonUrl: absolute(assets.atlas_url),
+        maskUrl: assets.mask_url ? absolute(assets.mask_url) : null });
+    state.avatar = av.avatar_id;
+    state.backend = assets.type;
+    $("#backend").textContent = assets.type === "mesh" ? "Mesh warp" : "Sprites";
+    resize();
+    await connect(av.avatar_id);
+  } catch (e) {
+    state.error = String(e.message ?? e);
+    ui.toast(state.error, true);
+    ui.status("not connected", "off");
+    throw e;
+  } finally {
+    ui.busy(false);
+  }
+}
+
+async function connect(avatarId) {
+  ui.status("connecting…", "wait");
+  const voice = $("#voice").value || params.get("voice") || "en";
+  const s = await api.createSession(avatarId, voice);
+  session = new LiveSession(s.ws_url, { audio: session?.audio ?? sharedAudio(), log });
+  await session.connect();
+  state.ready = true;
+  ui.status("live", "on");
+}
+
+let audioOut = null;
+let analyser = null;
+let analyserBuf = null;
+function sharedAudio() {
+  if (!audioOut) {
+    // One AudioContext for the page; the analyser taps what goes to the speakers so the page
+    // can measure the mouth against the sound it really plays.
+    audioOut = new AudioOut();
+    analyser = audioOut.ctx.createAnalyser();
+    analyser.fftSize = 512;
+    analyserBuf = new Float32Array(analyser.fftSize);
+    audioOut.master.connect(analyser);
+  }
+  return audioOut;
+}
+
+function speak(text, bargeIn = false) {
+  if (!session) throw new Error("no session: pick an avatar first");
+  const clean = text.trim();
+  if (!clean) return;
+  resetMeasurements();
+  state.speakAt = performance.now();
+  session.speak(clean, bargeIn);
+}
+
+function stop() {
+  session?.stop();
+  ui.caption("");
+}
+
+// ------------------------------------------------------------------------- render loop
+
+function resize() {
+  const stage = $("#stage");
+  const dpr = window.devicePixelRatio || 1;
+  for (const c of [canvas2d, canvasGl]) {
+    c.width = Math.round(stage.clientWidth * dpr);
+    c.height = Math.round(stage.clientHeight * dpr);
+  }
+}
+window.addEventListener("resize", resize);
+
+// requestVideoFrameCallback tells which idle frame is on screen; currentTime is the fallback.
+if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+  const onFrame = (_now, meta) => {
+    mediaTime = meta.mediaTime;
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+let lastRaf = null;
+let frameInterval = 1000 / 60;
+let pending = null; // the previous frame's drawn pts, checked once it is on screen
+
+function render(now) {
+  requestAnimationFrame(render);
+  if (lastRaf !== null) {
+    // Smoothed display interval: the canvas drawn now is shown about one interval later.
+    frameInterval = 0.9 * frameInterval + 0.1 * Math.min(100, now - lastRaf);
+  }
+  lastRaf = now;
+  if (!overlay || !mouthTrack || !video.videoWidth) return;
+  const t0 = performance.now();
+  const displayMs = now + frameInterval;
+  const m = session ? session.mouthAt(displayMs) : { weights: {}, ptsMs: null };
+  const mt = "requestVideoFrameCallback" in HTMLVideoElement.prototype ? mediaTime
+    : video.currentTime;
+  const idx = frameIndexAt(mt, videoFps, mouthTrack.affines.length);
+  const fit = containFit(video.videoWidth, video.videoHeight, overlay.canvas.width,
+    overlay.canvas.height);
+  overlay.draw(affineAt(mouthTrack, idx), m.weights, fit);
+  const cost = performance.now() - t0;
+
+  const act = activity(m.weights);
+  state.lastWeights = m.weights;
+  state.lastActivity = act;
+  state.audioClockMs = m.ptsMs;
+  state.utterance = m.utterance;
+  state.frameIndex = idx;
+  state.frameTimeMs.push(cost);
+  if (state.frameTimeMs.length > 5000) state.frameTimeMs.shift();
+
+  // Measurements while an utterance is heard.
+  if (pending && session) {
+    const heard = session.audio.ptsHeard(pending.utterance, now);
+    if (heard !== null) state.clockOffsetsMs.push(pending.pts - heard);
+    pending = null;
+  }
+  if (m.ptsMs !== null && m.utterance !== null) {
+    pending = { utterance: m.utterance, pts: m.ptsMs };
+    if (state.frames.length < FRAME_LOG_MAX) state.frames.push({ t: displayMs, pts: m.ptsMs, act });
+    if (state.speakAt !== null && state.firstMouthMs === null && act > MOVE_THRESHOLD) {
+      state.firstMouthMs = displayMs - state.speakAt;
+      ui.stat("first-mouth", state.firstMouthMs);
+    }
+    if (analyser) {
+      analyser.getFloatTimeDomainData(analyserBuf);
+      let s = 0;
+      for (let i = 0; i < analyserBuf.length; i++) s += analyserBuf[i] * analyserBuf[i];
+      // The analyser sees the graph at currentTime; it reaches the speaker `latency` later.
+      const lat = (audioOut.ctx.currentTime - audioOut.heardTime(now)) * 1000;
+      if (state.audio.length < FRAME_LOG_MAX) {
+        state.audio.push({ t: now + lat, rms: Math.sqrt(s / analyserBuf.length) });
+      }
+    }
+  }
+  if (state.clockOffsetsMs.length && state.clockOffsetsMs.length % 15 === 0) {
+    const recent = state.clockOffsetsMs.slice(-30);
+    ui.stat("av", recent.reduce((a, b) => a + b, 0) / recent.length, 1);
+  }
+  if (state.frameTimeMs.length % 30 === 0) {
+    const r = state.frameTimeMs.slice(-60);
+    ui.stat("frame", r.reduce((a, b) => a + b, 0) / r.length, 2);
+  }
+  $("#meter").style.setProperty("--level", act.toFixed(3));
+}
+requestAnimationFrame(render);
+
+// ------------------------------------------------------------------------- wiring
+
+async function refreshAvatars(selectId = null) {
+  const list = await api.listAvatars().catch(() => []);
+  const sel = $("#avatar");
+  sel.innerHTML = "";
+  for (const av of list) {
+    const opt = document.createElement("option");
+    opt.value = av.avatar_id;
+    opt.textContent = av.name ?? av.avatar_id;
+    sel.append(opt);
+  }
+  if (selectId) sel.value = selectId;
+  return list;
+}
+
+async function refreshVoices() {
+  const voices = await api.listVoices().catch(() => []);
+  const sel = $("#voice");
+  const want = params.get("voice");
+  for (const v of voices) {
+    const opt = document.createElement("option");
+    opt.value = v.id;
+    opt.textContent = v.language ? `${v.name ?? v.id} (${v.language})` : (v.name ?? v.id);
+    sel.append(opt);
+  }
+  if (want) sel.value = want;
+  if (!sel.value && voices.length) {
+    sel.value = (voices.find((v) => /^en/.test(v.language ?? v.id)) ?? voices[0]).id;
+  }
+}
+
+async function pick(avatarId) {
+  const list = await api.listAvatars().catch(() => []);
+  const av = list.find((a) => a.avatar_id === avatarId && a.idle_url)
+    ?? await api.getAvatar(avatarId);
+  await loadAvatar(av);
+}
+
+$("#speak-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("#text").value;
+  const bargeIn = Boolean(session?.current !== null && state.lastActivity > 0);
+  try {
+    speak(text, bargeIn);
+  } catch (e) {
+    ui.toast(String(e.message ?? e), true);
+  }
+});
+$("#text").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey) {
+    ev.preventDefault();
+    $("#speak-form").requestSubmit();
+  }
+});
+$("#stop").addEventListener("click", () => stop());
+$("#avatar").addEventListener("change", (ev) => pick(ev.target.value).catch(() => {}));
+$("#voice").addEventListener("change", () => state.avatar && connect(state.avatar));
+$("#upload").addEventListener("change", async (ev) => {
+  const file = ev.target.files[0];
+  if (!file) return;
+  ui.busy(true, "Building the avatar (face analysis, idle loop, mouth)…");
+  try {
+    const av = await api.avatarize(file);
+    await refreshAvatars(av.avatar_id);
+    await loadAvatar(av);
+  } catch (e) {
+    ui.toast(String(e.message ?? e), true);
+  } finally {
+    ui.busy(false);
+    ev.target.value = "";
+  }
+});
+// Browsers start audio only after a gesture (unless told otherwise): any click resumes it.
+document.addEventListener("pointerdown", () => audioOut?.resume(), { once: false });
+
+await refreshVoices();
+const avatars = await refreshAvatars(params.get("avatar"));
+const first = params.get("avatar") ?? avatars[0]?.avatar_id;
+if (first) {
+  await pick(first).catch(() => {});
+} else {
+  ui.status("no avatar yet: upload a photo", "off");
+}

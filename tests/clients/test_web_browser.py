@@ -1,0 +1,163 @@
+"""The web client in real headless Chromium against the fixture server (known audio: tone
+bursts with the mouth open exactly during them). What is asserted is what a viewer sees: the
+mouth region of the page (screenshots of the composited page, not the page's own variables)
+moves during speech and returns to rest; the mouth follows the sound it plays; barge-in."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fixture_server import BURSTS
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture()
+def page_for(browser: Any, fixture_url: str) -> Iterator[Any]:
+    pages = []
+
+    def open_page(kind: str = "sprites") -> Any:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.errors = errors
+        page.goto(f"{fixture_url}/?avatar=fixture_{kind}")
+        page.wait_for_function("window.lipcore && window.lipcore.state.ready", timeout=30_000)
+        # Let the idle loop run a few frames so the overlay is placed.
+        page.wait_for_function("window.lipcore.mouthRegion() !== null", timeout=10_000)
+        pages.append(page)
+        return page
+
+    yield open_page
+    for p in pages:
+        assert not p.errors, p.errors
+        p.context.close()
+
+
+def mouth_clip(page: Any) -> dict[str, float]:
+    r = page.evaluate("window.lipcore.mouthRegion()")
+    pad = 6  # the idle loop moves the head by a few pixels
+    return {"x": r["x"] - pad, "y": r["y"] - pad, "width": r["w"] + 2 * pad,
+            "height": r["h"] + 2 * pad}
+
+
+def grab(page: Any, clip: dict[str, float]) -> np.ndarray:
+    png = page.screenshot(clip=clip, animations="allow")
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def watch_mouth(page: Any, seconds: float) -> list[tuple[float, float, float]]:
+    """(seconds since start, mean |difference| to the rest image, page's mouth activity)."""
+    clip = mouth_clip(page)
+    rest = grab(page, clip)
+    out = []
+    t0 = time.monotonic()
+    page.evaluate("window.lipcore.speak('one two three')")
+    while time.monotonic() - t0 < seconds:
+        img = grab(page, clip)
+        out.append((time.monotonic() - t0, diff(img, rest),
+                    page.evaluate("window.lipcore.state.lastActivity")))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sprites", "mesh"])
+def test_mouth_moves_during_speech_and_returns_to_rest(page_for: Any, kind: str) -> None:
+    page = page_for(kind)
+    samples = watch_mouth(page, 2.6)
+    # The idle loop's head motion alone changes the clip by a few grey levels; an opened mouth
+    # by far more.
+    speaking = [d for _, d, a in samples if a > 0.9]
+    assert speaking, f"the mouth never opened: {samples}"
+    assert max(speaking) > 15, samples
+    # After the utterance (1.7 s of audio + ~0.1 s buffering) the mouth is back at rest.
+    page.wait_for_function("window.lipcore.state.lastActivity === 0", timeout=5000)
+    time.sleep(0.2)
+    clip = mouth_clip(page)
+    after = [diff(grab(page, clip), grab(page, clip)) for _ in range(2)]
+    state = page.evaluate("window.lipcore.state")
+    assert state["lastActivity"] == 0
+    assert max(after) < 8
+    assert state["events"][-1]["type"] in ("utterance_end", "pong")
+    # The readout shows the measurements.
+    assert page.inner_text("#stat-first-audio").endswith("ms")
+    assert page.inner_text("#stat-first-mouth").endswith("ms")
+
+
+def test_mouth_follows_the_audio_clock(page_for: Any) -> None:
+    page = page_for("sprites")
+    page.evaluate("window.lipcore.speak('one two three')")
+    page.wait_for_function("window.lipcore.state.events.some(e => e.type === 'utterance_end')",
+                           timeout=10_000)
+    page.wait_for_function("window.lipcore.state.lastActivity === 0 && "
+                           "window.lipcore.state.frames.length > 40", timeout=10_000)
+    st = page.evaluate("({s: window.lipcore.state, lag: window.lipcore.envelopeLagMs()})")
+    s = st["s"]
+    lag = st["lag"]
+    # The sound (RMS at the speaker, from an analyser on the output) and the drawn mouth have the
+    # same envelope here; their best alignment is the mouth-vs-audio offset (+ = mouth early).
+    assert lag is not None and lag["r"] > 0.8, lag
+    assert -10 <= lag["lagMs"] <= 40, lag
+    # Frame by frame: the pts drawn vs the pts heard when that frame is on screen.
+    offsets = np.array(s["clockOffsetsMs"])
+    assert len(offsets) > 40
+    assert -5 <= float(np.median(offsets)) <= 30, np.percentile(offsets, [5, 50, 95])
+    # The mouth opened first at the first burst's start (plus buffering), not at arrival.
+    first_burst_ms = BURSTS[0][0]
+    assert s["firstAudioMs"] is not None and s["firstAudioMs"] < 400
+    assert s["firstMouthMs"] >= first_burst_ms - 45, s["firstMouthMs"]
+    assert s["firstMouthMs"] - s["firstAudioMs"] == pytest.approx(first_burst_ms, abs=60)
+
+
+def test_barge_in_ramps_the_mouth_to_rest_and_silences_the_audio(page_for: Any) -> None:
+    page = page_for("sprites")
+    page.evaluate("window.lipcore.speak('one two three')")
+    # Stop early in the third burst (900–1180 ms), with the mouth wide open: the button's own
+    # click handler, called in the page so the moment is known.
+    page.wait_for_function(
+        "window.lipcore.state.audioClockMs > 930 && window.lipcore.state.lastActivity > 0.9",
+        timeout=10_000, polling="raf")
+    t_stop = page.evaluate("(() => { document.querySelector('#stop').click(); "
+                           "return performance.now(); })()")
+    page.wait_for_function("window.lipcore.state.lastActivity === 0", timeout=2000)
+    st = page.evaluate("window.lipcore.state")
+    t_rest = max(f["t"] for f in st["frames"] if f["act"] > 0)
+    # 150 ms ramp, plus one frame of display delay, plus the poll.
+    assert t_rest - t_stop < 260, t_rest - t_stop
+    ramp = [f["act"] for f in st["frames"] if f["t"] >= t_stop + 20]
+    assert any(0 < a < 0.9 for a in ramp), "no ramp: the mouth jumped to rest"
+    assert all(b <= a + 1e-6 for a, b in zip(ramp, ramp[1:], strict=False)), ramp
+    stopped = [e for e in st["events"] if e["type"] == "stopped"]
+    assert stopped and stopped[0]["by"] == "client"
+    # The audio fades: 300 ms later the output is silent although the burst went on.
+    time.sleep(0.3)
+    rms = page.evaluate("""() => { const a = window.lipcore.state.audio;
+        return a.length ? a[a.length - 1].rms : 0; }""")
+    level = page.evaluate("window.lipcore.session().audio.get(1).gain.gain.value")
+    assert level == 0
+    assert rms < 0.01
+    # The server's own stop for that utterance does not restart anything; the session lives on.
+    page.evaluate("window.lipcore.speak('again', true)")
+    page.wait_for_function("window.lipcore.state.lastActivity > 0.9", timeout=5000)
+
+
+def test_a_new_sentence_with_barge_in_replaces_the_current_one(page_for: Any) -> None:
+    page = page_for("sprites")
+    page.evaluate("window.lipcore.speak('first')")
+    page.wait_for_function("window.lipcore.state.audioClockMs > 300", timeout=10_000)
+    page.evaluate("window.lipcore.speak('second', true)")
+    page.wait_for_function("window.lipcore.state.utterance === 2", timeout=5000)
+    events = page.evaluate("window.lipcore.state.events.map(e => [e.type, e.utterance ?? null])")
+    assert ["stopped", 1] in events
+    assert ["utterance_start", 2] in events
