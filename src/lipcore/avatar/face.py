@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import weakref
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,6 +137,11 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
     return inter / union if union > 0 else 0.0
 
 
+def _close_tasks(*tasks: Any) -> None:
+    for task in tasks:
+        task.close()
+
+
 def _check_rgb(rgb: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
         shape = getattr(rgb, "shape", None)
@@ -194,14 +200,16 @@ class FaceAnalyzer:
                 "face_landmarker.task again or unset LIPCORE_FACE_MODEL"
             ) from exc
         self._closed = False
+        # Closed at the latest at interpreter exit (atexit runs finalizers while modules are
+        # still intact; MediaPipe's own __del__ at teardown prints errors).
+        self._finalizer = weakref.finalize(self, _close_tasks, self._landmarker, self._detector)
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         """Release the MediaPipe graphs."""
         if not self._closed:
             self._closed = True
-            self._landmarker.close()
-            self._detector.close()
+            self._finalizer()
 
     def __enter__(self) -> FaceAnalyzer:
         return self
