@@ -110,6 +110,7 @@ class AvatarRecord:
 
 
 def _read_manifest(directory: Path, avatar_id: str) -> AvatarManifest:
+    load_avatar: Callable[[Path], Any] | None
     try:
         from lipcore.avatar.store import load_avatar
     except ImportError:  # the avatar store is optional for serving prebuilt avatars
@@ -159,12 +160,12 @@ class AvatarStore:
         self._cache[avatar_id] = rec
         return rec
 
-    def check_photo(self, data: bytes) -> None:
+    def check_photo(self, data: bytes) -> Any:
         """Refuse an upload over the configured bounds or not an image (raises the avatar
         package's ImageError family: 413 for bounds, 422 otherwise). Runs in a thread."""
         from lipcore.avatar.image import load_photo
 
-        load_photo(
+        return load_photo(
             data,
             max_bytes=self.settings.max_upload_bytes,
             max_pixels=self.settings.max_image_pixels,
@@ -184,26 +185,26 @@ class AvatarStore:
             self._sem = asyncio.Semaphore(self.settings.build_concurrency)
         self._pending += 1
         try:
-            await anyio.to_thread.run_sync(self.check_photo, data)
+            rgb = await anyio.to_thread.run_sync(self.check_photo, data)
             # Fail fast on an unknown back end, before minutes of building.
             self.engine.lipsync_backend(backend)
             async with self._sem:
                 avatar_id = new_avatar_id()
                 out_dir = self.root / avatar_id
                 self.root.mkdir(parents=True, exist_ok=True)
-                await anyio.to_thread.run_sync(self._build_sync, data, out_dir, backend,
+                await anyio.to_thread.run_sync(self._build_sync, rgb, out_dir, backend,
                                                avatar_id)
         finally:
             self._pending -= 1
         logger.info("avatar built", extra={"avatar_id": avatar_id, "backend": backend})
         return self.get(avatar_id)
 
-    def _build_sync(self, data: bytes, out_dir: Path, backend: str, avatar_id: str) -> None:
+    def _build_sync(self, rgb: Any, out_dir: Path, backend: str, avatar_id: str) -> None:
         from lipcore.avatar.store import build_avatar
 
         try:
             build_avatar(
-                data,
+                rgb,
                 out_dir,
                 backend=backend,
                 seconds=self.settings.idle_seconds,

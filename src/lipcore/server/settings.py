@@ -60,3 +60,32 @@ class ServerSettings:
     janitor_interval_s: float = 0.5
     # web client
     serve_web: bool = True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine only."""
+    import ipaddress
+
+    if host.strip().lower() in {"localhost", "localhost.localdomain"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name that may resolve anywhere
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to serve beyond loopback without an API key (raises ``InsecureBindError``)."""
+    from lipcore.errors import LipcoreError
+
+    class InsecureBindError(LipcoreError):
+        code = "insecure_bind"
+
+    if not api_key and not is_loopback(host):
+        raise InsecureBindError(
+            f"refusing to listen on {host!r} without an API key: anyone who can reach this "
+            "address could build avatars and spend your TTS budget. Set a key in an environment "
+            "variable (e.g. export LIPCORE_API_KEY=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')) and pass --api-key-env LIPCORE_API_KEY, "
+            "or bind to 127.0.0.1"
+        )

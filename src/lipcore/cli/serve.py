@@ -1,0 +1,53 @@
+"""``lipcore serve``: the realtime server on uvicorn (websockets implementation)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from lipcore.cli._common import console, user_errors
+
+
+@user_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. Anything but "
+                             "loopback requires an API key."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where avatars persist "
+                                         "(default: $LIPCORE_DATA_DIR or the user data dir)."),
+    api_key_env: str = typer.Option("LIPCORE_API_KEY", "--api-key-env",
+                                    help="Name of the environment variable holding the API key "
+                                    "(the key itself never goes on the command line)."),
+    tts: str | None = typer.Option(None, "--tts", help="Default TTS source (default: espeak)."),
+    public_url: str | None = typer.Option(None, "--public-url",
+                                          help="URL clients reach the server at (behind a "
+                                          "proxy); used in ws_url and asset URLs."),
+    json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Run the realtime server: REST + one WebSocket per session (docs/server.md)."""
+    import uvicorn
+
+    from lipcore.engine import Engine, EngineSettings
+    from lipcore.server import ServerSettings, create_app
+    from lipcore.server.logs import configure_logging
+    from lipcore.server.settings import check_bind, default_data_dir
+
+    api_key = os.environ.get(api_key_env) or None
+    check_bind(host, api_key)
+    configure_logging(json_lines=json_logs, level=log_level, secrets=[api_key] if api_key else [])
+    engine = Engine(settings=EngineSettings(default_tts=tts) if tts else None)
+    settings = ServerSettings(data_dir=data_dir or default_data_dir(), api_key=api_key,
+                              public_url=public_url)
+    app = create_app(engine, settings)
+    auth = "API key required" if api_key else "no API key (loopback only)"
+    console.print(f"lipcore server on http://{host}:{port}  ({auth}; data in {settings.data_dir})",
+                  highlight=False)
+    uvicorn.run(app, host=host, port=port, ws="websockets", log_config=None,
+                log_level=log_level.lower())
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
