@@ -16,9 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-__all__ = ["WAV2LIP_FACE_ENCODER", "tiny_model", "wav2lip_model"]
+__all__ = [
+    "WAV2LIP_FACE_ENCODER",
+    "head_motion",
+    "speechlike",
+    "tiny_model",
+    "wav2lip_model",
+]
 
 OPSET = 17
 
@@ -271,3 +278,29 @@ def wav2lip_model(
         [("out", (batch, 3, 96, 96))],
     )
     return _write(data, path)
+
+
+def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """Voiced syllables (harmonics of a gliding pitch under moving formant-like peaks) with
+    pauses: enough spectral motion that every mel window differs."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(
+        np.sin(k * phase) / k * (1 + np.sin(2 * np.pi * (0.7 + k / 5) * t)) for k in range(1, 20)
+    )
+    envelope = np.clip(np.sin(2 * np.pi * 3.1 * t) * 2, 0, 1)  # syllables and gaps
+    y = 0.2 * x * envelope + 0.003 * rng.standard_normal(len(t))
+    return (y / np.abs(y).max() * 0.6).astype(np.float32)
+
+
+def head_motion(n: int, center: tuple[float, float]) -> list[tuple[float, ...]]:
+    """Photo → frame affines of a gently nodding and swaying head (±1.5°, ±3 px)."""
+    out = []
+    for i in range(n):
+        ph = 2 * np.pi * i / n
+        m = cv2.getRotationMatrix2D(center, 1.5 * np.sin(ph), 1.0 + 0.01 * np.cos(ph))
+        m[:, 2] += (3 * np.sin(ph), 2 * np.cos(2 * ph))
+        out.append(tuple(float(v) for v in m.ravel()))
+    return out
