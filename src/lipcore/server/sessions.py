@@ -142,6 +142,8 @@ class Outbox:
         self._items: deque[_Item] = deque()
         self._bytes = 0
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
         self.closed = False
         self.hopeless = False
         self.send_started: float | None = None  # monotonic, while a send is in progress
@@ -170,12 +172,12 @@ class Outbox:
         self._bytes += item.size
         self._wake.set()
 
-    def _drop_visemes(self, need: int) -> None:
+    def _drop_visemes(self, need: int, fraction: float = 1.0) -> None:
         kept: deque[_Item] = deque()
         dropped = 0
         for it in self._items:
-            over = (len(self._items) - dropped >= self.max_messages
-                    or self._bytes + need > self.max_bytes)
+            over = (len(self._items) - dropped >= self.max_messages * fraction
+                    or self._bytes + need > self.max_bytes * fraction)
             if it.viseme and over:
                 dropped += 1
                 self._bytes -= it.size
@@ -185,6 +187,22 @@ class Outbox:
             self._items = kept
             if self.usage is not None:
                 self.usage.dropped_viseme_messages += dropped
+
+    def _over(self, fraction: float) -> bool:
+        return (len(self._items) > self.max_messages * fraction
+                or self._bytes > self.max_bytes * fraction)
+
+    async def backpressure(self) -> None:
+        """Called by the producer after each chunk: above the high-water mark (half full) the
+        stale viseme messages go first, then the producer waits until the writer has drained
+        the queue to a quarter. So a fast TTS runs only as far ahead as the queue allows, and
+        a stuck client shows as a stalled send (see :meth:`check_stalled`)."""
+        if not self._over(0.5):
+            return
+        self._drop_visemes(0, fraction=0.5)
+        while self._over(0.5) and not self.closed:
+            self._drained.clear()
+            await self._drained.wait()
 
     def purge_utterances(self) -> int:
         """Drop every queued message that belongs to an utterance (barge-in)."""
@@ -201,6 +219,7 @@ class Outbox:
             self._items.clear()
             self._bytes = 0
             self._wake.set()
+            self._drained.set()
             self.on_hopeless(reason)
 
     def check_stalled(self, timeout_s: float) -> None:
@@ -212,6 +231,7 @@ class Outbox:
     def close(self) -> None:
         self.closed = True
         self._wake.set()
+        self._drained.set()
 
     async def run(self) -> None:
         """The writer: send queued messages in order until closed."""
@@ -225,6 +245,8 @@ class Outbox:
                 continue
             item = self._items.popleft()
             self._bytes -= item.size
+            if not self._drained.is_set() and not self._over(0.25):
+                self._drained.set()
             self.send_started = time.monotonic()
             try:
                 if item.data is not None:
@@ -509,6 +531,11 @@ class Session:
                                      t_chunk=t_chunk)
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
                 turn.sent_pts_ms = max(turn.sent_pts_ms, chunk.end_ms)
+                outbox = self.outbox
+                if outbox is not None:
+                    await outbox.backpressure()
+                # A TTS that yields without suspending must not starve the other sessions.
+                await asyncio.sleep(0)
             if not started:  # the source produced nothing at all
                 self._send({"type": "utterance_start", "utterance": n,
                             "sample_rate": self.sample_rate, "text": turn.text,
