@@ -181,6 +181,7 @@ class MouthModel:
     photo_roi: U8  # the photo's ROI pixels (RGB)
     shapes: dict[str, LipShape] = field(default_factory=lambda: dict(LIP_SHAPES))
     look: PhotoLook | None = None
+    landmarks: F64 | None = None  # the photo's (478, 2) landmarks, pixels
     # internals, filled by build_mouth_model
     _photo: U8 | None = None
     _frame: _Frame | None = None
@@ -707,6 +708,7 @@ def build_mouth_model(photo_rgb: npt.NDArray[np.uint8], face: FaceAnalysis) -> M
         classes=_classes(),
         photo_roi=photo[y0 : y0 + roi.h, x0 : x0 + roi.w].copy(),
         look=look,
+        landmarks=xy.copy(),
         _photo=photo,
         _frame=frame,
         _ids=ids,
