@@ -4,6 +4,7 @@ landmarker re-detects the mouth geometry on it."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,9 @@ def test_every_viseme_keeps_a_detectable_face(subject: Subject) -> None:
         assert 0.6 < m.width < 1.25, (v, m)
 
 
-def test_closing_a_smile_covers_the_teeth_with_lip(astronaut_rgb: RGB, analyzer: FaceAnalyzer) -> None:
+def test_closing_a_smile_covers_the_teeth_with_lip(
+    astronaut_rgb: RGB, analyzer: FaceAnalyzer
+) -> None:
     photo = np.ascontiguousarray(astronaut_rgb)
     face = analyzer.analyze(photo)
     model = build_mouth_model(photo, face)
@@ -173,8 +176,8 @@ def test_interior_is_shaded_not_flat(grace_rgb: RGB, analyzer: FaceAnalyzer) -> 
     frame = model._frame
     assert frame is not None
     tip = frame.to_photo(np.array([[0.0, float(np.interp(0.0, t.u_samples, t.upper_tip)) - 0.03]]))
-    y = int(round(tip[0, 1] - model.roi.y))
-    cx = int(round(frame.center[0] - model.roi.x))
+    y = round(tip[0, 1] - model.roi.y)
+    cx = round(frame.center[0] - model.roi.x)
     half = int(0.2 * frame.width)
     row = lum[y, cx - half : cx + half]
     smooth = np.convolve(row, np.ones(5) / 5, mode="same")[3:-3]
@@ -193,8 +196,10 @@ def test_blending_is_continuous(grace_rgb: RGB, analyzer: FaceAnalyzer) -> None:
         cur = model.render({"AI": t}).astype(np.float32)
         steps.append(float(np.abs(cur - prev).mean()))
         prev = cur
-        apertures.append(_measure(analyzer, composite(grace_rgb, model, {"AI": t}), width0).aperture)
-    assert all(b >= a - 0.01 for a, b in zip(apertures, apertures[1:], strict=False)), apertures
+        apertures.append(
+            _measure(analyzer, composite(grace_rgb, model, {"AI": t}), width0).aperture
+        )
+    assert all(b >= a - 0.01 for a, b in itertools.pairwise(apertures)), apertures
     assert apertures[-1] > apertures[0] + 0.15
     # No step of a quarter weight changes the patch much more than another (no jumps).
     assert max(steps) < 3.0 * min(steps) + 1.0, steps
@@ -223,7 +228,9 @@ def test_small_or_bad_photos_are_refused(grace_rgb: RGB, analyzer: FaceAnalyzer)
     assert isinstance(info.value, InputError)
 
 
-def test_save_writes_mask_and_description(grace_rgb: RGB, analyzer: FaceAnalyzer, tmp_path: Path) -> None:
+def test_save_writes_mask_and_description(
+    grace_rgb: RGB, analyzer: FaceAnalyzer, tmp_path: Path
+) -> None:
     model = build_mouth_model(grace_rgb, analyzer.analyze(grace_rgb))
     files = model.save(tmp_path)
     assert files["mask"] == "mask_mouth.png"

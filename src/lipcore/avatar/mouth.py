@@ -410,9 +410,7 @@ class MouthModel:
             dst[il[short]] = mid[short] + ey * (min_gap / 2)
         anchors = self._anchors
         # Spline from *output* positions to *source* positions: exactly what remap samples.
-        tps = ThinPlateSpline(
-            np.vstack([dst, anchors]), np.vstack([src, anchors]), smoothing=0.5
-        )
+        tps = ThinPlateSpline(np.vstack([dst, anchors]), np.vstack([src, anchors]), smoothing=0.5)
         mx, my = backward_maps(tps, self.roi.w, self.roi.h, stride=2)
         return mx + np.float32(self.roi.x), my + np.float32(self.roi.y)
 
