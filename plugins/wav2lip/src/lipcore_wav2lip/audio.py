@@ -2,7 +2,8 @@
 
 The settings are the ones the public checkpoint was trained with (Wav2Lip's ``hparams.py``):
 
-* resample to 16 kHz (soxr, VHQ), float in [-1, 1]; pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]``;
+* resample to 16 kHz (soxr HQ: its streaming hold-back is ≤ 40 ms, VHQ's up to 85 ms), float
+  in [-1, 1]; pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]``;
 * STFT: n_fft 800, hop 200 (12.5 ms, so 80 mel frames per second), periodic Hann window of 800,
   centred frames with *reflect* padding (librosa 0.7's default, which Wav2Lip used; librosa ≥ 0.10
   defaults to zero padding, so pass ``pad_mode="reflect"`` when comparing);
@@ -321,7 +322,7 @@ class Resampler:
         self._stream = (
             None
             if sample_rate == SAMPLE_RATE
-            else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ")
+            else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         )
 
     def push(self, audio: F32, *, last: bool = False) -> F32:

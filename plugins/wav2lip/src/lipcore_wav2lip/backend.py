@@ -261,7 +261,7 @@ class Wav2LipRenderer(MouthRenderer):
         """Every patch of one whole utterance (offline path: one mel, batched model runs)."""
         x = wa.pcm_to_float(audio)
         if sample_rate != wa.SAMPLE_RATE:
-            x = soxr.resample(x, sample_rate, wa.SAMPLE_RATE, quality="VHQ").astype(np.float32)
+            x = soxr.resample(x, sample_rate, wa.SAMPLE_RATE, quality="HQ").astype(np.float32)
         mel = wa.mel_spectrogram(x)
         frames = list(range(wa.frame_count(len(x), self.fps)))
         patches = self._patches(
