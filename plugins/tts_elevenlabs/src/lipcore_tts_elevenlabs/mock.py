@@ -475,13 +475,16 @@ class MockElevenLabs:
                     await asyncio.sleep(3600)
                 if cfg.fail == "server_error" and n >= cfg.fail_after_frames:
                     raise RuntimeError("mock: connection dropped mid-stream")
+                starts = [round(c.start_ms / 1000.0, 3) for c in chars]
+                ends = [round(c.end_ms / 1000.0, 3) for c in chars]
                 align = {
                     "characters": [c.char for c in chars],
-                    "character_start_times_seconds": [round(c.start_ms / 1000.0, 3) for c in chars],
-                    "character_end_times_seconds": [round(c.end_ms / 1000.0, 3) for c in chars],
+                    "character_start_times_seconds": starts,
+                    "character_end_times_seconds": ends,
                 }
                 record.sent_chars.extend(
-                    CharTiming(c.char, round(c.start_ms, 0), round(c.end_ms, 0)) for c in chars
+                    CharTiming(c.char, s * 1000.0, e * 1000.0)
+                    for c, s, e in zip(chars, starts, ends, strict=True)
                 )
                 line = {
                     "audio_base64": base64.b64encode(pcm).decode(),

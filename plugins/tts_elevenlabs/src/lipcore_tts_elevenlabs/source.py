@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 from lipcore.errors import UnknownVoiceError
-from lipcore.interfaces import TTSCapabilities, TTSChunk, TTSSource, Voice
+from lipcore.interfaces import CharTiming, TTSCapabilities, TTSChunk, TTSSource, Voice
 
 from lipcore_tts_elevenlabs._errors_map import from_close, from_exception, from_http, make_error
 from lipcore_tts_elevenlabs._ws import Closed, Context, VendorSocket
@@ -459,6 +459,8 @@ class ElevenLabsTTSSource(TTSSource):
             if not piece.strip():
                 continue
             offset = pts
+            # Requests are separate texts: a space between them keeps the word boundary.
+            boundary: tuple[CharTiming, ...] = (CharTiming(" ", pts, pts),) if pts > 0 else ()
             async for line in self._http_lines(piece, voice, s):
                 audio = line.get("audio_base64")
                 if not audio:
@@ -469,9 +471,9 @@ class ElevenLabsTTSSource(TTSSource):
                     continue
                 if len(pcm) % 2:
                     pcm = pcm[:-1]
-                chunk = TTSChunk(
-                    audio=pcm, sample_rate=rate, pts_ms=pts, chars=timeline.http_line(line, offset)
-                )
+                chars = boundary + timeline.http_line(line, offset)
+                boundary = ()
+                chunk = TTSChunk(audio=pcm, sample_rate=rate, pts_ms=pts, chars=chars)
                 pts = chunk.end_ms
                 yield chunk
         yield TTSChunk(audio=b"", sample_rate=rate, pts_ms=pts, final=True)
