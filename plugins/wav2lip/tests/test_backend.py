@@ -3,6 +3,7 @@ pre/post-processing, offline and streamed patches from real speech, compositing,
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,16 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
-import lipcore
-from lipcore.errors import InputError
-from lipcore.plugins import PluginRegistry, get_plugin_manager
 from lipcore_wav2lip import audio as wa
 from lipcore_wav2lip.backend import Wav2LipBackend, Wav2LipRenderer
 from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError
 from lipcore_wav2lip.face import crop_face, face_input, prediction_to_rgb
 from lipcore_wav2lip.patches import HEADER_SIZE, MouthPatch, decode_patch_frame
 from lipcore_wav2lip.testing import speechlike
+
+import lipcore
+from lipcore.errors import InputError
+from lipcore.plugins import PluginRegistry, get_plugin_manager
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_build_assets_from_a_real_photo(hopper_avatar: Any, hopper_face: Any) ->
 def test_build_assets_reanalyses_when_the_mouth_model_lacks_landmarks(
     hopper_face: Any, tmp_path: Path
 ) -> None:
-    photo, face, mouth = hopper_face
+    _photo, face, mouth = hopper_face
     mouth.save(tmp_path)
     Wav2LipBackend().build_assets(mouth, tmp_path)  # no landmarks passed: measured again
     box = json.loads((tmp_path / "wav2lip.json").read_text())["crop_box"]
@@ -166,7 +167,7 @@ def test_offline_patches(renderer: Wav2LipRenderer) -> None:
     roi = renderer.roi
     assert all(p.rgb.shape == (roi[3], roi[2], 3) and p.roi == roi for p in patches)
     speech = [p.rgb.astype(int) for p in patches[:8]]
-    assert min(np.abs(a - b).max() for a, b in zip(speech, speech[1:], strict=False)) > 0
+    assert min(np.abs(a - b).max() for a, b in itertools.pairwise(speech)) > 0
     # Frames whose whole window is silence get identical mel input → identical patches.
     assert np.array_equal(patches[20].rgb, patches[24].rgb)
 

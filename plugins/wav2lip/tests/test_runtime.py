@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lipcore.errors import InputError, LipcoreError
 from lipcore_wav2lip.errors import (
     ModelFormatError,
     ModelNotFoundError,
@@ -16,6 +14,8 @@ from lipcore_wav2lip.errors import (
 )
 from lipcore_wav2lip.runtime import Wav2LipModel, cuda_device_count, select_providers
 from lipcore_wav2lip.testing import tiny_model
+
+from lipcore.errors import InputError, LipcoreError
 
 
 def inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +39,7 @@ def test_cpu_machine_picks_cpu_quietly(
 
 
 def test_asking_for_cuda_without_one_says_so(tiny_model_path: Path) -> None:
-    with pytest.raises(RuntimeUnavailableError, match="onnxruntime-gpu|CUDA device"):
+    with pytest.raises(RuntimeUnavailableError, match=r"onnxruntime-gpu|CUDA device"):
         Wav2LipModel(tiny_model_path, device="cuda")
     with pytest.raises(RuntimeUnavailableError, match="device='auto'"):
         select_providers("tensorrt")
@@ -50,7 +50,7 @@ def test_output_depends_on_face_and_audio(tiny_model_path: Path) -> None:
     mel, face = inputs(2)
     out = model.infer(mel, face)
     assert out.shape == (2, 3, 96, 96) and out.dtype == np.float32
-    assert 0 <= out.min() and out.max() <= 1
+    assert out.min() >= 0 and out.max() <= 1
     other_audio = model.infer(mel[::-1].copy(), face)
     assert np.abs(other_audio - out).max() > 0.05
     other_face = model.infer(mel, face[::-1].copy())
@@ -121,7 +121,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_not_onnx(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
-    with pytest.raises(ModelFormatError, match="bad.onnx") as info:
+    with pytest.raises(ModelFormatError, match=r"bad\.onnx") as info:
         Wav2LipModel(path)
     assert isinstance(info.value, InputError)
 

@@ -287,12 +287,13 @@ def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     f0 = 120 + 30 * np.sin(2 * np.pi * 1.3 * t)
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(
-        np.sin(k * phase) / k * (1 + np.sin(2 * np.pi * (0.7 + k / 5) * t)) for k in range(1, 20)
-    )
+    x = np.zeros_like(t)
+    for k in range(1, 20):
+        x += np.sin(k * phase) / k * (1 + np.sin(2 * np.pi * (0.7 + k / 5) * t))
     envelope = np.clip(np.sin(2 * np.pi * 3.1 * t) * 2, 0, 1)  # syllables and gaps
     y = 0.2 * x * envelope + 0.003 * rng.standard_normal(len(t))
-    return (y / np.abs(y).max() * 0.6).astype(np.float32)
+    out: np.ndarray = (y / np.abs(y).max() * 0.6).astype(np.float32)
+    return out
 
 
 def head_motion(n: int, center: tuple[float, float]) -> list[tuple[float, ...]]:
