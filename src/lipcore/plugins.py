@@ -188,8 +188,16 @@ class PluginRegistry:
 
     def _collect(self, family: Family) -> None:
         caller = getattr(self.pm.hook, f"register_{family}")
+
+        def order(impl: Any) -> tuple[bool, str]:
+            # Built-ins first (in registration order: sort is stable), then the others by
+            # plugin name, so "the first one wins" is deterministic.
+            name = self.pm.get_name(impl.plugin) or ""
+            builtin = self.pm.plugin_info.get(name, _PluginInfo(name)).builtin
+            return (not builtin, "" if builtin else name)
+
         # Call each implementation on its own, so one raising hook is isolated.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in sorted(caller.get_hookimpls(), key=order):
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             info = self.pm.plugin_info.get(plugin_name, _PluginInfo(name=plugin_name))
             pending: list[Registration] = []

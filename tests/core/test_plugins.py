@@ -134,6 +134,7 @@ def test_allow_list_block_list_and_builtins_only(
     monkeypatch.delenv("LIPCORE_PLUGINS")
     monkeypatch.setenv("LIPCORE_DISABLE_PLUGINS", "testgood,testbroken")
     pm = get_plugin_manager()
+    PluginRegistry(pm)  # runs the hooks: only the (not blocked) bad hook breaks
     assert not pm.has_plugin("testgood")
     assert [b.name for b in pm.broken] == ["testbadhook"]
 
