@@ -36,6 +36,7 @@ INITIALIZE_DONT_EXIT: Final = 0x8000
 
 CHARS_UTF8: Final = 1
 SSML: Final = 0x10
+PHONEME_INPUT: Final = 0x100
 ENDPAUSE: Final = 0x1000
 POS_CHARACTER: Final = 1
 
@@ -250,7 +251,9 @@ class EspeakLibrary:
                 phoneme = ""
                 number = 0
                 if ev.type == EVENT_PHONEME:
-                    phoneme = _decode(bytes(ev.id.string).split(b"\0", 1)[0])
+                    # Names longer than 8 bytes arrive cut (no NUL): drop a split character.
+                    raw = bytes(ev.id.string).split(b"\0", 1)[0]
+                    phoneme = raw.decode("utf-8", "ignore")
                 elif ev.type in (EVENT_WORD, EVENT_SENTENCE, EVENT_END):
                     number = ev.id.number
                 copied.append(
@@ -297,7 +300,13 @@ class EspeakLibrary:
             if name == self._current_voice:
                 return
             if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
-                raise EspeakError(f"espeak-ng has no voice {name!r}")
+                # Not a voice name: try it as a language code ("en-gb"), as espeak's own
+                # command line does.
+                spec = _Voice()
+                lang = ctypes.create_string_buffer(name.encode())
+                spec.languages = ctypes.cast(lang, ctypes.c_void_p).value
+                if self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != 0:
+                    raise EspeakError(f"espeak-ng has no voice {name!r}")
             self._current_voice = name
 
     def set_parameters(self, *, rate: int, pitch: int, volume: int, pitch_range: int) -> None:
@@ -313,8 +322,17 @@ class EspeakLibrary:
 
     # -- synthesis --------------------------------------------------------------------------
 
-    def synth(self, text: str, on_audio: AudioCallback, *, end_pause: bool = True) -> bool:
+    def synth(
+        self,
+        text: str,
+        on_audio: AudioCallback,
+        *,
+        end_pause: bool = True,
+        phoneme_input: bool = False,
+    ) -> bool:
         """Synthesize ``text`` (plain UTF-8, no SSML) calling ``on_audio`` per buffer.
+
+        With ``phoneme_input``, text inside ``[[ ]]`` is read as espeak phoneme mnemonics.
 
         Blocks until done or until ``on_audio`` returns False; returns False if aborted.
         Call :meth:`set_voice` and :meth:`set_parameters` first, under the same :data:`LOCK`.
@@ -333,7 +351,11 @@ class EspeakLibrary:
         with LOCK:
             self._on_audio = guarded
             try:
-                flags = CHARS_UTF8 | (ENDPAUSE if end_pause else 0)
+                flags = (
+                    CHARS_UTF8
+                    | (ENDPAUSE if end_pause else 0)
+                    | (PHONEME_INPUT if phoneme_input else 0)
+                )
                 rc = self._lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, flags, None, None)
             finally:
                 self._on_audio = None

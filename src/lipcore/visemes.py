@@ -60,6 +60,8 @@ _EXACT: Final[dict[str, tuple[str, ...]]] = {
     "tθ": ("TH",), "dð": ("TH",), "kx": ("E",),
     # precomposed letters whose diacritic is part of the sound
     "ç": ("E",),
+    # a bare palatalisation (espeak's ";" phoneme) is a brief j-glide
+    "ʲ": ("E",),
     # r-coloured vowels are one gesture
     "ɚ": ("R",), "ɝ": ("R",),
     # English syllabic l (espeak "əl") is an l
@@ -87,7 +89,7 @@ _BASE: Final[dict[str, str]] = {
     # rounded approximants
     "w": "WQ", "ʍ": "WQ", "ɥ": "WQ",
     # rhotics
-    "ɹ": "R", "r": "R", "ɾ": "R", "ʁ": "R", "ʀ": "R", "ɻ": "R", "ɽ": "R",
+    "ɹ": "R", "ɚ": "R", "ɝ": "R", "r": "R", "ɾ": "R", "ʁ": "R", "ʀ": "R", "ɻ": "R", "ɽ": "R",
     # postalveolar / alveolo-palatal fricatives: lips protruded
     "ʃ": "CH", "ʒ": "CH", "ɕ": "CH", "ʑ": "CH", "ʂ": "CH", "ʐ": "CH",
     # tongue consonants with a neutral, slightly open mouth (Preston Blair's "etc" shape)
@@ -101,7 +103,7 @@ _VOWELS: Final = frozenset("aɑæʌɐäɶeɛəɪiɨᵻɘɜɤɯɵɞoɔɒøœuʊy�
 
 #: Marks removed before any lookup: stress, length, ties, syllable breaks, espeak's reduction
 #: marker ``-``.
-_DROP: Final = frozenset("ˈˌːˑ͜͡.‿-'")
+_DROP: Final = frozenset("ˈˌːˑ͜͡.‿-'^")
 #: Modifier letters that only colour a consonant (aspiration, palatalisation, …).
 _MODIFIERS: Final = frozenset("ʰʲʷˠˤʼⁿˡ˞ʱ")
 
@@ -124,8 +126,9 @@ def normalize_phoneme(phoneme: str) -> str:
 
 
 def is_silence(phoneme: str) -> bool:
-    """True for pauses: empty names, ``_`` and espeak's language-switch markers."""
-    return normalize_phoneme(phoneme).strip("_ ") == ""
+    """True for pauses: names without a letter (``""``, ``_``, espeak's pause phoneme ``1``)
+    and espeak's language-switch markers (``(en)``)."""
+    return not any(ch.isalpha() for ch in normalize_phoneme(phoneme))
 
 
 def _strip_diacritics(p: str) -> str:
@@ -142,9 +145,9 @@ def phoneme_visemes(phoneme: str, *, strict: bool = False) -> tuple[str, ...]:
     Silence gives ``("Rest",)``. An unknown symbol raises :class:`UnmappedPhonemeError` when
     ``strict``; otherwise it falls back to ``("E",)`` (a neutral, slightly open mouth).
     """
-    p = normalize_phoneme(phoneme)
-    if not p.strip("_ "):
+    if is_silence(phoneme):
         return ("Rest",)
+    p = normalize_phoneme(phoneme)
     if p in _EXACT:
         return _EXACT[p]
     bare = _strip_diacritics(p)

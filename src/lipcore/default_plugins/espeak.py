@@ -67,7 +67,11 @@ class EspeakOptions:
 
 # ---------------------------------------------------------------------------------- text
 
-_SENTENCE_END = re.compile(r"[.!?;:…。！？]+[\"'»«”’)\]]*(?=\s)")
+# "." and ":" need the white space after them (3.5, z.B., 10:30); "?", "!", ";" and "…" end a
+# sentence even at the very end of the text received so far, so a question is spoken at once.
+_SENTENCE_END = re.compile(
+    r"[.!?;:…。！？]+[\"'»«”’)\]]*(?=\s)|[!?;…。！？]+[\"'»«”’)\]]*$"
+)
 _CLAUSE_END = re.compile(r"[,–—]+(?=\s)")
 
 
@@ -103,14 +107,16 @@ class TextSegmenter:
             if cut is None:
                 break
             piece, self._buf = self._buf[:cut], self._buf[cut:]
-            if piece.strip():
+            if any(ch.isalnum() for ch in piece):
                 pieces.append(piece.strip())
+            elif pieces:  # stray punctuation ("?!" split over deltas) joins the piece before
+                pieces[-1] += piece.strip()
         return pieces
 
     def flush(self) -> str | None:
-        """The rest of the text (the iterable ended)."""
+        """The rest of the text (the iterable ended), if anything speakable is left."""
         rest, self._buf = self._buf.strip(), ""
-        return rest or None
+        return rest if any(ch.isalnum() for ch in rest) else None
 
     def _find_cut(self) -> int | None:
         m = _SENTENCE_END.search(self._buf)
