@@ -79,7 +79,7 @@ def test_synth_delivers_buffers_and_phoneme_events_with_audio_positions() -> Non
     assert [e.phoneme for e in phon] == ["m", "ˈɑ", "m", "ɑː"]
     positions = [e.audio_ms for e in phon]
     assert positions == sorted(positions)
-    assert 0 <= positions[0] and positions[-1] < total_ms
+    assert positions[0] >= 0 and positions[-1] < total_ms
     assert max(buffers) <= lib.sample_rate * lib.buffer_ms // 1000 + 1
     assert any(e.type == _espeak.EVENT_WORD for e in events)
 
@@ -95,6 +95,8 @@ def test_returning_false_from_the_callback_aborts_synthesis() -> None:
 
     with _espeak.LOCK:
         lib.set_voice("de")
-        completed = lib.synth("Dies ist ein ziemlich langer Satz, der viele Puffer füllt. " * 5, on_audio)
+        completed = lib.synth(
+            "Dies ist ein ziemlich langer Satz, der viele Puffer füllt. " * 5, on_audio
+        )
     assert completed is False
     assert calls == 3

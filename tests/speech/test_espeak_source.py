@@ -4,6 +4,7 @@ cancellation, the event loop, and text given as deltas."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -39,7 +40,7 @@ def check_chunks(chunks: list[TTSChunk]) -> None:
     assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert all(c.sample_rate == 22050 for c in chunks)
     # One continuous timeline: each chunk starts where the previous one ended.
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.pts_ms == pytest.approx(a.end_ms, abs=1e-6)
     assert chunks[0].pts_ms == 0.0
     total = audio_ms(chunks)
@@ -50,7 +51,7 @@ def check_chunks(chunks: list[TTSChunk]) -> None:
         assert p.phoneme.strip()
     starts = [p.start_ms for p in ph]
     assert starts == sorted(starts), "phoneme starts are not monotonic"
-    for a, b in zip(ph, ph[1:], strict=False):
+    for a, b in itertools.pairwise(ph):
         assert a.end_ms <= b.start_ms + 1e-6, (a, b)
     words = [p.word for p in ph]
     assert words == sorted(words) and words[0] == 0
@@ -315,7 +316,20 @@ def test_event_loop_keeps_running_while_the_library_is_busy(source: EspeakSource
 
 
 def test_text_deltas_are_spoken_piece_by_piece_on_one_timeline(source: EspeakSource) -> None:
-    tokens = ["Hal", "lo", ", wie", " geht", " es", " dir", "?", " Mir", " geht", " es", " gut", "."]
+    tokens = [
+        "Hal",
+        "lo",
+        ", wie",
+        " geht",
+        " es",
+        " dir",
+        "?",
+        " Mir",
+        " geht",
+        " es",
+        " gut",
+        ".",
+    ]
 
     async def body() -> tuple[list[TTSChunk], float]:
         gate = asyncio.Event()

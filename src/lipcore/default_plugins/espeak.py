@@ -69,9 +69,7 @@ class EspeakOptions:
 
 # "." and ":" need the white space after them (3.5, z.B., 10:30); "?", "!", ";" and "…" end a
 # sentence even at the very end of the text received so far, so a question is spoken at once.
-_SENTENCE_END = re.compile(
-    r"[.!?;:…。！？]+[\"'»«”’)\]]*(?=\s)|[!?;…。！？]+[\"'»«”’)\]]*$"
-)
+_SENTENCE_END = re.compile(r"[.!?;:…。！？]+[\"'»«”’)\]]*(?=\s)|[!?;…。！？]+[\"'»«”’)\]]*$")
 _CLAUSE_END = re.compile(r"[,–—]+(?=\s)")
 
 
