@@ -27,8 +27,12 @@ def avatarize(
     backend: str = typer.Option(
         "sprites", "--backend", "-b", help="Lipsync back end: sprites | mesh (or any plugin)."
     ),
-    seconds: float = typer.Option(4.0, "--seconds", min=1.0, max=10.0, help="Idle loop length."),
-    fps: float = typer.Option(25.0, "--fps", min=10.0, max=60.0, help="Idle loop frame rate."),
+    seconds: float = typer.Option(
+        4.0, "--seconds", min=3.0, max=5.0, help="Idle loop length (3-5 s)."
+    ),
+    fps: float = typer.Option(
+        25.0, "--fps", min=20.0, max=30.0, help="Idle loop frame rate (20-30)."
+    ),
     face_model: Path | None = typer.Option(
         None,
         "--face-model",
