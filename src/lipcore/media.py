@@ -143,6 +143,7 @@ class VideoWriter:
     On an error inside the ``with`` block the partial file is removed.
 
     ``total_frames`` (optional) makes ``progress`` report a fraction in ``[0, 1]``.
+    ``x264_params`` adds ``key=value:...`` options for libx264 (e.g. ``no-mbtree=1``).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class VideoWriter:
         preset: str = "veryfast",
         keyframe_interval_s: float = 2.0,
         audio_bitrate: int = 96_000,
+        x264_params: str = "",
         total_frames: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
@@ -167,6 +169,7 @@ class VideoWriter:
         self.crf = int(crf)
         self.preset = preset
         self.keyframe_interval_s = keyframe_interval_s
+        self.x264_params = x264_params
         self.total_frames = total_frames
         self.progress = progress
         self.frames_written = 0
@@ -214,6 +217,7 @@ class VideoWriter:
                 "x264-params": (
                     f"keyint={gop}:min-keyint={gop}:scenecut=0:"
                     "colorprim=bt709:transfer=bt709:colormatrix=bt709:range=tv"
+                    + (f":{self.x264_params}" if self.x264_params else "")
                 ),
             },
         )
