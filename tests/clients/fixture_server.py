@@ -33,8 +33,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "src" / "lipcore" / "web"
 CLASSES = ["Rest", "AI", "E", "U", "O", "MBP", "FV", "L", "WQ", "R", "CH", "TH"]
-OPENNESS = {"Rest": 0.0, "AI": 1.0, "E": 0.6, "U": 0.35, "O": 0.8, "MBP": 0.0, "FV": 0.15,
-            "L": 0.5, "WQ": 0.3, "R": 0.4, "CH": 0.35, "TH": 0.3}
+OPENNESS = {
+    "Rest": 0.0,
+    "AI": 1.0,
+    "E": 0.6,
+    "U": 0.35,
+    "O": 0.8,
+    "MBP": 0.0,
+    "FV": 0.15,
+    "L": 0.5,
+    "WQ": 0.3,
+    "R": 0.4,
+    "CH": 0.35,
+    "TH": 0.3,
+}
 W, H, FPS, N_FRAMES = 400, 500, 25.0, 50
 ROI = {"x": 140, "y": 320, "w": 120, "h": 72}
 SAMPLE_RATE = 22050
@@ -91,9 +103,17 @@ def build_avatar(directory: Path) -> dict[str, Any]:
     mask = Image.new("L", (ROI["w"], ROI["h"]), 0)
     ImageDraw.Draw(mask).ellipse((12, 8, ROI["w"] - 12, ROI["h"] - 8), fill=255)
     mask.filter(ImageFilter.GaussianBlur(5)).save(directory / "mask_mouth.png")
-    (directory / "atlas.json").write_text(json.dumps({
-        "grid": {"cols": cols, "rows": rows}, "classes": CLASSES, "mask": "mask_mouth.png",
-        "roi": ROI, "image": "atlas.png"}))
+    (directory / "atlas.json").write_text(
+        json.dumps(
+            {
+                "grid": {"cols": cols, "rows": rows},
+                "classes": CLASSES,
+                "mask": "mask_mouth.png",
+                "roi": ROI,
+                "image": "atlas.png",
+            }
+        )
+    )
     # Variant B: the photo's ROI with the lips' gap transparent, an interior, and targets that
     # pull the lower half of the grid down by the class's openness.
     gcols, grows = 16, 12
@@ -112,19 +132,35 @@ def build_avatar(directory: Path) -> dict[str, Any]:
                 bump = math.sin(math.pi * u) * math.sin(math.pi * v)
                 pts.append([0.0, (14.0 if v > 0.5 else -4.0) * OPENNESS[c] * bump])
         targets[c] = pts
-    (directory / "meshdef.json").write_text(json.dumps({
-        "grid": {"cols": gcols, "rows": grows}, "roi": ROI, "targets": targets,
-        "texture": "mouth_texture.png", "interior": "interior.png", "mask": "mask_mouth.png"}))
+    (directory / "meshdef.json").write_text(
+        json.dumps(
+            {
+                "grid": {"cols": gcols, "rows": grows},
+                "roi": ROI,
+                "targets": targets,
+                "texture": "mouth_texture.png",
+                "interior": "interior.png",
+                "mask": "mask_mouth.png",
+            }
+        )
+    )
 
     def describe(kind: str) -> dict[str, Any]:
-        lip: dict[str, Any] = {"type": kind, "mask_url": f"/files/{kind}/mask_mouth.png",
-                               "roi": ROI, "mouth_track_url": f"/files/{kind}/mouth_track.json"}
+        lip: dict[str, Any] = {
+            "type": kind,
+            "mask_url": f"/files/{kind}/mask_mouth.png",
+            "roi": ROI,
+            "mouth_track_url": f"/files/{kind}/mouth_track.json",
+        }
         if kind == "sprites":
             lip["atlas_url"] = "/files/sprites/atlas.json"
         else:
             lip["meshdef_url"] = "/files/mesh/meshdef.json"
-        return {"avatar_id": f"fixture_{kind}", "idle_url": f"/files/{kind}/idle.mp4",
-                "lipsync_assets": lip}
+        return {
+            "avatar_id": f"fixture_{kind}",
+            "idle_url": f"/files/{kind}/idle.mp4",
+            "lipsync_assets": lip,
+        }
 
     return {"sprites": describe("sprites"), "mesh": describe("mesh")}
 
@@ -158,34 +194,54 @@ class Session:
 
     async def play(self, n: int, text: str) -> None:
         pcm = utterance_pcm()
-        await self.ws.send_text(json.dumps({"type": "utterance_start", "utterance": n,
-                                            "sample_rate": SAMPLE_RATE, "text": text}))
+        await self.ws.send_text(
+            json.dumps(
+                {
+                    "type": "utterance_start",
+                    "utterance": n,
+                    "sample_rate": SAMPLE_RATE,
+                    "text": text,
+                }
+            )
+        )
         step = int(SAMPLE_RATE * CHUNK_MS / 1000) * 2
         pts = 0.0
         next_frame = 0.0
         for off in range(0, len(pcm), step):
-            chunk = pcm[off:off + step]
+            chunk = pcm[off : off + step]
             end = pts + len(chunk) / 2 / SAMPLE_RATE * 1000
             frames = []
             while next_frame < end:
                 g = float(burst_gain(next_frame))
                 frames.append({"pts_ms": next_frame, "weights": {"AI": g} if g > 0.001 else {}})
                 next_frame += VISEME_STEP_MS
-            await self.ws.send_text(json.dumps({"type": "visemes", "utterance": n,
-                                                "frames": frames}))
+            await self.ws.send_text(
+                json.dumps({"type": "visemes", "utterance": n, "frames": frames})
+            )
             await self.ws.send_bytes(frame(chunk, n, pts))
             self.sent_ms = end
             pts = end
             await asyncio.sleep(CHUNK_MS / 1000 / 4)  # 4× real time, like a fast TTS
-        await self.ws.send_text(json.dumps({"type": "utterance_end", "utterance": n,
-                                            "duration_ms": pts, "reason": "done"}))
+        await self.ws.send_text(
+            json.dumps(
+                {"type": "utterance_end", "utterance": n, "duration_ms": pts, "reason": "done"}
+            )
+        )
 
     async def stop(self, reason: str) -> None:
         if self.task and not self.task.done():
             self.task.cancel()
-            await self.ws.send_text(json.dumps({"type": "stop", "utterance": self.utterance,
-                                                "at_pts_ms": self.sent_ms, "ramp_ms": 150,
-                                                "reason": reason}))
+            await self.ws.send_text(
+                json.dumps(
+                    {
+                        "type": "stop",
+                        "utterance": self.utterance,
+                        "at_pts_ms": self.sent_ms,
+                        "ramp_ms": 150,
+                        "reason": reason,
+                    }
+                )
+            )
 
 
 def create_fixture_app(avatar_dir: Path) -> Starlette:
@@ -211,8 +267,9 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
         tokens[sid] = secrets.token_urlsafe(8)
         host = request.headers["host"]
         assert body["avatar_id"].startswith("fixture_")
-        return JSONResponse({"session_id": sid,
-                             "ws_url": f"ws://{host}/ws/{sid}?token={tokens[sid]}"})
+        return JSONResponse(
+            {"session_id": sid, "ws_url": f"ws://{host}/ws/{sid}?token={tokens[sid]}"}
+        )
 
     async def ws_endpoint(ws: WebSocket) -> None:
         sid = ws.path_params["sid"]
@@ -221,18 +278,37 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
             await ws.close(4401)
             return
         s = Session(ws)
-        await ws.send_text(json.dumps({
-            "type": "hello", "protocol": 1, "session_id": sid, "fps": 30.0, "classes": CLASSES,
-            "audio": {"format": "s16le", "sample_rate": SAMPLE_RATE, "channels": 1},
-            "lipsync": avatars["sprites"]["lipsync_assets"], "server_time_ms": time.time() * 1000,
-            "viseme_events": "batched", "lead_ms": 0.0, "resumed": False}))
+        await ws.send_text(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "protocol": 1,
+                    "session_id": sid,
+                    "fps": 30.0,
+                    "classes": CLASSES,
+                    "audio": {"format": "s16le", "sample_rate": SAMPLE_RATE, "channels": 1},
+                    "lipsync": avatars["sprites"]["lipsync_assets"],
+                    "server_time_ms": time.time() * 1000,
+                    "viseme_events": "batched",
+                    "lead_ms": 0.0,
+                    "resumed": False,
+                }
+            )
+        )
         try:
             while True:
                 msg = json.loads(await ws.receive_text())
                 if msg["type"] == "ping":
-                    await ws.send_text(json.dumps({
-                        "type": "pong", "id": msg["id"], "client_time_ms": msg["client_time_ms"],
-                        "server_time_ms": time.time() * 1000}))
+                    await ws.send_text(
+                        json.dumps(
+                            {
+                                "type": "pong",
+                                "id": msg["id"],
+                                "client_time_ms": msg["client_time_ms"],
+                                "server_time_ms": time.time() * 1000,
+                            }
+                        )
+                    )
                 elif msg["type"] == "speak":
                     if msg.get("barge_in"):
                         await s.stop("barge_in")
@@ -244,15 +320,17 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
             if s.task:
                 s.task.cancel()
 
-    return Starlette(routes=[
-        Route("/avatars", list_avatars),
-        Route("/avatars/{avatar_id}", get_avatar),
-        Route("/voices", voices),
-        Route("/session-2d", session, methods=["POST"]),
-        WebSocketRoute("/ws/{sid}", ws_endpoint),
-        Mount("/files", StaticFiles(directory=avatar_dir)),
-        Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
-    ])
+    return Starlette(
+        routes=[
+            Route("/avatars", list_avatars),
+            Route("/avatars/{avatar_id}", get_avatar),
+            Route("/voices", voices),
+            Route("/session-2d", session, methods=["POST"]),
+            WebSocketRoute("/ws/{sid}", ws_endpoint),
+            Mount("/files", StaticFiles(directory=avatar_dir)),
+            Mount("/", StaticFiles(directory=WEB_DIR, html=True)),
+        ]
+    )
 
 
 def free_port() -> int:

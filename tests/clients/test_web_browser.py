@@ -6,15 +6,15 @@ moves during speech and returns to rest; the mouth follows the sound it plays; b
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fixture_server import BURSTS
+from PIL import Image
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -45,8 +45,12 @@ def page_for(browser: Any, fixture_url: str) -> Iterator[Any]:
 def mouth_clip(page: Any) -> dict[str, float]:
     r = page.evaluate("window.lipcore.mouthRegion()")
     pad = 6  # the idle loop moves the head by a few pixels
-    return {"x": r["x"] - pad, "y": r["y"] - pad, "width": r["w"] + 2 * pad,
-            "height": r["h"] + 2 * pad}
+    return {
+        "x": r["x"] - pad,
+        "y": r["y"] - pad,
+        "width": r["w"] + 2 * pad,
+        "height": r["h"] + 2 * pad,
+    }
 
 
 def grab(page: Any, clip: dict[str, float]) -> np.ndarray:
@@ -67,8 +71,13 @@ def watch_mouth(page: Any, seconds: float) -> list[tuple[float, float, float]]:
     page.evaluate("window.lipcore.speak('one two three')")
     while time.monotonic() - t0 < seconds:
         img = grab(page, clip)
-        out.append((time.monotonic() - t0, diff(img, rest),
-                    page.evaluate("window.lipcore.state.lastActivity")))
+        out.append(
+            (
+                time.monotonic() - t0,
+                diff(img, rest),
+                page.evaluate("window.lipcore.state.lastActivity"),
+            )
+        )
     return out
 
 
@@ -98,10 +107,13 @@ def test_mouth_moves_during_speech_and_returns_to_rest(page_for: Any, kind: str)
 def test_mouth_follows_the_audio_clock(page_for: Any) -> None:
     page = page_for("sprites")
     page.evaluate("window.lipcore.speak('one two three')")
-    page.wait_for_function("window.lipcore.state.events.some(e => e.type === 'utterance_end')",
-                           timeout=10_000)
-    page.wait_for_function("window.lipcore.state.lastActivity === 0 && "
-                           "window.lipcore.state.frames.length > 40", timeout=10_000)
+    page.wait_for_function(
+        "window.lipcore.state.events.some(e => e.type === 'utterance_end')", timeout=10_000
+    )
+    page.wait_for_function(
+        "window.lipcore.state.lastActivity === 0 && window.lipcore.state.frames.length > 40",
+        timeout=10_000,
+    )
     st = page.evaluate("({s: window.lipcore.state, lag: window.lipcore.envelopeLagMs()})")
     s = st["s"]
     lag = st["lag"]
@@ -127,9 +139,12 @@ def test_barge_in_ramps_the_mouth_to_rest_and_silences_the_audio(page_for: Any) 
     # click handler, called in the page so the moment is known.
     page.wait_for_function(
         "window.lipcore.state.audioClockMs > 930 && window.lipcore.state.lastActivity > 0.9",
-        timeout=10_000, polling="raf")
-    t_stop = page.evaluate("(() => { document.querySelector('#stop').click(); "
-                           "return performance.now(); })()")
+        timeout=10_000,
+        polling="raf",
+    )
+    t_stop = page.evaluate(
+        "(() => { document.querySelector('#stop').click(); return performance.now(); })()"
+    )
     page.wait_for_function("window.lipcore.state.lastActivity === 0", timeout=2000)
     st = page.evaluate("window.lipcore.state")
     t_rest = max(f["t"] for f in st["frames"] if f["act"] > 0)
@@ -137,7 +152,7 @@ def test_barge_in_ramps_the_mouth_to_rest_and_silences_the_audio(page_for: Any) 
     assert t_rest - t_stop < 260, t_rest - t_stop
     ramp = [f["act"] for f in st["frames"] if f["t"] >= t_stop + 20]
     assert any(0 < a < 0.9 for a in ramp), "no ramp: the mouth jumped to rest"
-    assert all(b <= a + 1e-6 for a, b in zip(ramp, ramp[1:], strict=False)), ramp
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(ramp)), ramp
     stopped = [e for e in st["events"] if e["type"] == "stopped"]
     assert stopped and stopped[0]["by"] == "client"
     # The audio fades: 300 ms later the output is silent although the burst went on.

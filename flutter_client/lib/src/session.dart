@@ -1,0 +1,215 @@
+// One live session over lipcore's WebSocket: decode messages, play audio, keep each
+// utterance's viseme track, sync clocks, and answer "what does the mouth look like now".
+
+import 'dart:async';
+import 'dart:typed_data';
+
+import 'package:flutter/foundation.dart';
+import 'package:web_socket_channel/web_socket_channel.dart';
+
+import 'audio.dart';
+import 'protocol.dart';
+import 'timeline.dart';
+
+/// The mouth at one instant: weights, the utterance heard, and its audio clock.
+typedef MouthState = ({Weights weights, int? utterance, double? ptsMs});
+
+/// Something that happened in the session (for logs, readouts and tests).
+typedef SessionEvent = ({String type, Map<String, Object?> fields});
+
+class LipcoreSession {
+  LipcoreSession(this.wsUrl, {AudioPlayer? audio, this.pingEvery = const Duration(seconds: 2)})
+      : audio = audio ?? AudioPlayer();
+
+  static const double bargeInRampMs = 150;
+
+  final Uri wsUrl;
+  final AudioPlayer audio;
+  final Duration pingEvery;
+  final ClockSync clock = ClockSync();
+  final Stopwatch _since = Stopwatch()..start();
+
+  final Map<int, VisemeTrack> _tracks = <int, VisemeTrack>{};
+  final List<int> _order = <int>[];
+  final Map<int, int> _rates = <int, int>{};
+  final StreamController<SessionEvent> _events = StreamController<SessionEvent>.broadcast();
+  WebSocketChannel? _channel;
+  StreamSubscription<Object?>? _sub;
+  Timer? _pinger;
+  int _pingId = 0;
+  int? _current;
+  Hello? hello;
+
+  /// Every event: hello, utterance_start, first_audio, stopped, error, closed, …
+  Stream<SessionEvent> get events => _events.stream;
+
+  /// The utterance the server started last.
+  int? get currentUtterance => _current;
+
+  double get _nowMs => _since.elapsedMicroseconds / 1000;
+
+  void _log(String type, [Map<String, Object?> fields = const <String, Object?>{}]) {
+    if (!_events.isClosed) _events.add((type: type, fields: fields));
+  }
+
+  /// Connect and wait for `hello`.
+  Future<Hello> connect() async {
+    final channel = WebSocketChannel.connect(wsUrl);
+    _channel = channel;
+    await channel.ready;
+    final greeted = Completer<Hello>();
+    _sub = channel.stream.listen(
+      (Object? data) {
+        try {
+          if (data is String) {
+            final msg = ServerMessage.decode(data, classes: hello?.classes ?? defaultClasses);
+            _onMessage(msg);
+            if (msg is Hello && !greeted.isCompleted) greeted.complete(msg);
+          } else if (data is List<int>) {
+            unawaited(_onBinary(data is Uint8List ? data : Uint8List.fromList(data)));
+          }
+        } on ProtocolException catch (e) {
+          _log('protocol_error', <String, Object?>{'message': e.message});
+        }
+      },
+      onDone: () {
+        _pinger?.cancel();
+        _log('closed', <String, Object?>{'code': channel.closeCode});
+        if (!greeted.isCompleted) {
+          greeted.completeError(
+              StateError('connection closed (${channel.closeCode}) before hello'));
+        }
+      },
+      onError: (Object e) => _log('ws_error', <String, Object?>{'error': '$e'}),
+    );
+    return greeted.future;
+  }
+
+  void _send(ClientMessage m) => _channel?.sink.add(m.encode());
+
+  void ping() => _send(Ping(id: ++_pingId, clientTimeMs: _nowMs));
+
+  /// Speak [text]; with [bargeIn] it replaces whatever plays.
+  void speak(String text, {bool bargeIn = false}) {
+    _log('speak', <String, Object?>{'text': text, 'barge_in': bargeIn});
+    _send(Speak(text, bargeIn: bargeIn));
+  }
+
+  /// Stream text (LLM tokens) into the current turn; [endTurn] flushes it.
+  void textDelta(String delta) => _send(TextDelta(delta));
+  void endTurn() => _send(const TextEnd());
+
+  /// Barge-in from this side: ramp the mouth and fade the audio now, then tell the server.
+  void stop() {
+    for (final id in List<int>.of(_order)) {
+      _stopUtterance(id, bargeInRampMs, 'client');
+    }
+    _send(const StopRequest());
+  }
+
+  void _onMessage(ServerMessage msg) {
+    switch (msg) {
+      case final Hello h:
+        hello = h;
+        _log('hello', <String, Object?>{'session_id': h.sessionId, 'resumed': h.resumed});
+        ping();
+        _pinger?.cancel();
+        _pinger = Timer.periodic(pingEvery, (_) => ping());
+      case final Pong p:
+        final s = clock.onPong(p, _nowMs);
+        if (s != null) {
+          _log('pong', <String, Object?>{'rtt_ms': s.rttMs, 'offset_ms': s.offsetMs});
+        }
+      case UtteranceStart(:final utterance, :final text, :final sampleRate):
+        _rates[utterance] = sampleRate;
+        _tracks.putIfAbsent(utterance, () {
+          _order.add(utterance);
+          return VisemeTrack(utterance);
+        });
+        _current = utterance;
+        _log('utterance_start', <String, Object?>{'utterance': utterance, 'text': text});
+      case VisemeMessage(:final utterance, :final frame):
+        _tracks[utterance]?.addAll(<VisemeFrame>[frame]);
+      case VisemesMessage(:final utterance, :final frames):
+        _tracks[utterance]?.addAll(frames);
+      case UtteranceEnd(:final utterance, :final durationMs):
+        _tracks[utterance]?.end(durationMs);
+        _log('utterance_end', <String, Object?>{'utterance': utterance});
+      case StopMessage(:final utterance, :final rampMs):
+        _stopUtterance(utterance, rampMs, 'server');
+      case ErrorMessage(:final code, :final message):
+        _log('error', <String, Object?>{'code': code, 'message': message});
+    }
+  }
+
+  Future<void> _onBinary(Uint8List bytes) async {
+    final frame = BinaryFrame.decode(bytes);
+    if (!frame.isAudio) return; // variant C patches are not drawn by this client
+    final track = _tracks[frame.utterance];
+    if (track == null || track.stoppedAt != null) return;
+    final first = audio.ptsHeard(frame.utterance) == null;
+    final rate = _rates[frame.utterance] ?? hello?.sampleRate ?? 22050;
+    await audio.push(frame.utterance, frame.ptsMs, frame.samples(), rate);
+    if (first) _log('first_audio', <String, Object?>{'utterance': frame.utterance});
+  }
+
+  void _stopUtterance(int id, double rampMs, String by) {
+    final track = _tracks[id];
+    if (track == null || track.stoppedAt != null) return;
+    final pts = audio.ptsHeard(id);
+    track.stop(pts == null || pts < 0 ? 0.0 : pts, rampMs: rampMs);
+    audio.fadeOut(id, rampMs: rampMs);
+    _log('stopped', <String, Object?>{'utterance': id, 'by': by, 'at_pts_ms': pts});
+  }
+
+  /// The mouth for the frame about to be shown, [displayDelayMs] from now.
+  MouthState mouthNow({double displayDelayMs = 16.7}) {
+    int? chosen;
+    double? chosenPts;
+    for (final id in _order) {
+      final pts = audio.ptsHeard(id);
+      if (pts == null) continue;
+      final t = pts + displayDelayMs;
+      if (t >= -VisemeTrack.easeInMs) {
+        chosen = id;
+        chosenPts = t;
+      }
+    }
+    if (chosen == null || chosenPts == null) {
+      return (weights: const <String, double>{}, utterance: null, ptsMs: null);
+    }
+    final track = _tracks[chosen]!;
+    final weights = track.weightsAt(chosenPts);
+    if (track.finishedAt(chosenPts) && chosen != _current) _forget(chosen);
+    return (weights: weights, utterance: chosen, ptsMs: chosenPts);
+  }
+
+  void _forget(int id) {
+    _tracks.remove(id);
+    _rates.remove(id);
+    _order.remove(id);
+    audio.forget(id);
+  }
+
+  /// Track of utterance [id] (tests and tools).
+  @visibleForTesting
+  VisemeTrack? trackOf(int id) => _tracks[id];
+
+  /// Feed one text or binary frame as if it came from the socket (tests and tools).
+  @visibleForTesting
+  Future<void> handle(Object data) async {
+    if (data is String) {
+      _onMessage(ServerMessage.decode(data, classes: hello?.classes ?? defaultClasses));
+    } else if (data is Uint8List) {
+      await _onBinary(data);
+    }
+  }
+
+  Future<void> close() async {
+    _pinger?.cancel();
+    await _sub?.cancel();
+    await _channel?.sink.close();
+    await audio.dispose();
+    await _events.close();
+  }
+}
