@@ -86,7 +86,9 @@ class VendorSocket:
         release_timeout_s: float,
         max_contexts: int,
         on_change: Callable[[], None] | None = None,
+        stats: dict[str, int] | None = None,
     ) -> None:
+        self.stats = stats if stats is not None else {}
         self.url = url
         self._key = api_key
         self.mode = mode
@@ -276,6 +278,7 @@ class VendorSocket:
         if ctx is None:
             if cid in self._closing:
                 self.dropped_frames += 1  # a late frame of a barged-in context
+                self.stats["dropped_late_frames"] = self.stats.get("dropped_late_frames", 0) + 1
                 if is_final:
                     del self._closing[cid]
                     self._changed()

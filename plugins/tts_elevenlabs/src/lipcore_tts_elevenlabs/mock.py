@@ -12,7 +12,7 @@ ground truth (:class:`ContextRecord`) so tests and benchmarks can measure timing
 
 Knobs (:class:`MockConfig`, changeable while it runs): first-audio delay, frame length and
 pacing, null alignments, the spec's ``charsDurationsMs`` spelling, error closes (quota, a stall
-mid-stream, a server error close), forced HTTP statuses, ``close_context`` that cuts at once.
+mid-stream, a server error close), forced HTTP statuses, a refused handshake.
 
     with MockElevenLabs() as mock:               # a real server in a background thread
         source = ElevenLabsTTSSource(api_key=mock.api_key, base_url=mock.base_url)
@@ -79,7 +79,6 @@ class MockConfig:
     null_normalized_frames: frozenset[int] = frozenset()  # only normalizedAlignment null
     durations_key: str = "charDurationsMs"  # or the spec's "charsDurationsMs"
     leading_space: bool = True  # normalizedAlignment starts each generation with a space
-    close_context_cuts: bool = False  # True: close_context stops the audio after this frame
     max_contexts: int = 5
     fail: FailMode | None = None
     fail_after_frames: int = 1
@@ -249,7 +248,6 @@ class _Ctx:
         self.samples = 0  # audio samples generated on this context
         self.frame_no = 0
         self.closed = False
-        self.cut = False
         self.generating = False
         self.task: asyncio.Task[None] | None = None
 
@@ -637,8 +635,6 @@ class MockElevenLabs:
                     text = await ctx.queue.get()
                     if text is None:
                         break
-                    if ctx.cut:
-                        continue
                     ctx.generating = True
                     try:
                         await generate(ctx, text)
@@ -660,7 +656,7 @@ class MockElevenLabs:
             speech = await self._speech_bank().speak(text.strip(), espeak_voice)
             frames = self._frames(ctx.record, speech, rate, text, t_trigger, ctx.samples)
             for n, (pcm, chars, f_start) in enumerate(frames):
-                if ctx.cut or state["closed"]:
+                if state["closed"]:
                     return
                 await self._pace(ctx.record, n, t_trigger, rate)
                 if cfg.fail == "stall" and ctx.frame_no >= cfg.fail_after_frames:
@@ -755,9 +751,9 @@ class MockElevenLabs:
             if msg.get("close_context"):
                 ctx.closed = True
                 ctx.record.closed_by_client = True
-                ctx.buffer = ""  # unflushed text is dropped
-                if cfg.close_context_cuts:
-                    ctx.cut = True
+                # The spec: unflushed text is dropped, text already flushed keeps generating
+                # (those are the late frames a client must drop), then isFinal.
+                ctx.buffer = ""
                 ctx.queue.put_nowait(None)
                 return True
             text = msg.get("text")

@@ -99,7 +99,7 @@ class ElevenLabsSettings(BaseModel):
     max_contexts_per_socket: int = Field(5, ge=1, le=5)
     max_sockets_per_session: int = Field(2, ge=1, le=8)
     context_release_timeout_s: float = Field(
-        3.0, gt=0, description="a closed context holds its slot until isFinal or this long"
+        10.0, gt=0, description="a closed context holds its slot until isFinal or this long"
     )
     voices_cache_ttl_s: float = Field(300.0, ge=0)
 

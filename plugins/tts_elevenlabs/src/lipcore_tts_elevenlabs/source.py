@@ -221,6 +221,7 @@ class ElevenLabsTTSSource(TTSSource):
                 idle_close_s=min(s.idle_close_s, s.inactivity_timeout_s * 0.9),
                 release_timeout_s=s.context_release_timeout_s,
                 max_contexts=s.max_contexts_per_socket,
+                stats=self.stats,
             )
             try:
                 await sock.open(s.connect_timeout_s)
@@ -375,9 +376,7 @@ class ElevenLabsTTSSource(TTSSource):
             finally:
                 sender.cancel()
                 if not ctx.done:
-                    before = sock.dropped_frames
                     sock.abandon_context(ctx)
-                    self.stats["dropped_late_frames"] += sock.dropped_frames - before
 
     async def _receive(
         self, sock: VendorSocket, ctx: Context, s: ElevenLabsSettings
@@ -409,7 +408,6 @@ class ElevenLabsTTSSource(TTSSource):
             if isinstance(item, _FeedFailed):
                 raise item.exc
             if isinstance(item, Closed):
-                sock.dropped_frames += 0
                 raise from_close(
                     item.code, item.reason, item.error_frame, secret=key, transport=transport
                 )
@@ -514,6 +512,14 @@ class ElevenLabsTTSSource(TTSSource):
                         raw = await asyncio.wait_for(anext(lines), wait)
                     except StopAsyncIteration:
                         return
+                    except TimeoutError:
+                        raise make_error(
+                            ElevenLabsTimeoutError,
+                            f"no data from the ElevenLabs HTTP stream for {wait:.1f} s "
+                            f"({'waiting for the first audio' if first else 'mid-stream'})",
+                            "",
+                            secret=key,
+                        ) from None
                     if not raw.strip():
                         continue
                     try:
