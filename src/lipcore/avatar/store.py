@@ -322,13 +322,18 @@ def build_avatar(
     avatar_id = avatar_id or _default_id(rgb)
 
     own_analyzer = analyzer is None
-    fa = analyzer if analyzer is not None else FaceAnalyzer(face_model)
+    with stages.stage("face"):
+        fa = analyzer if analyzer is not None else FaceAnalyzer(face_model)
+        try:
+            face = fa.analyze(rgb, multiple=multiple, source=source_name)
+        except BaseException:
+            if own_analyzer:
+                fa.close()
+            raise
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        with stages.stage("face"):
-            face = fa.analyze(rgb, multiple=multiple, source=source_name)
         with stages.stage("mouth"):
             mouth_model = build_mouth_model(rgb, face)
             mouth_files = mouth_model.save(tmp)
