@@ -115,7 +115,7 @@ class SegmentArrays:
     alpha: FloatArray
     sigma: FloatArray
     window: FloatArray
-    closure_centre: FloatArray  # centres of MBP/FV segments (for the reach rule)
+    closure_frame: npt.NDArray[np.int64]  # the frame each MBP/FV segment must win (reach rule)
     closure_cls: npt.NDArray[np.int64]
 
     @property
@@ -130,11 +130,13 @@ def prepare_segments(
     fps: float,
     closed: bool = True,
     rest_before: float = -math.inf,
+    silent_until: float = -math.inf,
 ) -> SegmentArrays:
     """Arrays for :func:`sample_weights`: widened plateaus, per-segment dominance, and Rest in
     every gap: from ``rest_before`` (the end of speech already dropped by a stream) to the
     first segment, between segments, and, if the track is ``closed``, after the last one (an
-    open stream does not know yet what follows)."""
+    open stream does not know yet what follows; it may know there is silence up to
+    ``silent_until``)."""
     segs = sorted(
         (s for s in track if s.viseme != "Rest" and s.end_ms >= s.start_ms),
         key=lambda s: (s.start_ms, s.end_ms),
@@ -145,8 +147,9 @@ def prepare_segments(
     alphas: list[float] = []
     sigmas: list[float] = []
     windows: list[float] = []
-    c_centre: list[float] = []
+    c_frame: list[int] = []
     c_cls: list[int] = []
+    claimed: dict[int, int] = {}
     frame_ms = 1000.0 / fps
 
     def add(start: float, end: float, cls: str, scale: float = 1.0) -> None:
@@ -171,10 +174,22 @@ def prepare_segments(
             centre - half, centre + half, s.viseme, dominance_scale(s.phoneme) if s.phoneme else 1.0
         )
         if closure:
-            c_centre.append(centre)
-            c_cls.append(_CLASS_INDEX[s.viseme])
+            # The frame nearest the centre, unless another closure class already took it
+            # (two closures within one frame period): then the next nearest frame the
+            # segment touches, so each closure is seen.
+            cls = _CLASS_INDEX[s.viseme]
+            lo = math.floor(s.start_ms / frame_ms) - 1
+            hi = math.ceil(s.end_ms / frame_ms) + 1
+            for j in sorted(range(lo, hi + 1), key=lambda j: (abs(j * frame_ms - centre), j)):
+                if claimed.get(j, cls) == cls and j >= 0:
+                    claimed[j] = cls
+                    c_frame.append(j)
+                    c_cls.append(cls)
+                    break
     if closed:
         add(rest_start, math.inf, "Rest")
+    elif silent_until > rest_start:
+        add(rest_start, silent_until, "Rest")
     return SegmentArrays(
         start=np.asarray(starts, dtype=np.float64),
         end=np.asarray(ends, dtype=np.float64),
@@ -182,7 +197,7 @@ def prepare_segments(
         alpha=np.asarray(alphas, dtype=np.float64),
         sigma=np.asarray(sigmas, dtype=np.float64),
         window=np.asarray(windows, dtype=np.float64),
-        closure_centre=np.asarray(c_centre, dtype=np.float64),
+        closure_frame=np.asarray(c_frame, dtype=np.int64),
         closure_cls=np.asarray(c_cls, dtype=np.int64),
     )
 
@@ -253,10 +268,10 @@ def sample_weights(
             smooth += w * raw[i : i + last - first + 1]
     else:
         smooth = raw
-    # Closures must reach their shape: at the frame nearest a closure's centre, lift it to
-    # ``reach`` if it does not already dominate there, scaling the other classes down.
-    if arr.closure_centre.size:
-        frames = np.rint(arr.closure_centre / frame_ms).astype(np.int64)
+    # Closures must reach their shape: at the frame chosen for each (nearest its centre), lift
+    # it to ``reach`` if it does not already dominate there, scaling the other classes down.
+    if arr.closure_frame.size:
+        frames = arr.closure_frame
         inside = (frames >= first) & (frames <= last)
         for j, c in zip(frames[inside] - first, arr.closure_cls[inside], strict=True):
             row = smooth[j]

@@ -126,9 +126,9 @@ def normalize_phoneme(phoneme: str) -> str:
 
 
 def is_silence(phoneme: str) -> bool:
-    """True for pauses: names without a letter (``""``, ``_``, espeak's pause phoneme ``1``)
-    and espeak's language-switch markers (``(en)``)."""
-    return not any(ch.isalpha() for ch in normalize_phoneme(phoneme))
+    """True for pauses: ``""``, ``_``, espeak's numbered pause phonemes (``1``) and its
+    language-switch markers (``(en)``). Any other symbol is a sound and needs a class."""
+    return normalize_phoneme(phoneme).strip("_ 0123456789") == ""
 
 
 def _strip_diacritics(p: str) -> str:

@@ -220,11 +220,18 @@ class DefaultVisemeStream(VisemeStream):
         if segs:
             self._known_ms = max(self._known_ms, max(s.end_ms for s in segs))
 
-    def _emit(self, last: int, *, closed: bool) -> list[VisemeFrame]:
+    def _emit(
+        self, last: int, *, closed: bool, silent_until: float = -math.inf
+    ) -> list[VisemeFrame]:
         if last < self._next:
             return []
         arr = prepare_segments(
-            self._live, self.params, fps=self.fps, closed=closed, rest_before=self._rest_before
+            self._live,
+            self.params,
+            fps=self.fps,
+            closed=closed,
+            rest_before=self._rest_before,
+            silent_until=silent_until,
         )
         weights = sample_weights(arr, self.params, fps=self.fps, first=self._next, last=last)
         frames = frames_from_weights(weights, fps=self.fps, first=self._next)
@@ -267,7 +274,8 @@ class DefaultVisemeStream(VisemeStream):
             known = min(known, min(c.start_ms for c in self._words.word))
         limit = min(horizon_ms, known) - self._lookahead
         last = math.floor(limit * self.fps / 1000.0)
-        return self._emit(last, closed=False)
+        # Spaces and punctuation after the last word are known silence: Rest up to there.
+        return self._emit(last, closed=False, silent_until=known)
 
     def finish(self, end_ms: float | None = None) -> list[VisemeFrame]:
         if self._finished:

@@ -1,0 +1,265 @@
+"""The default viseme mapper: tracks, co-articulation properties (hypothesis), incremental
+streaming equal to whole-track sampling, and the character-timing path."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lipcore.default_plugins.espeak import EspeakSource
+from lipcore.default_plugins.mapper import DefaultVisemeMapper, g2p_word
+from lipcore.errors import InputError
+from lipcore.interfaces import CharTiming, PhonemeTiming, VisemeFrame, VisemeSegment
+from lipcore.visemes import VISEME_CLASSES
+
+from .conftest import collect, phonemes_of, run
+
+MAPPER = DefaultVisemeMapper()
+POOL = [
+    "m", "b", "p", "f", "v", "pf", "ˈa", "ˈaɪ", "oː", "uː", "i", "ɛ", "ə", "l", "w", "ʃ", "θ",
+    "ɹ", "t", "s", "n", "k", "ç", "ʏ",
+]  # fmt: skip
+
+
+def rest(frame: VisemeFrame) -> float:
+    return 1.0 - sum(frame.weights.values())
+
+
+def dominant(frame: VisemeFrame) -> str:
+    best, weight = "Rest", rest(frame)
+    for k, v in frame.weights.items():
+        if v > weight:
+            best, weight = k, v
+    return best
+
+
+@st.composite
+def phoneme_tracks(draw: st.DrawFn) -> list[PhonemeTiming]:
+    n = draw(st.integers(min_value=1, max_value=25))
+    t = draw(st.floats(min_value=0, max_value=300))
+    out = []
+    for i in range(n):
+        if draw(st.booleans()) and i:
+            t += draw(st.sampled_from([0.0, 30.0, 150.0, 700.0]))  # pauses, some long
+        dur = draw(st.floats(min_value=8.0, max_value=300.0))
+        out.append(PhonemeTiming(draw(st.sampled_from(POOL)), t, t + dur, i))
+        t += dur
+    return out
+
+
+def check_frames(frames: Sequence[VisemeFrame], fps: float) -> None:
+    assert frames
+    pts = [f.pts_ms for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(pts)), "pts not strictly increasing"
+    for f in frames:
+        assert set(f.weights) <= set(VISEME_CLASSES) - {"Rest"}
+        for v in f.weights.values():
+            assert math.isfinite(v) and 0.0 <= v <= 1.0
+        assert sum(f.weights.values()) <= 1.0 + 1e-9
+    assert frames[-1].weights == {}, "does not end at Rest"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(phonemes=phoneme_tracks(), fps=st.sampled_from([24.0, 25.0, 30.0, 60.0, 100.0]))
+def test_coarticulation_properties(phonemes: list[PhonemeTiming], fps: float) -> None:
+    track = MAPPER.track_from_phonemes(phonemes, language="de")
+    frames = MAPPER.sample(track, fps=fps)
+    check_frames(frames, fps)
+    frame_ms = 1000.0 / fps
+    assert frames[0].pts_ms == 0.0
+    assert frames[1].pts_ms == pytest.approx(frame_ms)
+    # Every closure is reached: a frame near it has its class dominant (Rest included).
+    # "Near" is within one frame period of its span, or two when several closures of
+    # different classes crowd into one frame period (each then takes its own frame).
+    for seg in track:
+        if seg.viseme in ("MBP", "FV"):
+            crowded = any(
+                o.viseme in ("MBP", "FV")
+                and o.viseme != seg.viseme
+                and o.start_ms < seg.end_ms + frame_ms
+                and o.end_ms > seg.start_ms - frame_ms
+                for o in track
+            )
+            slack = 2 * frame_ms if crowded else frame_ms
+            near = [f for f in frames if seg.start_ms - slack <= f.pts_ms <= seg.end_ms + slack]
+            assert any(dominant(f) == seg.viseme for f in near), (seg, near)
+    # Silence returns to Rest: in the middle of every long pause the mouth is at rest.
+    look = MAPPER.params.lookahead_ms(fps)
+    for a, b in itertools.pairwise(phonemes):
+        if b.start_ms - a.end_ms > 2 * look + 2 * frame_ms:
+            quiet = [f for f in frames if a.end_ms + look <= f.pts_ms <= b.start_ms - look]
+            assert quiet and all(f.weights == {} for f in quiet)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    phonemes=phoneme_tracks(),
+    fps=st.sampled_from([25.0, 30.0, 60.0]),
+    cuts=st.lists(st.integers(min_value=0, max_value=25), max_size=6),
+    extra=st.floats(min_value=0, max_value=200),
+)
+def test_stream_gives_the_frames_sample_gives(
+    phonemes: list[PhonemeTiming], fps: float, cuts: list[int], extra: float
+) -> None:
+    end = phonemes[-1].end_ms + extra
+    expected = MAPPER.sample(
+        MAPPER.track_from_phonemes(phonemes, language="de"), fps=fps, end_ms=end
+    )
+    stream = MAPPER.stream(language="de", fps=fps)
+    got: list[VisemeFrame] = []
+    bounds = sorted({0, len(phonemes), *(c for c in cuts if c <= len(phonemes))})
+    for lo, hi in itertools.pairwise(bounds):
+        part = phonemes[lo:hi]
+        got += stream.push(phonemes=part, horizon_ms=part[-1].end_ms + extra)
+        # Whatever came out so far never changes later (pts strictly increasing).
+        assert all(b.pts_ms > a.pts_ms for a, b in itertools.pairwise(got))
+    got += stream.finish(end)
+    assert [f.pts_ms for f in got] == pytest.approx([f.pts_ms for f in expected])
+    for g, e in zip(got, expected, strict=True):
+        keys = set(g.weights) | set(e.weights)
+        for k in keys:
+            assert g.weights.get(k, 0.0) == pytest.approx(e.weights.get(k, 0.0), abs=1e-9)
+    assert stream.finish() == []  # finishing twice adds nothing
+
+
+def test_stream_emits_frames_before_the_end_of_the_utterance() -> None:
+    phonemes = [PhonemeTiming("ˈa", 100.0 * i, 100.0 * i + 100.0, i) for i in range(20)]
+    stream = MAPPER.stream(language="de", fps=60)
+    early = stream.push(phonemes=phonemes[:10], horizon_ms=1000.0)
+    assert early, "nothing emitted mid-utterance"
+    # Only frames whose look-ahead lies inside what is known.
+    assert early[-1].pts_ms <= 1000.0 - MAPPER.params.lookahead_ms(60) + 1e-6
+
+
+def test_diphthongs_and_pf_split_into_two_segments() -> None:
+    track = MAPPER.track_from_phonemes(
+        [PhonemeTiming("ˈaɪ", 0.0, 200.0), PhonemeTiming("pf", 200.0, 300.0)], language="de"
+    )
+    assert [s.viseme for s in track] == ["AI", "E", "MBP", "FV"]
+    assert track[0].end_ms == pytest.approx(110.0) and track[1].start_ms == pytest.approx(110.0)
+    assert all(s.phoneme in ("ˈaɪ", "pf") for s in track)
+
+
+def test_closures_reach_their_shape_even_when_very_short() -> None:
+    # A 12 ms /b/ between open vowels at 24 fps (a frame every 41.7 ms).
+    ph = [PhonemeTiming("ˈa", 0, 200), PhonemeTiming("b", 200, 212), PhonemeTiming("a", 212, 400)]
+    frames = MAPPER.sample(MAPPER.track_from_phonemes(ph, language="de"), fps=24)
+    best = max(frames, key=lambda f: f.weights.get("MBP", 0.0))
+    assert dominant(best) == "MBP" and best.weights["MBP"] >= 0.8
+    assert 170 <= best.pts_ms <= 240
+
+
+def test_min_hold_keeps_a_short_vowel_visible() -> None:
+    ph = [PhonemeTiming("s", 0, 150), PhonemeTiming("uː", 150, 160), PhonemeTiming("s", 160, 300)]
+    frames = MAPPER.sample(MAPPER.track_from_phonemes(ph, language="de"), fps=60)
+    assert max(f.weights.get("U", 0.0) for f in frames) > 0.5
+
+
+def test_bad_fps_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="fps=0"):
+        MAPPER.stream(language="de", fps=0)
+    with pytest.raises(InputError, match="fps=nan"):
+        MAPPER.sample([], fps=float("nan"))
+
+
+def test_empty_track_is_rest() -> None:
+    frames = MAPPER.sample([], fps=30)
+    check_frames(frames, 30)
+    assert all(f.weights == {} for f in frames)
+
+
+def test_real_speech_mama_closes_and_opens_the_mouth() -> None:
+    chunks = run(collect(EspeakSource().synthesize("Mama baut Pfeffer.", voice="de")))
+    ph = phonemes_of(chunks)
+    track = MAPPER.track_from_phonemes(ph, language="de")
+    frames = MAPPER.sample(track, fps=60)
+    check_frames(frames, 60)
+    for seg in (s for s in track if s.viseme == "MBP"):
+        c = (seg.start_ms + seg.end_ms) / 2
+        nearest = min(frames, key=lambda f: abs(f.pts_ms - c))
+        assert dominant(nearest) == "MBP", seg
+    a = next(p for p in ph if p.phoneme == "ˈɑ")
+    mid = min(frames, key=lambda f: abs(f.pts_ms - (a.start_ms + a.end_ms) / 2))
+    assert dominant(mid) == "AI"
+    assert any(dominant(f) == "FV" for f in frames)
+
+
+# --------------------------------------------------------------------------- characters
+
+
+def char_timings(text: str, *, start: float = 0.0, ms: float = 70.0) -> list[CharTiming]:
+    return [CharTiming(ch, start + i * ms, start + (i + 1) * ms) for i, ch in enumerate(text)]
+
+
+def _phonemes(track: list[VisemeSegment]) -> list[str]:
+    out: list[str] = []
+    for s in track:
+        if not out or out[-1] != s.phoneme or s.viseme in ("MBP",):
+            out.append(s.phoneme)
+    return out
+
+
+def test_character_timings_go_through_g2p_per_word() -> None:
+    chars = char_timings("Hallo Welt!")
+    track = MAPPER.track_from_characters(chars, language="de")
+    hallo = g2p_word("Hallo", "de")
+    assert hallo == ("h", "ˈa", "l", "oː")
+    assert [s.phoneme for s in track[:4]] == list(hallo)
+    # The word's phonemes fill exactly its characters' span; the space is silence.
+    assert track[0].start_ms == pytest.approx(0.0)
+    assert track[3].end_ms == pytest.approx(5 * 70.0)
+    assert track[4].start_ms == pytest.approx(6 * 70.0)
+    assert track[-1].end_ms == pytest.approx(10 * 70.0)  # "!" is silence too
+    # Vowels get more of the span than consonants.
+    assert (track[1].end_ms - track[1].start_ms) > (track[0].end_ms - track[0].start_ms)
+
+
+def test_leading_spaces_and_language_aware_g2p() -> None:
+    track = MAPPER.track_from_characters(char_timings("   Mama"), language="de")
+    assert track[0].viseme == "MBP" and track[0].start_ms == pytest.approx(3 * 70.0)
+    en = MAPPER.track_from_characters(char_timings("thin"), language="en-us")
+    assert en[0].viseme == "TH"
+    gb = MAPPER.track_from_characters(char_timings("water"), language="en-gb")
+    assert gb[-1].viseme != "R"  # non-rhotic British English
+    us = MAPPER.track_from_characters(char_timings("water"), language="en-us")
+    assert us[-1].viseme == "R"
+
+
+def test_words_split_across_chunks_are_held_until_complete() -> None:
+    text = "  Hallo Welt, wie geht's? Mama!"
+    chars = char_timings(text, start=40.0)
+    whole_track = MAPPER.track_from_characters(chars, language="de")
+    expected = MAPPER.sample(whole_track, fps=60, end_ms=chars[-1].end_ms)
+    stream = MAPPER.stream(language="de", fps=60)
+    frames = stream.push(chars=chars[:5], horizon_ms=chars[4].end_ms)  # "  Hal"
+    assert stream.track == []  # "Hal" is not a word yet: nothing was translated
+    for lo, hi in ((5, 9), (9, 14), (14, 23), (23, len(chars))):  # "lo W", "elt, ", ...
+        frames += stream.push(chars=chars[lo:hi], horizon_ms=chars[hi - 1].end_ms)
+    assert [s.phoneme for s in stream.track[:4]] == ["h", "ˈa", "l", "oː"]  # one word
+    frames += stream.finish(chars[-1].end_ms)
+    assert stream.track == whole_track
+    assert [f.pts_ms for f in frames] == pytest.approx([f.pts_ms for f in expected])
+    for g, e in zip(frames, expected, strict=True):
+        for k in set(g.weights) | set(e.weights):
+            assert g.weights.get(k, 0.0) == pytest.approx(e.weights.get(k, 0.0), abs=1e-9)
+    check_frames(frames, 60)
+
+
+def test_numbers_are_spoken_as_words_over_their_span() -> None:
+    track = MAPPER.track_from_characters(char_timings("42"), language="de")
+    assert len(track) > 8  # "zweiundvierzig"
+    assert track[0].start_ms == 0.0 and track[-1].end_ms == pytest.approx(140.0)
+
+
+def test_bad_character_input_is_an_input_error() -> None:
+    stream = MAPPER.stream(language="de", fps=30)
+    with pytest.raises(InputError, match="CharTiming"):
+        stream.push(chars=["a"], horizon_ms=10.0)  # type: ignore[list-item]
+    stream.finish()
+    with pytest.raises(InputError, match="finished"):
+        stream.push(horizon_ms=10.0)
