@@ -269,7 +269,9 @@ class ElevenLabsTTSSource(TTSSource):
                         pool.remove(sock)
                         self._prewarm(s, voice, key)
                     return sock
-            if s.transport == "single" or len(pool) < s.max_sockets_per_session:
+            # The shared pool (no session id) serves many sessions: let it grow further.
+            limit = s.max_sockets_per_session if session != _DEFAULT_SESSION else 4 * s.max_sockets_per_session
+            if s.transport == "single" or len(pool) < limit:
                 sock = await self._open_socket(s, voice, s.transport)
                 self._loops[sock.serial] = loop
                 if s.transport == "single":
