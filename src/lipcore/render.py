@@ -1,0 +1,454 @@
+"""Finished frames from an avatar: the idle loop with the mouth overlay composited.
+
+This is the server-side / offline renderer. ``lipcore say`` writes videos with it; a server
+preview or any client that wants finished frames (rather than compositing the overlay itself)
+uses it too. The live clients do the same thing on their side: idle loop as a video layer,
+overlay placed by the mouth track, weights sampled on the audio clock.
+
+    avatar = load_avatar("avatars/grace")
+    renderer = open_avatar_renderer(avatar)              # the back end the manifest names
+    timeline = VisemeTimeline(utterance.frames)          # VisemeFrame(pts_ms, weights)
+    frame = renderer.frame(k, timeline.at(t_ms))         # video frame k, audio time t_ms
+
+Viseme frames arrive at the mapper's rate (30 fps by default); video runs at the idle loop's
+rate. :class:`VisemeTimeline` interpolates weights linearly between the frames around ``t``.
+Barge-in: :func:`ramp_to_rest` cuts a viseme track at ``stop_ms`` and fades the mouth from the
+shape it has at that moment to Rest over ``ramp_ms`` (100–200 ms, as the wire protocol's
+``stop`` event tells clients to do).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lipcore.errors import InputError, LipcoreError, PluginNotFoundError
+from lipcore.interfaces import MouthRenderer, VisemeFrame
+
+if TYPE_CHECKING:
+    from lipcore.avatar.store import Avatar
+    from lipcore.engine import Engine, Utterance
+
+__all__ = [
+    "REST",
+    "AvatarRenderer",
+    "BackendAssetsError",
+    "SpeechPlan",
+    "TalkResult",
+    "VisemeTimeline",
+    "open_avatar_renderer",
+    "ramp_to_rest",
+    "render_talk",
+    "synthesize",
+]
+
+REST = "Rest"
+_EPS = 1e-3
+
+
+class BackendAssetsError(InputError):
+    """An avatar lacks the assets of the back end asked for."""
+
+    code = "backend_assets_missing"
+
+
+def _is_rest(weights: Mapping[str, float]) -> bool:
+    return all(v < _EPS for k, v in weights.items() if k != REST)
+
+
+class VisemeTimeline:
+    """Viseme weights at any time: linear interpolation between the frames around ``t``.
+
+    Before the first frame and after the last one the mouth is at Rest (``{}``): an
+    utterance's track starts and ends at Rest anyway, so nothing jumps.
+    """
+
+    def __init__(self, frames: Sequence[VisemeFrame]) -> None:
+        ordered = sorted(frames, key=lambda f: f.pts_ms)
+        self.frames = ordered
+        self._pts = [f.pts_ms for f in ordered]
+
+    @property
+    def start_ms(self) -> float:
+        return self._pts[0] if self._pts else 0.0
+
+    @property
+    def end_ms(self) -> float:
+        return self._pts[-1] if self._pts else 0.0
+
+    def at(self, t_ms: float) -> dict[str, float]:
+        """Weights at ``t_ms`` on the track's timeline (without Rest; the remainder is Rest)."""
+        pts = self._pts
+        if not pts or t_ms < pts[0] or t_ms > pts[-1]:
+            return {}
+        k = bisect.bisect_right(pts, t_ms)
+        if k >= len(pts):
+            return _clean(self.frames[-1].weights)
+        f0, f1 = self.frames[k - 1], self.frames[k]
+        span = f1.pts_ms - f0.pts_ms
+        a = 0.0 if span <= 0 else (t_ms - f0.pts_ms) / span
+        out: dict[str, float] = {}
+        for name in set(f0.weights) | set(f1.weights):
+            if name == REST:
+                continue
+            v = (1.0 - a) * f0.weights.get(name, 0.0) + a * f1.weights.get(name, 0.0)
+            if v >= _EPS:
+                out[name] = v
+        return out
+
+
+def _clean(weights: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in weights.items() if k != REST and v >= _EPS}
+
+
+def ramp_to_rest(
+    frames: Sequence[VisemeFrame], stop_ms: float, ramp_ms: float = 150.0
+) -> list[VisemeFrame]:
+    """Barge-in: the track cut at ``stop_ms``, then a fade to Rest over ``ramp_ms``.
+
+    Frames before ``stop_ms`` are kept. From ``stop_ms`` the mouth holds the shape it has at
+    that instant (interpolated) and its weights fall linearly to 0, on the same frame grid as
+    the input, reaching Rest exactly at ``stop_ms + ramp_ms``; nothing of the cancelled
+    speech follows. ``ramp_ms`` must be 100–200 ms (fast enough to read as "stopped", slow
+    enough not to snap).
+    """
+    if not (100.0 <= ramp_ms <= 200.0):
+        raise InputError(f"the barge-in ramp lasts 100–200 ms; got {ramp_ms} ms")
+    if not math.isfinite(stop_ms):
+        raise InputError(f"stop time must be a number of milliseconds, got {stop_ms!r}")
+    ordered = sorted(frames, key=lambda f: f.pts_ms)
+    kept = [f for f in ordered if f.pts_ms < stop_ms]
+    if not ordered or stop_ms > ordered[-1].pts_ms:
+        return list(ordered)  # the track ended (at Rest) before the stop: nothing to ramp
+    start = VisemeTimeline(ordered).at(stop_ms)
+    step = _frame_step(ordered)
+    out = list(kept)
+    n = max(1, math.ceil(ramp_ms / step - 1e-9))
+    for i in range(n + 1):
+        t = stop_ms + min(ramp_ms, i * step)
+        gain = 1.0 - (t - stop_ms) / ramp_ms
+        out.append(
+            VisemeFrame(pts_ms=t, weights={k: v * gain for k, v in start.items() if v * gain > 0})
+        )
+        if t >= stop_ms + ramp_ms:
+            break
+    return out
+
+
+def _frame_step(frames: Sequence[VisemeFrame]) -> float:
+    if len(frames) < 2:
+        return 1000.0 / 30.0
+    diffs = np.diff([f.pts_ms for f in frames])
+    diffs = diffs[diffs > 0]
+    return float(np.median(diffs)) if len(diffs) else 1000.0 / 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPlan:
+    """Where an utterance sits in a video: idle before, speech, idle after."""
+
+    fps: float
+    audio_offset_ms: float  # the utterance's t = 0 is this far into the video
+    audio_ms: float
+    tail_ms: float
+
+    @property
+    def frames(self) -> int:
+        total_ms = self.audio_offset_ms + self.audio_ms + self.tail_ms
+        return max(1, math.ceil(total_ms * self.fps / 1000.0 - 1e-9))
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps
+
+    def audio_time_ms(self, k: int) -> float:
+        """Utterance time shown by video frame ``k`` (negative before the speech starts)."""
+        return k * 1000.0 / self.fps - self.audio_offset_ms
+
+
+class AvatarRenderer:
+    """Idle loop + mouth overlay → finished RGB frames.
+
+    ``frame(k, weights)`` is video frame ``k``: idle frame ``k mod len(loop)`` with the mouth
+    for ``weights`` composited by the back end's :class:`MouthRenderer`.
+    """
+
+    def __init__(
+        self,
+        mouth: MouthRenderer,
+        idle_frames: Sequence[np.ndarray],
+        fps: float,
+        *,
+        backend: str = "",
+    ) -> None:
+        if not idle_frames:
+            raise InputError("the avatar's idle loop has no frames; rebuild the avatar")
+        self.mouth = mouth
+        self.idle_frames = list(idle_frames)
+        self.fps = float(fps)
+        self.backend = backend
+
+    @property
+    def loop_frames(self) -> int:
+        return len(self.idle_frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames."""
+        h, w = self.idle_frames[0].shape[:2]
+        return w, h
+
+    def frame(self, k: int, weights: Mapping[str, float] | None = None) -> np.ndarray:
+        """Video frame ``k`` with the mouth for ``weights`` (``None``: the bare idle frame)."""
+        i = k % len(self.idle_frames)
+        idle = self.idle_frames[i]
+        if weights is None:
+            return idle
+        out = self.mouth.render(idle, idle_index=i, weights=dict(weights))
+        return np.asarray(out)
+
+    def render_speech(
+        self,
+        frames: Sequence[VisemeFrame],
+        plan: SpeechPlan,
+        *,
+        stop_ms: float | None = None,
+        ramp_ms: float = 150.0,
+    ) -> Iterator[np.ndarray]:
+        """Every video frame of ``plan``: idle, the utterance's visemes, idle again.
+
+        ``stop_ms`` (utterance time) cuts the speech there with a ramp to Rest (barge-in).
+        Around the speech the mouth is rendered even at Rest, so entering and leaving the
+        overlay never pops; far from it the idle frames pass through untouched."""
+        track = ramp_to_rest(frames, stop_ms, ramp_ms) if stop_ms is not None else list(frames)
+        timeline = VisemeTimeline(track)
+        margin = 250.0
+        lo = min(0.0, timeline.start_ms) - margin
+        hi = max(plan.audio_ms, timeline.end_ms) + margin
+        for k in range(plan.frames):
+            t = plan.audio_time_ms(k)
+            if lo <= t <= hi:
+                yield self.frame(k, timeline.at(t))
+            else:
+                yield self.frame(k)
+
+
+def open_avatar_renderer(
+    avatar: Avatar | Any,
+    *,
+    engine: Engine | None = None,
+    backend: str | None = None,
+) -> AvatarRenderer:
+    """An :class:`AvatarRenderer` for a loaded avatar, through the plugin system.
+
+    ``backend`` overrides the manifest's lipsync type; the avatar directory must then hold
+    that back end's assets too, else :class:`BackendAssetsError` says how to build them.
+    """
+    if engine is None:
+        from lipcore.engine import Engine
+
+        engine = Engine()
+    kind = backend or avatar.lipsync_type
+    plugin = engine.lipsync_backend(kind, avatar=avatar.id)
+    if getattr(plugin, "driven_by", "visemes") != "visemes":
+        raise InputError(
+            f"the {kind!r} back end is driven by audio, not visemes; the offline renderer "
+            "composites viseme-driven back ends (sprites, mesh)"
+        )
+    view = avatar if kind == avatar.lipsync_type else _AvatarAs(avatar, kind)
+    try:
+        mouth = plugin.open_renderer(view)
+    except PluginNotFoundError:
+        raise
+    except LipcoreError as exc:
+        if kind == avatar.lipsync_type:
+            raise
+        raise BackendAssetsError(
+            f"avatar {avatar.id!r} was built for the {avatar.lipsync_type!r} back end and has "
+            f"no {kind!r} assets ({exc}). Avatarize the photo with `--backend {kind}` "
+            f"(lipcore avatarize PHOTO --out DIR --backend {kind}) or drop --backend."
+        ) from exc
+    return AvatarRenderer(
+        mouth, avatar.idle_frames(), float(avatar.manifest.idle.fps), backend=kind
+    )
+
+
+class _AvatarAs:
+    """An avatar seen as if its manifest named another back end (for ``--backend``): the
+    lipsync entry keeps only ``type``, so the back end looks for its default asset files."""
+
+    def __init__(self, avatar: Any, kind: str) -> None:
+        self._avatar = avatar
+        self.lipsync_type = kind
+        self.manifest = avatar.manifest.model_copy(update={"lipsync": {"type": kind}})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._avatar, name)
+
+
+# ------------------------------------------------------------------ offline talking video
+
+
+@dataclass(frozen=True)
+class TalkResult:
+    """What :func:`render_talk` wrote."""
+
+    video: Path
+    timings: Path
+    frames: int
+    duration_s: float
+    audio_ms: float
+    audio_offset_ms: float
+    backend: str
+    seconds: dict[str, float]  # wall time per stage: load_and_speak, render_encode
+
+
+async def synthesize(
+    engine: Engine,
+    text: str,
+    *,
+    voice: str,
+    tts: str | None = None,
+    fps: float = 25.0,
+) -> tuple[Utterance, np.ndarray, int]:
+    """Speak ``text`` through the engine: the finished utterance (phonemes, viseme frames),
+    its audio as mono int16 PCM placed by chunk pts, and the sample rate."""
+    utt = await engine.utterance(text, voice=voice, tts=tts, fps=fps)
+    chunks: list[tuple[float, bytes, int]] = []
+    async for step in utt:
+        if step.chunk.audio:
+            chunks.append((step.chunk.pts_ms, step.chunk.audio, step.chunk.sample_rate))
+    rate = chunks[0][2] if chunks else (utt.sample_rate or 22050)
+    end = max((round(p * rate / 1000.0) + len(a) // 2 for p, a, _ in chunks), default=0)
+    pcm = np.zeros(end, dtype=np.int16)
+    for pts, audio, r in chunks:
+        if r != rate:
+            raise LipcoreError(f"the TTS source changed its sample rate mid-utterance ({r} Hz)")
+        s = np.frombuffer(audio, dtype="<i2")
+        at = round(pts * rate / 1000.0)
+        pcm[at : at + len(s)] = s
+    return utt, pcm, rate
+
+
+def render_talk(
+    avatar: Avatar | Any,
+    text: str,
+    out: str | Path,
+    *,
+    engine: Engine | None = None,
+    voice: str = "de",
+    tts: str | None = None,
+    backend: str | None = None,
+    lead_in_ms: float = 500.0,
+    tail_ms: float = 500.0,
+    stop_ms: float | None = None,
+    ramp_ms: float = 150.0,
+    progress: Callable[[float], None] | None = None,
+    renderer: AvatarRenderer | None = None,
+) -> TalkResult:
+    """Offline ``say``: speak ``text`` with ``avatar`` into an H.264 + AAC MP4 at ``out``.
+
+    The video is the idle loop for ``lead_in_ms``, the utterance (mouth on the viseme track,
+    audio in the AAC track), and the idle loop for ``tail_ms`` after the audio. Next to the
+    video, ``<out>.timings.json`` holds the phonemes with times, the viseme frames, the lead,
+    the fps and the audio's offset in the video (what ``lipcore eval sync`` reads).
+    ``stop_ms`` (utterance time) cuts the speech like a barge-in: audio fades out over
+    ``ramp_ms`` and the mouth ramps to Rest.
+    """
+    import asyncio
+
+    from lipcore.media import VideoWriter
+
+    if lead_in_ms < 0 or tail_ms < 0:
+        raise InputError("lead-in and tail must be zero or more milliseconds")
+    if engine is None:
+        from lipcore.engine import Engine
+
+        engine = Engine()
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"the output video must be an .mp4 file, got {out.name!r}")
+    t0 = time.perf_counter()
+    if renderer is None:
+        renderer = open_avatar_renderer(avatar, engine=engine, backend=backend)
+    fps = renderer.fps
+    utt, pcm, rate = asyncio.run(synthesize(engine, text, voice=voice, tts=tts, fps=fps))
+    audio_ms = len(pcm) * 1000.0 / rate
+    frames = list(utt.frames)
+    if stop_ms is not None:
+        # Barge-in: the audio fades out over the ramp and ends there.
+        cut = max(0, min(len(pcm), round((stop_ms + ramp_ms) * rate / 1000.0)))
+        start = max(0, min(cut, round(stop_ms * rate / 1000.0)))
+        fade = np.linspace(1.0, 0.0, cut - start, dtype=np.float32)
+        pcm = pcm[:cut].copy()
+        pcm[start:cut] = (pcm[start:cut].astype(np.float32) * fade).astype(np.int16)
+        audio_ms = len(pcm) * 1000.0 / rate
+        frames = ramp_to_rest(frames, stop_ms, ramp_ms)
+    last_pts = max((f.pts_ms for f in frames), default=0.0)
+    plan = SpeechPlan(
+        fps=fps,
+        audio_offset_ms=lead_in_ms,
+        audio_ms=audio_ms,
+        tail_ms=max(tail_ms, last_pts - audio_ms),
+    )
+    lead = round(lead_in_ms * rate / 1000.0)
+    total = round(plan.frames / fps * rate)
+    track = np.zeros(max(total, lead + len(pcm)), dtype=np.int16)
+    track[lead : lead + len(pcm)] = pcm
+    track = track[:total]
+    t1 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(
+        out,
+        fps,
+        audio=track,
+        sample_rate=rate,
+        total_frames=plan.frames,
+        progress=progress,
+    ) as writer:
+        for frame in renderer.render_speech(frames, plan):
+            writer.write(frame)
+    t2 = time.perf_counter()
+    timings_path = out.with_suffix(".timings.json")
+    data = {
+        "version": 1,
+        "text": text,
+        "language": utt.language,
+        "voice": utt.voice,
+        "tts": tts or engine.settings.default_tts,
+        "avatar_id": avatar.id,
+        "backend": renderer.backend,
+        "fps": fps,
+        "viseme_fps": utt.fps,
+        "lead_ms": utt.lead_ms,
+        "audio_offset_ms": lead_in_ms,
+        "audio_ms": round(audio_ms, 3),
+        "sample_rate": rate,
+        "stop_ms": stop_ms,
+        "ramp_ms": ramp_ms if stop_ms is not None else None,
+        "video": {"file": out.name, "frames": plan.frames, "duration_s": plan.duration_s},
+        "phonemes": [
+            {"phoneme": p.phoneme, "start_ms": p.start_ms, "end_ms": p.end_ms, "word": p.word}
+            for p in utt.phonemes
+        ],
+        "visemes": [{"pts_ms": round(f.pts_ms, 3), "weights": _clean(f.weights)} for f in frames],
+    }
+    timings_path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    return TalkResult(
+        video=out,
+        timings=timings_path,
+        frames=plan.frames,
+        duration_s=plan.duration_s,
+        audio_ms=audio_ms,
+        audio_offset_ms=lead_in_ms,
+        backend=renderer.backend,
+        seconds={"load_and_speak": t1 - t0, "render_encode": t2 - t1},
+    )
