@@ -350,3 +350,33 @@ def test_mouth_track_must_match_the_loop(avatar_copy: Path) -> None:
     (avatar_copy / "mouth_track.json").write_text(json.dumps(track))
     with pytest.raises(AvatarLoadError, match="mouth track has"):
         load_avatar(avatar_copy)
+
+
+def _installed(name: str) -> bool:
+    from lipcore.plugins import PluginRegistry, get_plugin_manager
+
+    return name in PluginRegistry(get_plugin_manager()).names("lipsync_backends")
+
+
+@pytest.mark.skipif(not _installed("mesh"), reason="lipcore-meshwarp is not installed")
+def test_astronaut_mesh_avatar(
+    tmp_path: Path, astronaut_rgb: np.ndarray, analyzer: FaceAnalyzer
+) -> None:
+    """The smiling astronaut (teeth at rest) through the real mesh back end and the real engine."""
+    from lipcore.models import MeshDef
+
+    avatar = build_avatar(
+        astronaut_rgb, tmp_path / "astronaut", backend="mesh", seconds=3.0, fps=20.0,
+        analyzer=analyzer,
+    )  # fmt: skip
+    m = avatar.manifest
+    assert avatar.lipsync_type == "mesh" and (m.photo.width, m.photo.height) == (512, 512)
+    meshdef = MeshDef.model_validate_json(avatar.asset(str(m.lipsync["meshdef"])).read_text())
+    assert meshdef.roi == m.roi and len(meshdef.targets) >= 11
+    n_points = meshdef.grid.cols * meshdef.grid.rows
+    assert all(len(t) == n_points for t in meshdef.targets.values())
+    ap = avatar.extra["checks"]["viseme_aperture"]
+    assert ap["Rest"] > 0.08  # the photo's own open smile is Rest
+    assert ap["MBP"] < 0.05  # closed over the teeth
+    assert min(ap["AI"], ap["O"]) > ap["E"] + 0.05
+    assert load_avatar(avatar.directory).id == avatar.id
