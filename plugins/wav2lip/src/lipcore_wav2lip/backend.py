@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from lipcore_wav2lip.face import (
     CropBox,
     composite_patch,
     crop_box_from_landmarks,
+    crop_box_from_roi,
     crop_face,
     face_input,
     prediction_to_rgb,
@@ -45,6 +47,8 @@ from lipcore_wav2lip.patches import MouthPatch
 from lipcore_wav2lip.runtime import Device, Precision, Wav2LipModel
 
 __all__ = ["ASSET_FILE", "PatchStream", "Wav2LipBackend", "Wav2LipRenderer"]
+
+logger = logging.getLogger("lipcore.wav2lip")
 
 ASSET_FILE = "wav2lip.json"
 REFERENCE_FILE = "wav2lip_ref.png"
@@ -64,7 +68,7 @@ def _roi_tuple(roi: Any) -> tuple[int, int, int, int]:
     return int(x), int(y), int(w), int(h)
 
 
-def _landmarks_of(mouth_model: Any, photo: U8) -> npt.NDArray[np.float64]:
+def _landmarks_of(mouth_model: Any, photo: U8) -> npt.NDArray[np.float64] | None:
     for owner, attr in (
         (mouth_model, "landmarks"),
         (getattr(mouth_model, "face", None), "landmarks"),
@@ -74,9 +78,14 @@ def _landmarks_of(mouth_model: Any, photo: U8) -> npt.NDArray[np.float64]:
             return np.asarray(value, dtype=np.float64)
     # The mouth model does not carry the landmarks: measure the photo again (same landmarker).
     from lipcore.avatar.face import FaceAnalyzer
+    from lipcore.errors import LipcoreError
 
-    with FaceAnalyzer() as analyzer:
-        return np.asarray(analyzer.analyze(photo).landmarks, dtype=np.float64)
+    try:
+        with FaceAnalyzer() as analyzer:
+            return np.asarray(analyzer.analyze(photo).landmarks, dtype=np.float64)
+    except LipcoreError as exc:
+        logger.warning("Wav2Lip face box: landmarks unavailable (%s); estimating from the ROI", exc)
+        return None
 
 
 class PatchStream:
@@ -409,7 +418,11 @@ class Wav2LipBackend(LipsyncBackend):
             else _landmarks_of(mouth_model, photo)
         )
         height, width = photo.shape[:2]
-        box = crop_box_from_landmarks(lms, (width, height), roi=roi)
+        box = (
+            crop_box_from_landmarks(lms, (width, height), roi=roi)
+            if lms is not None
+            else crop_box_from_roi(roi, (width, height))
+        )
         reference = crop_face(photo, box)
         if not cv2.imwrite(str(out / REFERENCE_FILE), reference[:, :, ::-1]):
             raise OSError(f"could not write {out / REFERENCE_FILE}")

@@ -24,6 +24,7 @@ __all__ = [
     "CropBox",
     "composite_patch",
     "crop_box_from_landmarks",
+    "crop_box_from_roi",
     "crop_face",
     "face_input",
     "prediction_to_rgb",
@@ -78,6 +79,21 @@ def crop_box_from_landmarks(
     if x1 - x0 < 8 or y1 - y0 < 8:
         raise ValueError(f"face box {x0:.0f},{y0:.0f}–{x1:.0f},{y1:.0f} is too small or outside")
     return CropBox(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+
+
+def crop_box_from_roi(roi: tuple[int, int, int, int], image_size: tuple[int, int]) -> CropBox:
+    """A fallback face box when no landmarks are at hand, from the mouth ROI alone (a padded box
+    around lips and jaw): as wide as the ROI plus 10 %, about twice its height, ending at its
+    bottom. On grace_hopper.jpg it lands within ~10 % of the landmark box."""
+    rx, ry, rw, rh = roi
+    w = 1.1 * rw
+    h = max(1.9 * rh, 1.25 * w)
+    width, height = image_size
+    left = max(0.0, rx + rw / 2 - w / 2)
+    bottom = min(float(height), float(ry + rh))
+    top = max(0.0, bottom - h)
+    right = min(float(width), left + w)
+    return CropBox(left, top, right - left, bottom - top)
 
 
 def _compose(affine: Any, m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
