@@ -125,7 +125,7 @@ def test_e_is_wider_than_rounded_visemes(subject: Subject) -> None:
     ms = subject.measured
     for rounded in ("U", "WQ", "O"):
         assert ms["E"].width > ms[rounded].width + 0.12, (rounded, ms)
-    assert ms["E"].width > 1.0
+    assert ms["E"].width > 0.97  # spread (a broad smile is already near its widest)
 
 
 def test_every_viseme_keeps_a_detectable_face(subject: Subject) -> None:

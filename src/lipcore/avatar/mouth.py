@@ -31,7 +31,12 @@ import numpy.typing as npt
 
 from lipcore.avatar import landmarks as lmk
 from lipcore.avatar.interior import InteriorParams, PhotoLook, render_interior
-from lipcore.avatar.warp import ThinPlateSpline, backward_maps, border_anchors
+from lipcore.avatar.warp import (
+    ThinPlateSpline,
+    backward_maps,
+    blas_single_thread,
+    border_anchors,
+)
 from lipcore.errors import InputError
 from lipcore.models import ROI
 
@@ -387,8 +392,7 @@ class MouthModel:
         li_full = np.concatenate([ui[:1], li, ui[-1:]], axis=0)
         return _lip_polygon(ui, li_full)
 
-    def warp_maps(self, weights: Mapping[str, float]) -> tuple[F32, F32]:
-        """Backward ``cv2.remap`` maps (ROI pixel → photo pixel, absolute) for ``weights``."""
+    def _backward_spline(self, weights: Mapping[str, float]) -> ThinPlateSpline:
         assert self._anchors is not None
         dst = self.roi_points(weights)
         src = self.roi_points({})
@@ -411,8 +415,57 @@ class MouthModel:
         anchors = self._anchors
         # Spline from *output* positions to *source* positions: exactly what remap samples.
         tps = ThinPlateSpline(np.vstack([dst, anchors]), np.vstack([src, anchors]), smoothing=0.5)
+        return tps
+
+    def warp_maps(self, weights: Mapping[str, float]) -> tuple[F32, F32]:
+        """Backward ``cv2.remap`` maps (ROI pixel → photo pixel, absolute) for ``weights``."""
+        tps = self._backward_spline(weights)
         mx, my = backward_maps(tps, self.roi.w, self.roi.h, stride=2)
         return mx + np.float32(self.roi.x), my + np.float32(self.roi.y)
+
+    def backward_displacement(self, weights: Mapping[str, float], xy: npt.ArrayLike) -> F64:
+        """For output ROI pixels ``xy`` (M, 2) of the shape ``weights``, the offset to the photo
+        ROI pixel they show (the backward warp a shader or ``cv2.remap`` needs)."""
+        return self._backward_spline(weights).displacement(xy)
+
+    def forward_displacement(self, weights: Mapping[str, float], xy: npt.ArrayLike) -> F64:
+        """Where each ROI pixel ``xy`` (M, 2) of the photo's mouth *moves to* for ``weights``,
+        as a displacement (M, 2) in ROI pixels (the forward warp a mesh back end needs)."""
+        assert self._anchors is not None
+        src = self.roi_points({})
+        dst = self.roi_points(weights)
+        anchors = self._anchors
+        tps = ThinPlateSpline(np.vstack([src, anchors]), np.vstack([dst, anchors]), smoothing=0.5)
+        return tps.displacement(xy)
+
+    def closed_texture(self) -> U8:
+        """The photo's ROI with its own mouth opening (a smile's teeth) filled with lip texture:
+        the surface a mesh warp stretches; the interior is drawn separately."""
+        assert self._src_open_mask is not None and self._frame is not None
+        hole = (self._src_open_mask > 0.2).astype(np.uint8)
+        if not hole.any():
+            return self.photo_roi.copy()
+        hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))
+        radius = max(2.0, 0.06 * self._frame.width)
+        filled: U8 = cv2.inpaint(self.photo_roi, hole * 255, radius, cv2.INPAINT_TELEA)
+        return filled
+
+    def interior_layer(self, weights: Mapping[str, float] | None = None) -> U8:
+        """One interior for all shapes (RGB uint8, whole ROI): the synthesised mouth inside for
+        ``weights`` (default: wide open, upper and lower teeth, tongue low), with the photo's
+        own inside (its teeth) wherever the photo shows it."""
+        assert self.look is not None and self._src_open_mask is not None
+        w = dict(weights) if weights is not None else {"AI": 1.0}
+        inside = _match_look(self.interior_rgb(w), self.look, seed=7)
+        own = cv2.GaussianBlur(self._src_open_mask, (0, 0), 0.6)[..., None]
+        out = inside * (1.0 - own) + self.photo_roi.astype(np.float32) * own
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    @property
+    def anchors(self) -> F64:
+        """Points (ROI pixels) every shape keeps fixed: the ROI border and nose/cheek points."""
+        assert self._anchors is not None
+        return self._anchors.copy()
 
     def interior_rgb(self, weights: Mapping[str, float]) -> F32:
         """The synthesised interior (RGB float 0..255, whole ROI) for ``weights``."""
@@ -434,7 +487,8 @@ class MouthModel:
         if not w:
             out = np.dstack([self.photo_roi, alpha])
         else:
-            out = np.dstack([self._render_rgb(w), alpha])
+            with blas_single_thread():
+                out = np.dstack([self._render_rgb(w), alpha])
         if len(self._cache) < 64:
             self._cache[key] = out
         return out.copy()
@@ -482,6 +536,11 @@ class MouthModel:
             shadow = 0.6 + 0.4 * np.clip(dist / max(1.5, 0.035 * width), 0.0, 1.0)
             interior = interior * shadow[..., None]
             interior = _match_look(interior, self.look, seed=int(sum(ord(c) for c in str(w))))
+            # The upper teeth belong to the skull, not the lips: where the photo shows its own
+            # teeth, they stay exactly where they are (and look exactly like themselves).
+            own = cv2.GaussianBlur(self._src_open_mask, (0, 0), 0.6)[..., None]
+            if float(own.max()) > 0:
+                interior = interior * (1.0 - own) + self.photo_roi.astype(np.float32) * own
             a = opening[..., None]
             warped = warped * (1 - a) + interior * a
         return np.clip(warped + 0.5, 0, 255).astype(np.uint8)

@@ -9,13 +9,38 @@ shape and sampled on the ROI grid; ``cv2.remap`` with the resulting maps does th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ThinPlateSpline", "backward_maps", "border_anchors"]
+__all__ = [
+    "ThinPlateSpline",
+    "backward_maps",
+    "blas_single_thread",
+    "border_anchors",
+    "patch_to_frame_affine",
+    "place_patch",
+    "premultiply",
+]
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
+
+
+@contextlib.contextmanager
+def blas_single_thread() -> Iterator[None]:
+    """Run small linear algebra on one BLAS thread. The systems here are ~100×100: threads only
+    add hand-over cost, and on a loaded machine OpenBLAS's spinning threads make them 100× slower.
+    (Uses threadpoolctl when it is installed; otherwise does nothing.)"""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _kernel(r2: F64) -> F64:
@@ -104,3 +129,68 @@ def backward_maps(tps: ThinPlateSpline, w: int, h: int, *, stride: int = 2) -> t
     fy = cv2.remap(dy, px, py, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     full_x, full_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return (full_x + fx).astype(np.float32), (full_y + fy).astype(np.float32)
+
+
+def patch_to_frame_affine(
+    affine: tuple[float, float, float, float, float, float] | npt.ArrayLike, roi_x: int, roi_y: int
+) -> F64:
+    """2×3 matrix taking ROI pixel (u, v) to idle-frame pixel, for a mouth track ``affine``
+    ``[a, b, c, d, e, f]`` (photo pixel → frame pixel) and the ROI's photo position."""
+    a, b, c, d, e, f = (float(x) for x in np.asarray(affine, dtype=np.float64).ravel())
+    return np.array(
+        [[a, b, a * roi_x + b * roi_y + c], [d, e, d * roi_x + e * roi_y + f]], dtype=np.float64
+    )
+
+
+def place_patch(
+    frame: npt.NDArray[np.uint8],
+    patch_premul: npt.NDArray[np.uint8],
+    matrix: F64,
+    *,
+    out: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Composite a premultiplied RGBA ``patch_premul`` onto ``frame`` (RGB uint8), placed by the
+    2×3 ``matrix`` (patch pixel → frame pixel) with sub-pixel accuracy.
+
+    Only the patch's bounding box in the frame is touched: the patch is warped into that box with
+    bilinear filtering (premultiplied, so edges never fringe) and laid over with ``src-over``.
+    ``out`` may be ``frame`` itself (in place) or another buffer of the same shape; by default a
+    copy is returned.
+    """
+    import cv2
+
+    h, w = patch_premul.shape[:2]
+    fh, fw = frame.shape[:2]
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ matrix.T
+    x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
+    y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
+    x1 = min(fw, int(np.ceil(corners[:, 0].max())) + 2)
+    y1 = min(fh, int(np.ceil(corners[:, 1].max())) + 2)
+    if out is None:
+        out = frame.copy()
+    elif out is not frame:
+        np.copyto(out, frame)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    m = matrix.copy()
+    m[0, 2] -= x0
+    m[1, 2] -= y0
+    # Pixel centres: OpenCV maps pixel centres, so a patch pixel (i, j) covers [i, i+1); the
+    # track maps photo pixel centres to frame pixel centres, which is the same convention.
+    warped = cv2.warpAffine(
+        patch_premul, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0),
+    )  # fmt: skip
+    region = out[y0:y1, x0:x1]
+    inv = cv2.merge([255 - warped[..., 3]] * 3)
+    cv2.add(cv2.multiply(frame[y0:y1, x0:x1], inv, scale=1.0 / 255.0), warped[..., :3], dst=region)
+    return out
+
+
+def premultiply(rgba: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Straight-alpha RGBA uint8 → premultiplied RGBA uint8 (rounded)."""
+    import cv2
+
+    a = rgba[..., 3]
+    rgb = cv2.multiply(rgba[..., :3], cv2.merge([a, a, a]), scale=1.0 / 255.0)
+    return np.ascontiguousarray(np.dstack([rgb, a]))
