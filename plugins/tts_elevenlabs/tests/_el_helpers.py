@@ -21,7 +21,9 @@ def text_of(chars: Sequence[CharTiming]) -> str:
     return "".join(c.char for c in chars)
 
 
-async def deltas(parts: Sequence[str], pause: float = 0.0, pauses: dict[int, float] | None = None) -> AsyncIterator[str]:
+async def deltas(
+    parts: Sequence[str], pause: float = 0.0, pauses: dict[int, float] | None = None
+) -> AsyncIterator[str]:
     for i, part in enumerate(parts):
         wait = (pauses or {}).get(i, pause)
         if wait:
@@ -29,7 +31,9 @@ async def deltas(parts: Sequence[str], pause: float = 0.0, pauses: dict[int, flo
         yield part
 
 
-def assert_same_timings(got: Sequence[CharTiming], want: Sequence[CharTiming], tol_ms: float) -> None:
+def assert_same_timings(
+    got: Sequence[CharTiming], want: Sequence[CharTiming], tol_ms: float
+) -> None:
     assert [c.char for c in got] == [c.char for c in want]
     for g, w in zip(got, want, strict=True):
         assert abs(g.start_ms - w.start_ms) <= tol_ms, (g, w)

@@ -7,20 +7,22 @@ import os
 from typing import Any
 
 import pytest
-from conftest import DE, EN
-from lipcore import Engine, EngineSettings, get_plugin_manager
-from lipcore.plugins import PluginRegistry
 from lipcore_tts_elevenlabs import ElevenLabsTTSSource
 from lipcore_tts_elevenlabs.accuracy import compare_tracks
 from lipcore_tts_elevenlabs.mock import MockElevenLabs
+
+from conftest import DE, EN
+from lipcore import Engine, EngineSettings, get_plugin_manager
+from lipcore.plugins import PluginRegistry
 
 pytestmark = pytest.mark.anyio
 
 
 def _engine(mock: MockElevenLabs, **tts: Any) -> Engine:
     options = {"api_key": mock.api_key, "base_url": mock.base_url, **tts}
-    return Engine(settings=EngineSettings(default_tts="elevenlabs",
-                                          tts_options={"elevenlabs": options}))
+    return Engine(
+        settings=EngineSettings(default_tts="elevenlabs", tts_options={"elevenlabs": options})
+    )
 
 
 def test_the_plugin_is_discovered_under_its_name_and_alias() -> None:
@@ -31,10 +33,13 @@ def test_the_plugin_is_discovered_under_its_name_and_alias() -> None:
     assert registry.get("tts_sources", "11labs").factory is ElevenLabsTTSSource
 
 
-@pytest.mark.parametrize(("voice", "text"), [
-    (DE, "Mama und Papa bauen ein Boot am Meer."),
-    (EN, "My mother baked a pie for the whole family."),
-])
+@pytest.mark.parametrize(
+    ("voice", "text"),
+    [
+        (DE, "Mama und Papa bauen ein Boot am Meer."),
+        (EN, "My mother baked a pie for the whole family."),
+    ],
+)
 async def test_engine_speaks_with_visemes_that_follow_the_true_phonemes(
     mock: MockElevenLabs, voice: str, text: str
 ) -> None:
@@ -69,7 +74,13 @@ async def test_engine_streamed_tokens(mock: MockElevenLabs) -> None:
         utt = await engine.utterance(tokens(), voice=DE)
         steps = [s async for s in utt]
         assert steps[-1].chunk.final
-        assert "".join(c.char for c in utt.chars).split() == ["Guten", "Morgen.", "Bitte", "mehr", "Milch."]
+        assert "".join(c.char for c in utt.chars).split() == [
+            "Guten",
+            "Morgen.",
+            "Bitte",
+            "mehr",
+            "Milch.",
+        ]
         assert utt.frames[-1].weights == {} or sum(utt.frames[-1].weights.values()) < 0.05
     finally:
         await engine.aclose()
@@ -85,9 +96,14 @@ async def test_real_service_speaks_with_timings() -> None:
         voices = await source.voices()
         voice = os.environ.get("ELEVENLABS_VOICE_ID") or voices[0].id
         for transport in ("multi", "http"):
-            chunks = [c async for c in source.synthesize(
-                "Hallo, hier spricht lipcore.", voice=voice,
-                options={"transport": transport, "language_code": "de"})]
+            chunks = [
+                c
+                async for c in source.synthesize(
+                    "Hallo, hier spricht lipcore.",
+                    voice=voice,
+                    options={"transport": transport, "language_code": "de"},
+                )
+            ]
             text = "".join(ch.char for c in chunks for ch in c.chars)
             assert "lipcore" in text.replace(" ", "").lower() or "hallo" in text.lower()
             assert sum(len(c.audio) for c in chunks) > 22050  # more than half a second

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 from _el_helpers import chars_of, collect, deltas, text_of
-from conftest import DE
-from lipcore.errors import TTSError, UnknownVoiceError
 from lipcore_tts_elevenlabs import (
     ElevenLabsAuthError,
     ElevenLabsConnectionError,
@@ -25,11 +23,16 @@ from lipcore_tts_elevenlabs import (
 )
 from lipcore_tts_elevenlabs.mock import MockElevenLabs
 
+from conftest import DE
+from lipcore.errors import TTSError, UnknownVoiceError
+
 pytestmark = pytest.mark.anyio
 
 SESSION = {"session_id": "s1"}
-LONG = ("Es war einmal ein kleines Dorf am Rande eines großen Waldes, in dem die Menschen "
-        "jeden Morgen früh aufstanden, um auf den Feldern zu arbeiten und Brot zu backen.")
+LONG = (
+    "Es war einmal ein kleines Dorf am Rande eines großen Waldes, in dem die Menschen "
+    "jeden Morgen früh aufstanden, um auf den Feldern zu arbeiten und Brot zu backen."
+)
 
 
 async def test_barge_in_closes_the_context_and_drops_its_late_frames(
@@ -45,9 +48,11 @@ async def test_barge_in_closes_the_context_and_drops_its_late_frames(
     assert text_of(chars_of(chunks)) == "Ja, bitte?"
     assert chunks[0].pts_ms == 0.0
     assert mock.connections == 1
-    first, second = mock.contexts("multi")
+    first, _second = mock.contexts("multi")
     assert first.closed_by_client and first.messages[-1] == {
-        "context_id": first.context_id, "close_context": True}
+        "context_id": first.context_id,
+        "close_context": True,
+    }
     await asyncio.sleep(0.3)
     # the vendor kept sending the first context's audio; none of it reached us
     assert first.frames_after_close > 0
@@ -89,7 +94,9 @@ async def test_rapid_barge_ins_respect_the_five_context_limit(
     assert len(mock.contexts("multi")) == 9
 
 
-async def test_context_limit_overflows_to_a_second_socket(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_context_limit_overflows_to_a_second_socket(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     mock.config.stream_speed = 1.0  # barged-in contexts keep generating on the vendor side
     source = make_source(max_sockets_per_session=2)
     for _ in range(7):
@@ -99,7 +106,9 @@ async def test_context_limit_overflows_to_a_second_socket(mock: MockElevenLabs, 
     assert mock.connections == 2
 
 
-async def test_context_limit_waits_then_fails_clearly(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_context_limit_waits_then_fails_clearly(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     mock.config.stream_speed = 1.0
     source = make_source(max_sockets_per_session=1, connect_timeout_s=0.5)
     for _ in range(5):
@@ -130,7 +139,7 @@ async def test_idle_timeout_mid_utterance_is_typed_and_source_recovers(
 ) -> None:
     mock.config.idle_timeout_cap_s = 0.5
     source = make_source(keepalive_interval_s=30)  # keep-alives too rare for this vendor
-    with pytest.raises(ElevenLabsIdleTimeoutError, match="inactivity|timeout"):
+    with pytest.raises(ElevenLabsIdleTimeoutError, match=r"inactivity|timeout"):
         await collect(source.synthesize(deltas(["Ich ", "warte."], pauses={1: 1.5}), voice=DE))
     mock.config.idle_timeout_cap_s = None
     chunks = await collect(source.synthesize("Wieder da.", voice=DE))
@@ -193,7 +202,9 @@ async def test_first_audio_timeout(mock: MockElevenLabs, make_source: Any) -> No
 
 
 @pytest.mark.parametrize("transport", ["multi", "single", "http"])
-async def test_server_error_close_mid_stream(mock: MockElevenLabs, make_source: Any, transport: str) -> None:
+async def test_server_error_close_mid_stream(
+    mock: MockElevenLabs, make_source: Any, transport: str
+) -> None:
     mock.config.fail = "server_error"
     source = make_source(transport=transport)
     with pytest.raises(ElevenLabsConnectionError):
@@ -204,9 +215,15 @@ async def test_server_error_close_mid_stream(mock: MockElevenLabs, make_source: 
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(422, ElevenLabsInvalidRequestError), (429, ElevenLabsRateLimitError), (401, ElevenLabsAuthError)],
+    [
+        (422, ElevenLabsInvalidRequestError),
+        (429, ElevenLabsRateLimitError),
+        (401, ElevenLabsAuthError),
+    ],
 )
-async def test_http_statuses(mock: MockElevenLabs, make_source: Any, status: int, error: type) -> None:
+async def test_http_statuses(
+    mock: MockElevenLabs, make_source: Any, status: int, error: type
+) -> None:
     if status == 401:
         source = make_source(transport="http", api_key="nope-nope")
     else:
@@ -243,7 +260,9 @@ async def test_unreachable_host_retries_with_backoff_then_fails(make_source: Any
     assert 0.25 <= elapsed < 3.0  # 0.1 + 0.2 s of backoff (±20 % jitter)
 
 
-async def test_failing_text_stream_ends_the_utterance(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_failing_text_stream_ends_the_utterance(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     async def broken() -> Any:
         yield "Hallo "
         raise RuntimeError("LLM went away")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
 import pytest
 from _el_helpers import assert_same_timings, audio_ms, chars_of, collect, deltas, text_of
-from conftest import DE, EN
 from lipcore_tts_elevenlabs.mock import MockElevenLabs
+
+from conftest import DE, EN
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +29,7 @@ async def test_audio_and_char_timeline_match_the_vendor_truth(
     assert chunks[-1].final and chunks[-1].audio == b""
     assert all(c.sample_rate == rate for c in chunks)
     # pts continuous: each chunk starts where the previous ended
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.pts_ms == pytest.approx(a.end_ms)
     (rec,) = [r for r in mock.records if r.generations]
     assert audio_ms(chunks) == pytest.approx(sum(g.duration_ms for g in rec.generations), abs=0.1)
@@ -53,7 +55,11 @@ async def test_two_utterances_one_connection(mock: MockElevenLabs, make_source: 
     # vendor protocol: init frame first (text " "), then text + flush, then close_context
     msgs = contexts[1].messages
     assert msgs[0]["text"] == " " and msgs[0]["context_id"] == contexts[1].context_id
-    assert msgs[1] == {"text": "Zweiter Satz. ", "flush": True, "context_id": contexts[1].context_id}
+    assert msgs[1] == {
+        "text": "Zweiter Satz. ",
+        "flush": True,
+        "context_id": contexts[1].context_id,
+    }
     assert msgs[-1] == {"context_id": contexts[1].context_id, "close_context": True}
 
 
@@ -68,7 +74,9 @@ async def test_sessions_get_their_own_socket(mock: MockElevenLabs, make_source: 
     assert mock.connections == 3
 
 
-async def test_single_transport_preopens_the_next_socket(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_single_transport_preopens_the_next_socket(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     source = make_source(transport="single")
     await collect(source.synthesize("Erster Satz.", voice=DE))
     await asyncio.sleep(0.3)  # the next socket opens in the background
@@ -82,11 +90,21 @@ async def test_single_transport_preopens_the_next_socket(mock: MockElevenLabs, m
     assert rec.final_sent
 
 
-async def test_settings_per_utterance_reach_the_vendor(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_settings_per_utterance_reach_the_vendor(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     source = make_source(voice_settings={"stability": 0.4}, chunk_length_schedule=[50, 120])
-    await collect(source.synthesize("Hello there.", voice=EN, options={
-        "language_code": "en", "voice_settings": {"stability": 0.9, "speed": 1.1},
-        "output_format": "pcm_24000"}))
+    await collect(
+        source.synthesize(
+            "Hello there.",
+            voice=EN,
+            options={
+                "language_code": "en",
+                "voice_settings": {"stability": 0.9, "speed": 1.1},
+                "output_format": "pcm_24000",
+            },
+        )
+    )
     rec = mock.contexts("multi")[0]
     assert rec.query["language_code"] == "en" and rec.query["output_format"] == "pcm_24000"
     assert rec.query["model_id"] == "eleven_flash_v2_5" and rec.query["sync_alignment"] == "true"
@@ -119,11 +137,16 @@ async def test_streamed_tokens_flush_per_sentence_on_one_timeline(
         assert "Tag. " in flushed  # the first sentence went out at once
         assert [g.text.strip() for g in rec.generations] == ["Guten Tag.", "Wie geht es Ihnen?"]
         assert rec.generations[1].start_ms == pytest.approx(rec.generations[0].duration_ms, abs=0.1)
-        assert_same_timings([c for c in got if c.char.strip()],
-                            [c for c in rec.true_chars if c.char.strip()], tol_ms=1.01)
+        assert_same_timings(
+            [c for c in got if c.char.strip()],
+            [c for c in rec.true_chars if c.char.strip()],
+            tol_ms=1.01,
+        )
 
 
-async def test_null_alignment_frames_lose_only_their_chars(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_null_alignment_frames_lose_only_their_chars(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     mock.config.null_alignment_frames = frozenset({1})
     mock.config.null_normalized_frames = frozenset({2})
     source = make_source()
@@ -143,11 +166,14 @@ async def test_spec_spelling_of_durations(mock: MockElevenLabs, make_source: Any
     assert_same_timings(chars_of(chunks), mock.contexts("multi")[0].sent_chars, tol_ms=0.01)
 
 
-async def test_words_split_across_chunks_keep_their_times(mock: MockElevenLabs, make_source: Any) -> None:
+async def test_words_split_across_chunks_keep_their_times(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
     mock.config.chunk_ms = 60.0  # frames shorter than most words
     chunks = await collect(make_source().synthesize(SENTENCE, voice=DE))
     split = sum(
-        1 for a, b in zip(chunks, chunks[1:], strict=False)
+        1
+        for a, b in itertools.pairwise(chunks)
         if a.chars and b.chars and a.chars[-1].char.isalpha() and b.chars[0].char.isalpha()
     )
     assert split >= 2

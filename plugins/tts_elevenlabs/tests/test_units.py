@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from lipcore.errors import InputError
 from lipcore_tts_elevenlabs import (
     EU_BASE_URL,
     CharTimeline,
@@ -14,6 +13,8 @@ from lipcore_tts_elevenlabs import (
 from lipcore_tts_elevenlabs.errors import redact
 from lipcore_tts_elevenlabs.settings import UnknownOptionError, ws_base_url
 from lipcore_tts_elevenlabs.text import TextFeeder
+
+from lipcore.errors import InputError
 
 # The vendor's documented example frame (protocol reference §1.3).
 FRAME = {
@@ -47,8 +48,13 @@ def test_original_alignment_can_drive_instead() -> None:
 
 
 def test_spec_spelling_chars_durations_is_read() -> None:
-    frame = {"normalizedAlignment": {"chars": ["a", "b"], "charStartTimesMs": [0, 10],
-                                     "charsDurationsMs": [10, 20]}}
+    frame = {
+        "normalizedAlignment": {
+            "chars": ["a", "b"],
+            "charStartTimesMs": [0, 10],
+            "charsDurationsMs": [10, 20],
+        }
+    }
     chars = CharTimeline().ws_frame(frame, 500.0)
     assert [(c.start_ms, c.end_ms) for c in chars] == [(500.0, 510.0), (510.0, 530.0)]
 
@@ -70,17 +76,29 @@ def test_leading_space_is_stripped_only_at_the_utterance_start() -> None:
 
 
 def test_http_seconds_are_continuous_and_offset_per_request() -> None:
-    line = {"alignment": {"characters": ["H", "i"], "character_start_times_seconds": [1.0, 1.07],
-                          "character_end_times_seconds": [1.07, 1.2]},
-            "normalized_alignment": None}
+    line = {
+        "alignment": {
+            "characters": ["H", "i"],
+            "character_start_times_seconds": [1.0, 1.07],
+            "character_end_times_seconds": [1.07, 1.2],
+        },
+        "normalized_alignment": None,
+    }
     chars = CharTimeline().http_line(line, 250.0)
     assert [(c.char, c.start_ms, c.end_ms) for c in chars] == [
-        ("H", 1250.0, 1320.0), ("i", 1320.0, pytest.approx(1450.0))]
+        ("H", 1250.0, 1320.0),
+        ("i", 1320.0, pytest.approx(1450.0)),
+    ]
 
 
 def test_mismatched_arrays_are_truncated_not_fatal() -> None:
-    frame = {"alignment": {"chars": ["a", "b", "c"], "charStartTimesMs": [0, 5],
-                           "charDurationsMs": [5, 5, 5]}}
+    frame = {
+        "alignment": {
+            "chars": ["a", "b", "c"],
+            "charStartTimesMs": [0, 5],
+            "charDurationsMs": [5, 5, 5],
+        }
+    }
     assert len(CharTimeline().ws_frame(frame, 0.0)) == 2
 
 
@@ -90,7 +108,10 @@ def test_base_url_env_and_ws_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.base_url == "https://api.eu.residency.elevenlabs.io"
     assert ws_base_url(s.base_url) == "wss://api.eu.residency.elevenlabs.io"
     assert ws_base_url("http://127.0.0.1:9/proxy/eleven/") == "ws://127.0.0.1:9/proxy/eleven"
-    assert ElevenLabsSettings(base_url="https://proxy.example/x/").base_url == "https://proxy.example/x"
+    assert (
+        ElevenLabsSettings(base_url="https://proxy.example/x/").base_url
+        == "https://proxy.example/x"
+    )
 
 
 def test_bad_settings_say_what_is_wrong() -> None:
@@ -110,15 +131,26 @@ def test_api_key_from_env_or_setting_never_in_repr(monkeypatch: pytest.MonkeyPat
     assert ElevenLabsSettings().resolved_api_key() == "sk_env_secret_1234"
     src = ElevenLabsTTSSource(api_key="sk_setting_secret_99")
     assert src.settings.resolved_api_key() == "sk_setting_secret_99"
-    for text in (repr(src), str(src), repr(src.settings), str(src.settings),
-                 src.settings.model_dump_json()):
+    for text in (
+        repr(src),
+        str(src),
+        repr(src.settings),
+        str(src.settings),
+        src.settings.model_dump_json(),
+    ):
         assert "sk_setting_secret_99" not in text
 
 
 def test_options_merge_per_utterance_and_reject_unknown() -> None:
     s = ElevenLabsSettings(api_key="k")
-    m = s.merged({"voice_settings": {"stability": 0.3, "speed": 1.1}, "language": "de",
-                  "model": "eleven_turbo_v2_5", "session_id": "abc"})
+    m = s.merged(
+        {
+            "voice_settings": {"stability": 0.3, "speed": 1.1},
+            "language": "de",
+            "model": "eleven_turbo_v2_5",
+            "session_id": "abc",
+        }
+    )
     assert m.voice_settings is not None and m.voice_settings.stability == 0.3
     assert m.language_code == "de" and m.model_id == "eleven_turbo_v2_5"
     assert m.resolved_api_key() == "k"

@@ -26,8 +26,7 @@ _WHAT_TO_DO: dict[type[ElevenLabsError], str] = {
     "for the quota to reset",
     ElevenLabsRateLimitError: "too many concurrent requests for the plan; retry shortly or "
     "lower the concurrency",
-    ElevenLabsInvalidRequestError: "check the voice id, model_id, output_format and voice "
-    "settings",
+    ElevenLabsInvalidRequestError: "check the voice id, model_id, output_format and voice settings",
     ElevenLabsIdleTimeoutError: "text arrived too slowly; the source sends keep-alives while an "
     "utterance waits for text, so raise inactivity_timeout_s if the text source stalls longer",
     ElevenLabsContextLimitError: "at most 5 utterances may be open per socket; finish or stop "
@@ -94,9 +93,7 @@ def from_http(status: int, body: bytes | str, *, secret: str | None) -> ElevenLa
     try:
         data = json.loads(text)
         detail = data.get("detail", data) if isinstance(data, dict) else data
-        vendor = (
-            _text_of(detail) if isinstance(detail, Mapping) else json.dumps(detail)[:300]
-        )
+        vendor = _text_of(detail) if isinstance(detail, Mapping) else json.dumps(detail)[:300]
     except (ValueError, AttributeError):
         pass
     if status in (401, 403):

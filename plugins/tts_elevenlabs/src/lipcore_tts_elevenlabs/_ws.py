@@ -132,9 +132,11 @@ class VendorSocket:
             )
         except InvalidStatus as exc:
             resp = exc.response
-            raise from_http(resp.status_code, resp.body or b"", secret=self._key) from None
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error
-            raise from_exception(exc, "opening the ElevenLabs WebSocket", secret=self._key) from None
+            raise from_http(resp.status_code, bytes(resp.body or b""), secret=self._key) from None
+        except Exception as exc:
+            raise from_exception(
+                exc, "opening the ElevenLabs WebSocket", secret=self._key
+            ) from None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._reader(), name=f"elevenlabs-reader-{self.serial}"),
@@ -254,7 +256,7 @@ class VendorSocket:
         except ConnectionClosed as exc:
             if exc.rcvd is not None:
                 code, reason = exc.rcvd.code, exc.rcvd.reason
-        except Exception as exc:  # noqa: BLE001 - a broken stream ends the socket
+        except Exception as exc:
             reason = f"{type(exc).__name__}"
         else:
             code, reason = self.ws.close_code, self.ws.close_reason or ""
@@ -303,7 +305,7 @@ class VendorSocket:
                 await self.ws.send(item)
         except ConnectionClosed:
             return  # the reader reports the close
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logger.debug("ElevenLabs writer stopped: %s", type(exc).__name__)
             self.abort()
 
@@ -323,7 +325,11 @@ class VendorSocket:
             idle = (not self.contexts and not self._closing) or unclaimed
             since = self.opened_at if unclaimed else self.last_used
             if idle and now - since >= self.idle_close_s:
-                logger.debug("closing ElevenLabs socket %d: unused for %.0f s", self.serial, self.idle_close_s)
+                logger.debug(
+                    "closing ElevenLabs socket %d: unused for %.0f s",
+                    self.serial,
+                    self.idle_close_s,
+                )
                 asyncio.get_running_loop().create_task(self.aclose())
                 return
 

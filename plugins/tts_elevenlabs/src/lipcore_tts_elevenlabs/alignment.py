@@ -54,7 +54,9 @@ def parse_ws_alignment(obj: Any) -> list[Rel] | None:
         return None
     n = min(len(chars), len(starts), len(durs))
     if n != len(chars) or n != len(starts) or n != len(durs):
-        logger.debug("alignment arrays differ in length (%d/%d/%d)", len(chars), len(starts), len(durs))
+        logger.debug(
+            "alignment arrays differ in length (%d/%d/%d)", len(chars), len(starts), len(durs)
+        )
     out: list[Rel] = []
     for ch, s, d in zip(chars[:n], starts[:n], durs[:n], strict=True):
         try:
@@ -97,7 +99,9 @@ class CharTimeline:
         self.frames_without_timings = 0
 
     def _pick(self, normalized: list[Rel] | None, original: list[Rel] | None) -> list[Rel] | None:
-        first, second = (normalized, original) if self.prefer == "normalized" else (original, normalized)
+        first, second = (
+            (normalized, original) if self.prefer == "normalized" else (original, normalized)
+        )
         return first if first is not None else second
 
     def _emit(self, rel: list[Rel] | None, offset_ms: float) -> tuple[CharTiming, ...]:

@@ -99,7 +99,9 @@ class ElevenLabsConnectionError(ElevenLabsError):
     retryable = True
 
 
-_KEYLIKE = re.compile(r"(?i)(xi[-_]api[-_]key|api[-_]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+")
+_KEYLIKE = re.compile(
+    r"(?i)(xi[-_]api[-_]key|api[-_]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]+"
+)
 
 
 def redact(text: str, *secrets: str | None) -> str:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from lipcore.interfaces import CharTiming, PhonemeTiming
 
 __all__ = [
@@ -215,7 +216,9 @@ class _SpeechBank:
             rate = chunk.sample_rate
         pcm = np.frombuffer(bytes(audio), dtype="<i2").copy()
         end_ms = len(pcm) * 1000.0 / rate
-        speech = _Speech(pcm, rate, phonemes, char_timings_from_phonemes(text, phonemes, end_ms=end_ms))
+        speech = _Speech(
+            pcm, rate, phonemes, char_timings_from_phonemes(text, phonemes, end_ms=end_ms)
+        )
         self.cache[key] = speech
         return speech
 
@@ -225,8 +228,9 @@ def _resample(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
         return pcm
     import soxr
 
-    out = soxr.resample(pcm.astype(np.float32) / 32768.0, src, dst)
-    return np.clip(np.round(out * 32768.0), -32768, 32767).astype("<i2")
+    out = np.asarray(soxr.resample(pcm.astype(np.float32) / 32768.0, src, dst))
+    result: np.ndarray = np.clip(np.round(out * 32768.0), -32768, 32767).astype("<i2")
+    return result
 
 
 def _close_reason(text: str) -> str:
@@ -237,7 +241,9 @@ def _close_reason(text: str) -> str:
 class _Ctx:
     """Server-side state of one context."""
 
-    def __init__(self, record: ContextRecord, rate: int, schedule: list[int], implicit: bool) -> None:
+    def __init__(
+        self, record: ContextRecord, rate: int, schedule: list[int], implicit: bool
+    ) -> None:
         self.record = record
         self.rate = rate
         self.schedule = schedule
@@ -300,8 +306,12 @@ class MockElevenLabs:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app(), log_level="warning", lifespan="off", ws="websockets-sansio",
-            timeout_graceful_shutdown=1, ws_ping_interval=None,
+            self._app(),
+            log_level="warning",
+            lifespan="off",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=1,
+            ws_ping_interval=None,
         )
         self._server = uvicorn.Server(config)
 
@@ -311,7 +321,7 @@ class MockElevenLabs:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._serve(sock))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 self._error = exc
                 self._started.set()
             finally:
@@ -385,7 +395,7 @@ class MockElevenLabs:
 
     def _auth_ok(self, headers: Any, query: Any) -> bool:
         key = headers.get("xi-api-key") or query.get("authorization")
-        return key == self.config.api_key
+        return bool(key == self.config.api_key)
 
     async def _voices_endpoint(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -426,36 +436,68 @@ class MockElevenLabs:
             )
         if cfg.http_status == 429:
             return JSONResponse(
-                {"detail": {"status": "too_many_concurrent_requests",
-                            "message": "Too many concurrent requests for your plan."}}, 429
+                {
+                    "detail": {
+                        "status": "too_many_concurrent_requests",
+                        "message": "Too many concurrent requests for your plan.",
+                    }
+                },
+                429,
             )
         if cfg.http_status == 422:
             return JSONResponse(
-                {"detail": [{"loc": ["body", "text"], "msg": "field required",
-                             "type": "value_error.missing"}]}, 422
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "text"],
+                            "msg": "field required",
+                            "type": "value_error.missing",
+                        }
+                    ]
+                },
+                422,
             )
         if cfg.http_status is not None:
-            return JSONResponse({"detail": {"status": "error", "message": "mock error"}}, cfg.http_status)
+            return JSONResponse(
+                {"detail": {"status": "error", "message": "mock error"}}, cfg.http_status
+            )
         if cfg.fail == "quota":
             return JSONResponse(
-                {"detail": {"status": "quota_exceeded",
-                            "message": "This request exceeds your quota of 10000. You have 0 "
-                            "credits remaining, while 42 credits are required for this request."}},
+                {
+                    "detail": {
+                        "status": "quota_exceeded",
+                        "message": "This request exceeds your quota of 10000. You have 0 "
+                        "credits remaining, while 42 credits are required for this request.",
+                    }
+                },
                 401,
             )
         voice = self._voice(voice_id)
         if voice is None:
             return JSONResponse(
-                {"detail": {"status": "voice_not_found",
-                            "message": f"A voice with the voice_id {voice_id} was not found."}}, 404
+                {
+                    "detail": {
+                        "status": "voice_not_found",
+                        "message": f"A voice with the voice_id {voice_id} was not found.",
+                    }
+                },
+                404,
             )
         try:
             body = json.loads(await request.body())
             text = str(body["text"])
         except (ValueError, KeyError, TypeError):
             return JSONResponse(
-                {"detail": [{"loc": ["body", "text"], "msg": "field required",
-                             "type": "value_error.missing"}]}, 422
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "text"],
+                            "msg": "field required",
+                            "type": "value_error.missing",
+                        }
+                    ]
+                },
+                422,
             )
         rate = int(query.get("output_format", "mp3_44100_128").split("_")[1])
         record = ContextRecord("http", 0, None, voice_id, query, messages=[body])
@@ -467,7 +509,7 @@ class MockElevenLabs:
 
         async def lines() -> AsyncIterator[bytes]:
             frames = self._frames(record, speech, rate, text.strip(), t_trigger)
-            for n, (pcm, chars, start_ms) in enumerate(frames):
+            for n, (pcm, chars, _start_ms) in enumerate(frames):
                 await self._pace(record, n, t_trigger, rate)
                 if cfg.fail == "stall" and n >= cfg.fail_after_frames:
                     await asyncio.sleep(3600)
@@ -500,7 +542,12 @@ class MockElevenLabs:
     # -- frames --------------------------------------------------------------------------
 
     def _frames(
-        self, record: ContextRecord, speech: _Speech, rate: int, text: str, t_trigger: float,
+        self,
+        record: ContextRecord,
+        speech: _Speech,
+        rate: int,
+        text: str,
+        t_trigger: float,
         start_samples: int = 0,
     ) -> list[tuple[bytes, list[CharTiming], float]]:
         """Cut one generation into frames: (pcm, absolute chars of the frame, frame start)."""
@@ -522,7 +569,9 @@ class MockElevenLabs:
             f_start = base_ms + s0 * 1000.0 / rate
             f_end = base_ms + min(len(pcm), s0 + per) * 1000.0 / rate
             last = i == len(starts) - 1
-            mine = [c for c in chars if f_start <= c.start_ms < f_end or (last and c.start_ms >= f_end)]
+            mine = [
+                c for c in chars if f_start <= c.start_ms < f_end or (last and c.start_ms >= f_end)
+            ]
             frames.append((pcm[s0 : s0 + per].tobytes(), mine, f_start))
         return frames
 
@@ -546,8 +595,10 @@ class MockElevenLabs:
             (c.char, round(c.start_ms - f_start), max(0, round(c.end_ms - c.start_ms)))
             for c in chars
         ]
-        ctx.record.sent_chars.extend(CharTiming(ch, f_start + s, f_start + s + d) for ch, s, d in rel)
-        original = {
+        ctx.record.sent_chars.extend(
+            CharTiming(ch, f_start + s, f_start + s + d) for ch, s, d in rel
+        )
+        original: dict[str, list[Any]] = {
             "chars": [r[0] for r in rel],
             "charStartTimesMs": [r[1] for r in rel],
             cfg.durations_key: [r[2] for r in rel],
@@ -619,8 +670,11 @@ class MockElevenLabs:
                 await ws.close(code=code, reason=_close_reason(reason))
 
         if header_key is not None and not authed:
-            await close(1008, "Invalid API key", {"message": "Invalid API key",
-                                                   "error": "invalid_api_key", "code": 1008})
+            await close(
+                1008,
+                "Invalid API key",
+                {"message": "Invalid API key", "error": "invalid_api_key", "code": 1008},
+            )
             return
         voice = self._voice(voice_id)
         if voice is None:
@@ -648,7 +702,7 @@ class MockElevenLabs:
                     ctx.record.final_sent = True
                 if not multi:
                     await close(1000, "")
-            except Exception:  # noqa: BLE001 - the socket is gone
+            except Exception:
                 logger.debug("mock worker ended", exc_info=True)
 
         async def generate(ctx: _Ctx, text: str) -> None:
@@ -707,14 +761,18 @@ class MockElevenLabs:
 
         async def handle(msg: dict[str, Any], first: bool) -> bool:
             nonlocal authed
+            text: Any
             cid = msg.get("context_id") if multi else None
             if first or (multi and cid not in contexts):
                 key = msg.get("xi-api-key") or msg.get("xi_api_key")
                 if key is not None:
                     authed = key == cfg.api_key
                 if not authed:
-                    await close(1008, "Invalid API key", {"message": "Invalid API key",
-                                                           "error": "invalid_api_key", "code": 1008})
+                    await close(
+                        1008,
+                        "Invalid API key",
+                        {"message": "Invalid API key", "error": "invalid_api_key", "code": 1008},
+                    )
                     return False
             if msg.get("close_socket"):
                 for ctx in contexts.values():
@@ -724,10 +782,15 @@ class MockElevenLabs:
                 return False
             if multi and cid not in contexts:
                 if active() >= cfg.max_contexts:
-                    text = (f"Maximum simultaneous contexts per WebSocket connection exceeded "
-                            f"({cfg.max_contexts}). Close unused contexts.")
-                    await close(1008, text, {"message": text, "error": "max_active_conversations",
-                                             "code": 1008})
+                    text = (
+                        f"Maximum simultaneous contexts per WebSocket connection exceeded "
+                        f"({cfg.max_contexts}). Close unused contexts."
+                    )
+                    await close(
+                        1008,
+                        text,
+                        {"message": text, "error": "max_active_conversations", "code": 1008},
+                    )
                     return False
                 implicit = msg.get("text") != " " or "flush" in msg
                 new_ctx(cid, msg, implicit)
@@ -737,7 +800,9 @@ class MockElevenLabs:
             elif not multi and first:
                 if msg.get("text") != " ":
                     text = "The first message must be an initialisation message with text ' '."
-                    await close(1008, text, {"message": text, "error": "invalid_request", "code": 1008})
+                    await close(
+                        1008, text, {"message": text, "error": "invalid_request", "code": 1008}
+                    )
                     return False
                 new_ctx(None, msg, False)
                 contexts[None].record.messages.append(msg)
@@ -765,16 +830,20 @@ class MockElevenLabs:
                 return True
             if isinstance(text, str) and text not in ("", " "):
                 ctx.buffer += text
-            if msg.get("flush") or (msg.get("try_trigger_generation") and len(ctx.buffer) >= 50):
-                take(ctx, everything=True)
-            elif query.get("auto_mode") == "true":
+            if (
+                msg.get("flush")
+                or (msg.get("try_trigger_generation") and len(ctx.buffer) >= 50)
+                or query.get("auto_mode") == "true"
+            ):
                 take(ctx, everything=True)
             elif len(ctx.buffer) >= ctx.schedule[min(ctx.schedule_idx, len(ctx.schedule) - 1)]:
                 ctx.schedule_idx += 1
                 take(ctx, everything=False)
             if cfg.fail == "quota" and isinstance(text, str) and text.strip():
-                text = ("This request exceeds your quota of 10000. You have 0 credits remaining, "
-                        "while 42 credits are required for this request.")
+                text = (
+                    "This request exceeds your quota of 10000. You have 0 credits remaining, "
+                    "while 42 credits are required for this request."
+                )
                 await close(1008, text, {"message": text, "error": "quota_exceeded", "code": 1008})
                 return False
             return True
@@ -787,16 +856,24 @@ class MockElevenLabs:
                 except TimeoutError:
                     if any(c.generating for c in contexts.values()):
                         continue  # the idle clock counts silence of the client, not of us
-                    text = (f"Have not received a new text input within the timeout of "
-                            f"{idle_s:g} seconds. Send text or an empty string to close.")
-                    await close(1008, text, {"message": text, "error": "input_timeout_exceeded",
-                                             "code": 1008})
+                    text = (
+                        f"Have not received a new text input within the timeout of "
+                        f"{idle_s:g} seconds. Send text or an empty string to close."
+                    )
+                    await close(
+                        1008,
+                        text,
+                        {"message": text, "error": "input_timeout_exceeded", "code": 1008},
+                    )
                     break
                 try:
                     msg = json.loads(raw)
                 except ValueError:
-                    await close(1008, "Invalid JSON", {"message": "Invalid JSON",
-                                                        "error": "invalid_request", "code": 1008})
+                    await close(
+                        1008,
+                        "Invalid JSON",
+                        {"message": "Invalid JSON", "error": "invalid_request", "code": 1008},
+                    )
                     break
                 if not await handle(msg, first):
                     break

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lipcore
 from lipcore.hookspecs import Register
-
 from lipcore_tts_elevenlabs.source import ElevenLabsTTSSource
 
 

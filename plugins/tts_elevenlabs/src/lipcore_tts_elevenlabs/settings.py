@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from lipcore.errors import InputError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from lipcore.errors import InputError
 from lipcore_tts_elevenlabs.errors import ElevenLabsConfigError
 
 __all__ = [

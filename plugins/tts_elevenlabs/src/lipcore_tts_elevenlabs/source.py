@@ -32,9 +32,9 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
 import httpx
+
 from lipcore.errors import UnknownVoiceError
 from lipcore.interfaces import CharTiming, TTSCapabilities, TTSChunk, TTSSource, Voice
-
 from lipcore_tts_elevenlabs._errors_map import from_close, from_exception, from_http, make_error
 from lipcore_tts_elevenlabs._ws import Closed, Context, VendorSocket
 from lipcore_tts_elevenlabs.alignment import CharTimeline
@@ -107,7 +107,11 @@ class ElevenLabsTTSSource(TTSSource):
         """The account's voices (``GET /v1/voices``), cached for ``voices_cache_ttl_s``."""
         s = self.settings
         now = time.monotonic()
-        if self._voices and self._voices[1] == s.base_url and now - self._voices[0] < s.voices_cache_ttl_s:
+        if (
+            self._voices
+            and self._voices[1] == s.base_url
+            and now - self._voices[0] < s.voices_cache_ttl_s
+        ):
             return list(self._voices[2])
         key = s.resolved_api_key()
         client = self._client()
@@ -117,7 +121,7 @@ class ElevenLabsTTSSource(TTSSource):
                 headers={"xi-api-key": key},
                 timeout=httpx.Timeout(s.connect_timeout_s + s.first_audio_timeout_s),
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise from_exception(exc, "listing ElevenLabs voices", secret=key) from None
         if resp.status_code != 200:
             raise from_http(resp.status_code, resp.content, secret=key)
@@ -125,7 +129,9 @@ class ElevenLabsTTSSource(TTSSource):
             entries = resp.json().get("voices", [])
         except ValueError:
             raise make_error(
-                ElevenLabsError, "ElevenLabs /v1/voices answered with something not JSON", "",
+                ElevenLabsError,
+                "ElevenLabs /v1/voices answered with something not JSON",
+                "",
                 secret=key,
             ) from None
         voices = [self._voice_from(v) for v in entries if isinstance(v, dict) and v.get("voice_id")]
@@ -232,7 +238,10 @@ class ElevenLabsTTSSource(TTSSource):
                 wait = delay * random.uniform(0.8, 1.2)
                 logger.info(
                     "ElevenLabs connect failed (%s); retry %d/%d in %.2f s",
-                    exc.code, attempt + 1, s.max_retries, wait,
+                    exc.code,
+                    attempt + 1,
+                    s.max_retries,
+                    wait,
                 )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, s.backoff_max_s)
@@ -246,18 +255,23 @@ class ElevenLabsTTSSource(TTSSource):
     def _pool(self, key: tuple[Any, ...]) -> list[VendorSocket]:
         loop = asyncio.get_running_loop()
         pool = [
-            sock for sock in self._pools.get(key, [])
+            sock
+            for sock in self._pools.get(key, [])
             if not sock.dead and self._loops.get(sock.serial) is loop
         ]
         self._pools[key] = pool
         return pool
 
-    async def _acquire(
-        self, s: ElevenLabsSettings, voice: str, session: str
-    ) -> VendorSocket:
+    async def _acquire(self, s: ElevenLabsSettings, voice: str, session: str) -> VendorSocket:
         loop = asyncio.get_running_loop()
         if s.transport == "single":
-            key: tuple[Any, ...] = ("single", voice, s.voice_settings, s.chunk_length_schedule, s.socket_key())
+            key: tuple[Any, ...] = (
+                "single",
+                voice,
+                s.voice_settings,
+                s.chunk_length_schedule,
+                s.socket_key(),
+            )
         else:
             key = ("multi", session, voice, s.socket_key())
         deadline = time.monotonic() + s.connect_timeout_s
@@ -270,7 +284,11 @@ class ElevenLabsTTSSource(TTSSource):
                         self._prewarm(s, voice, key)
                     return sock
             # The shared pool (no session id) serves many sessions: let it grow further.
-            limit = s.max_sockets_per_session if session != _DEFAULT_SESSION else 4 * s.max_sockets_per_session
+            limit = (
+                s.max_sockets_per_session
+                if session != _DEFAULT_SESSION
+                else 4 * s.max_sockets_per_session
+            )
             if s.transport == "single" or len(pool) < limit:
                 sock = await self._open_socket(s, voice, s.transport)
                 self._loops[sock.serial] = loop
@@ -296,7 +314,9 @@ class ElevenLabsTTSSource(TTSSource):
             try:
                 sock = await self._open_socket(s, voice, "single")
             except ElevenLabsError as exc:
-                logger.info("ElevenLabs pre-connect failed (%s); next utterance connects itself", exc.code)
+                logger.info(
+                    "ElevenLabs pre-connect failed (%s); next utterance connects itself", exc.code
+                )
                 return
             self._loops[sock.serial] = asyncio.get_running_loop()
             self._pool(key).append(sock)
@@ -311,7 +331,11 @@ class ElevenLabsTTSSource(TTSSource):
         return task
 
     async def _feed(
-        self, sock: VendorSocket, ctx: Context, text: str | AsyncIterable[str], s: ElevenLabsSettings
+        self,
+        sock: VendorSocket,
+        ctx: Context,
+        text: str | AsyncIterable[str],
+        s: ElevenLabsSettings,
     ) -> None:
         def send(part: str, flush: bool) -> None:
             if not part and sock.mode == "single":
@@ -336,7 +360,7 @@ class ElevenLabsTTSSource(TTSSource):
                     send(part, flush)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the receiver re-raises it
+        except Exception as exc:
             ctx.awaiting_text = False
             ctx.queue.put_nowait(_FeedFailed(exc))  # type: ignore[arg-type]
             return
@@ -413,7 +437,9 @@ class ElevenLabsTTSSource(TTSSource):
                 raise from_close(
                     item.code, item.reason, item.error_frame, secret=key, transport=transport
                 )
-            if item.get("error") or ("message" in item and "audio" not in item and not item.get("isFinal")):
+            if item.get("error") or (
+                "message" in item and "audio" not in item and not item.get("isFinal")
+            ):
                 sock.abort()
                 raise from_close(1008, "", item, secret=key, transport=transport)
             audio = item.get("audio")
@@ -497,7 +523,9 @@ class ElevenLabsTTSSource(TTSSource):
         )
         client = self._client()
         timeout = httpx.Timeout(
-            connect=s.connect_timeout_s, read=s.first_audio_timeout_s, write=s.connect_timeout_s,
+            connect=s.connect_timeout_s,
+            read=s.first_audio_timeout_s,
+            write=s.connect_timeout_s,
             pool=s.connect_timeout_s,
         )
         try:
@@ -535,10 +563,12 @@ class ElevenLabsTTSSource(TTSSource):
             raise
         except httpx.RemoteProtocolError as exc:
             raise make_error(
-                ElevenLabsConnectionError, "the ElevenLabs HTTP stream broke off mid-response",
-                type(exc).__name__, secret=key,
+                ElevenLabsConnectionError,
+                "the ElevenLabs HTTP stream broke off mid-response",
+                type(exc).__name__,
+                secret=key,
             ) from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise from_exception(exc, "the ElevenLabs HTTP stream", secret=key) from None
 
     # ------------------------------------------------------------------------ lifecycle
@@ -556,14 +586,14 @@ class ElevenLabsTTSSource(TTSSource):
             for sock in pool:
                 try:
                     await sock.aclose()
-                except Exception:  # noqa: BLE001 - closing best effort (maybe another loop)
+                except Exception:
                     sock.abort()
         for task in list(self._background):
             task.cancel()
         if self._http is not None:
             try:
                 await self._http.aclose()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             self._http = None
 
