@@ -19,7 +19,9 @@ def face_model_path() -> Path:
     env = os.environ.get("LIPCORE_FACE_MODEL")
     path = Path(env) if env else SHARED_MODELS / "face_landmarker.task"
     if not path.is_file():
-        pytest.skip(f"face landmarker model not found at {path}")
+        # A missing model is a broken set-up, not a reason to pass: fail loudly.
+        pytest.fail(f"face landmarker model not found at {path}: put face_landmarker.task in "
+                    "../shared/models or set LIPCORE_FACE_MODEL", pytrace=False)
     return path
 
 

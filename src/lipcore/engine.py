@@ -279,7 +279,7 @@ class Engine:
             text,
             voice=v.id,
             language=v.language,
-            fps=fps or self.settings.fps,
+            fps=self.settings.fps if fps is None else fps,
             lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
             options=options,
         )

@@ -343,3 +343,7 @@ def testing_engine(
     )
     default = default_tts or next(iter(tts), "espeak")
     return Engine(plugin_manager=pm, settings=EngineSettings(default_tts=default, **settings))
+
+
+# Names starting with "test" are not tests (pytest would collect them when imported).
+testing_engine.__test__ = False  # type: ignore[attr-defined]

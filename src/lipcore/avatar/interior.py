@@ -63,7 +63,7 @@ class InteriorParams:
 
 def _smoothstep(e0: float, e1: float, x: F32) -> F32:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    return np.asarray(t * t * (3.0 - 2.0 * t), dtype=np.float32)
 
 
 def _seam_field(u: F32, seams: tuple[float, ...], width: float) -> tuple[F32, F32]:
@@ -110,7 +110,7 @@ def render_interior(
     out = cavity_col[None, None, :] * bright[..., None].astype(np.float32)
 
     def over(img: F32, col: F32, alpha: F32) -> F32:
-        return img * (1.0 - alpha[..., None]) + col * alpha[..., None]
+        return np.asarray(img * (1.0 - alpha[..., None]) + col * alpha[..., None], np.float32)
 
     # Tongue lying on the floor of the mouth (seen when the jaw is well down).
     tongue_col = lip * np.float32(0.78) + np.array([10.0, -4.0, 0.0], dtype=np.float32)
@@ -175,4 +175,4 @@ def render_interior(
         out = over(out, col, (body * params.tongue_out).astype(np.float32))
 
     del rng_seed  # grain is added by the caller, after the composite
-    return np.clip(out, 0.0, 255.0).astype(np.float32)
+    return np.asarray(np.clip(out, 0.0, 255.0), dtype=np.float32)

@@ -445,10 +445,10 @@ class MouthModel:
         hole = (self._src_open_mask > 0.2).astype(np.uint8)
         if not hole.any():
             return self.photo_roi.copy()
-        hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))
+        hole = np.asarray(cv2.dilate(hole, np.ones((3, 3), np.uint8)), np.uint8)
         radius = max(2.0, 0.06 * self._frame.width)
-        filled: U8 = cv2.inpaint(self.photo_roi, hole * 255, radius, cv2.INPAINT_TELEA)
-        return filled
+        filled = cv2.inpaint(self.photo_roi, hole * 255, radius, cv2.INPAINT_TELEA)
+        return np.asarray(filled, np.uint8)
 
     def interior_layer(self, weights: Mapping[str, float] | None = None) -> U8:
         """One interior for all shapes (RGB uint8, whole ROI): the synthesised mouth inside for
@@ -459,7 +459,7 @@ class MouthModel:
         inside = _match_look(self.interior_rgb(w), self.look, seed=7)
         own = cv2.GaussianBlur(self._src_open_mask, (0, 0), 0.6)[..., None]
         out = inside * (1.0 - own) + self.photo_roi.astype(np.float32) * own
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
 
     @property
     def anchors(self) -> F64:
@@ -510,7 +510,7 @@ class MouthModel:
         width = self._frame.width
         need_lip = ((from_open > 0.25) & (opening < 0.5)).astype(np.uint8)
         if need_lip.any():
-            need_lip = cv2.dilate(need_lip, np.ones((3, 3), np.uint8))
+            need_lip = np.asarray(cv2.dilate(need_lip, np.ones((3, 3), np.uint8)), np.uint8)
             radius = max(2.0, 0.06 * width)
             filled = cv2.inpaint(
                 np.clip(warped, 0, 255).astype(np.uint8), need_lip * 255, radius, cv2.INPAINT_TELEA
@@ -519,22 +519,24 @@ class MouthModel:
             warped = warped * (1 - soft) + filled * soft
         # Where the lips (nearly) touch, the opening is a contact line: a soft darkening, not a
         # black stroke. Thin parts of the polygon lose their coverage once blurred.
-        thick = cv2.GaussianBlur(opening, (0, 0), max(1.0, 0.018 * width))
-        opening = opening * _smoothstep(0.45, 0.8, thick)
+        thick = np.asarray(cv2.GaussianBlur(opening, (0, 0), max(1.0, 0.018 * width)), np.float32)
+        opening = np.asarray(opening * _smoothstep(0.45, 0.8, thick), np.float32)
         # The lip contact line: a soft darker seam along the inner lips wherever they touch.
         seam = np.zeros((self.roi.h * 4, self.roi.w * 4), np.uint8)
         line = np.round((poly[: len(_UI)] * 4 + 1.5) * 16).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(seam, [line], False, 255, thickness=4, lineType=cv2.LINE_AA, shift=4)
         contact = cv2.resize(seam, (self.roi.w, self.roi.h), interpolation=cv2.INTER_AREA)
         contact = cv2.GaussianBlur(contact.astype(np.float32) / 255.0, (0, 0), 0.7)
-        warped = warped * (1.0 - 0.35 * (contact * (1.0 - opening))[..., None])
+        warped = np.asarray(
+            warped * (1.0 - 0.35 * (contact * (1.0 - opening))[..., None]), np.float32
+        )
         if float(opening.max()) > 0.01:
             interior = self.interior_rgb(w)
             # The lips' contact shadow: the interior darkens toward the inner lip edge.
             inside = (opening > 0.5).astype(np.uint8)
             dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3).astype(np.float32)
             shadow = 0.6 + 0.4 * np.clip(dist / max(1.5, 0.035 * width), 0.0, 1.0)
-            interior = interior * shadow[..., None]
+            interior = np.asarray(interior * shadow[..., None], np.float32)
             interior = _match_look(interior, self.look, seed=int(sum(ord(c) for c in str(w))))
             # The upper teeth belong to the skull, not the lips: where the photo shows its own
             # teeth, they stay exactly where they are (and look exactly like themselves).
@@ -543,7 +545,7 @@ class MouthModel:
                 interior = interior * (1.0 - own) + self.photo_roi.astype(np.float32) * own
             a = opening[..., None]
             warped = warped * (1 - a) + interior * a
-        return np.clip(warped + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(np.clip(warped + 0.5, 0, 255), np.uint8)
 
     # ------------------------------------------------------------------ files
 
@@ -581,14 +583,14 @@ def _fill_aa(poly: F64, w: int, h: int) -> F32:
 
 def _smoothstep(e0: float, e1: float, x: F32) -> F32:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    return np.asarray(t * t * (3.0 - 2.0 * t), dtype=np.float32)
 
 
 def _match_look(rgb: F32, look: PhotoLook, *, seed: int) -> F32:
     """Give synthetic pixels the photo's softness and grain."""
     out = rgb
     if look.blur_sigma > 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), look.blur_sigma)
+        out = np.asarray(cv2.GaussianBlur(out, (0, 0), look.blur_sigma), np.float32)
     if look.noise_sigma > 0.2:
         rng = np.random.default_rng(seed)
         grain = rng.normal(0.0, look.noise_sigma, out.shape[:2]).astype(np.float32)

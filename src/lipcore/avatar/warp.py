@@ -83,7 +83,7 @@ class ThinPlateSpline:
     def displacement(self, xy: npt.ArrayLike, *, chunk: int = 16384) -> F64:
         """Displacement ``f(p) - p`` at the (M, 2) points ``xy``."""
         q = (np.asarray(xy, dtype=np.float64).reshape(-1, 2) - self._center) / self._scale
-        out = np.empty_like(q)
+        out: F64 = np.empty_like(q)
         n = len(self._ctrl)
         w, lin = self._coef[:n], self._coef[n:]
         for i in range(0, len(q), chunk):
