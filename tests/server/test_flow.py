@@ -31,7 +31,7 @@ def test_speak_flow_rest_and_ws(server: RunningServer) -> None:
             assert s["ws_url"].startswith(server.ws_base + "/ws/" + s["session_id"] + "?token=")
             rec = Received()
             async with connect(s["ws_url"]) as ws:
-                kind, hello = await recv_one(ws, rec)
+                _kind, hello = await recv_one(ws, rec)
                 assert hello["type"] == "hello" and hello["protocol"] == 1
                 assert hello["session_id"] == s["session_id"] and hello["resumed"] is False
                 assert hello["lipsync"]["type"] == "sprites"

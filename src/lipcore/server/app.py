@@ -121,8 +121,10 @@ def _state(request: Request) -> _State:
 def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
-    base = str(request.base_url).rstrip("/")  # includes the mount prefix (root_path)
-    return base
+    # root_path carries the mount prefix when a host app mounts us (base_url would not).
+    scheme = {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme)
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    return f"{scheme}://{request.url.netloc}{root}"
 
 
 def _asset_url(request: Request | WebSocket, st: _State, avatar_id: str, rel: str) -> str:

@@ -357,6 +357,7 @@ class Session:
         self._lock = asyncio.Lock()
         self._utterance_counter = 0
         self._invalid = 0
+        self._detaching: asyncio.Task[None] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -593,7 +594,11 @@ class Session:
         def hopeless(reason: str) -> None:
             logger.warning("dropping slow client", extra={"session_id": self.session_id})
             self.last_close = {"code": 4408, "reason": reason}
-            asyncio.get_running_loop().create_task(self._close_transport(transport, 4408, reason))
+            # Detach at once (stops the TTS, frees the queue); the socket may take a while to
+            # close, since a client that does not read does not read the close frame either.
+            if self.transport is transport:
+                self._detaching = asyncio.get_running_loop().create_task(
+                    self._detach(transport, code=4408, reason=reason))
 
         self.outbox = Outbox(
             transport,
@@ -626,6 +631,9 @@ class Session:
     async def _detach(self, transport: Transport, *, code: int | None, reason: str) -> None:
         """Forget the connection: the utterance in flight is cancelled (not replayed) and the
         queue dropped; the session waits for a reconnect within the grace period."""
+        if self.transport is not transport:
+            return
+        self.transport = None  # from now on nothing is queued for this connection
         async with self._lock:
             await self._stop_locked(reason="server", notify=False)
         outbox, writer = self.outbox, self._writer
