@@ -1,0 +1,127 @@
+"""Speech through the public :class:`lipcore.Engine`: whole utterances, text deltas, the
+mouth's lead, and every kind of bad input."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from lipcore.engine import Engine, EngineSettings
+from lipcore.errors import InputError, LimitError, UnknownVoiceError
+from lipcore.interfaces import PhonemeTiming
+
+from .conftest import deltas, run
+
+
+async def speak(
+    text: str | AsyncIterator[str], voice: str = "de", **kwargs: object
+) -> tuple[list[PhonemeTiming], list[float], float]:
+    engine = Engine()
+    try:
+        utt = await engine.utterance(text, voice=voice, **kwargs)  # type: ignore[arg-type]
+        async for _ in utt:
+            pass
+        return list(utt.phonemes), [f.pts_ms for f in utt.frames], utt.audio_ms
+    finally:
+        await engine.aclose()
+
+
+def names(phonemes: list[PhonemeTiming]) -> list[str]:
+    return [p.phoneme for p in phonemes]
+
+
+def test_engine_speaks_and_frames_cover_the_audio_at_the_fps() -> None:
+    async def body() -> None:
+        engine = Engine()
+        utt = await engine.utterance("Hallo, wie geht es dir?", voice="de", fps=50, lead_ms=0)
+        steps = [s async for s in utt]
+        assert steps[-1].chunk.final
+        assert sum(len(s.frames) for s in steps) == len(utt.frames)
+        pts = [f.pts_ms for f in utt.frames]
+        assert all(b > a for a, b in itertools.pairwise(pts))
+        assert pts[0] == 0.0 and pts[-1] >= utt.audio_ms  # the mouth closes after the audio
+        assert all(abs(b - a - 20.0) < 1e-6 for a, b in itertools.pairwise(pts))
+        assert utt.frames[-1].weights == {}
+        # Frames come with the audio, not all at the end.
+        assert sum(1 for s in steps[: len(steps) // 2] if s.frames) > 3
+        await engine.aclose()
+
+    run(body())
+
+
+def test_the_lead_shifts_frames_earlier_and_keeps_pts_increasing() -> None:
+    _, no_lead, _ = run(speak("Mama", lead_ms=0, fps=50))
+    _, lead, _ = run(speak("Mama", lead_ms=40, fps=50))
+    assert lead[0] == 0.0
+    assert all(b > a for a, b in itertools.pairwise(lead))
+    # Interior frames are exactly 40 ms earlier; those before 0 collapse into one at 0.
+    assert lead[1:] == pytest.approx([p - 40.0 for p in no_lead if p - 40.0 > 0])
+
+
+def test_text_deltas_through_the_engine() -> None:
+    whole, _, _ = run(speak("Guten Morgen. Wie geht es?"))
+    streamed, frames, _ = run(speak(deltas("Guten ", "Mor", "gen. Wie", " geht es?")))
+    assert names(streamed) == names(whole)
+    assert all(b > a for a, b in itertools.pairwise(frames))
+
+
+def test_english_voice_by_language_code() -> None:
+    ph, _, _ = run(speak("thank you", voice="en-gb"))
+    assert names(ph)[0] == "θ"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t ", "\x00\x07", "😀🎉", "<b></b>", "...!?"])
+def test_nothing_speakable_is_an_input_error(text: str) -> None:
+    with pytest.raises(InputError, match="empty"):
+        run(speak(text))
+
+
+def test_too_long_text_is_a_limit_error_naming_the_limit() -> None:
+    with pytest.raises(LimitError, match="100000 characters; the limit is 5000"):
+        run(speak("a" * 100_000))
+    limit = Engine(settings=EngineSettings(max_text_chars=20))
+
+    async def body() -> None:
+        await limit.utterance("x" * 21, voice="de")
+
+    with pytest.raises(LimitError, match="limit is 20"):
+        run(body())
+
+
+def test_unknown_voice_or_language_lists_the_available_voices() -> None:
+    for voice in ("klingon", "xx-yy"):
+        with pytest.raises(UnknownVoiceError) as err:
+            run(speak("Hallo", voice=voice))
+        msg = str(err.value)
+        assert repr(voice) in msg and "available:" in msg and "de, " in msg and "en-us" in msg
+
+
+@pytest.mark.parametrize(
+    "dirty",
+    [
+        "Hallo\x00\x07 Welt",  # control characters are removed
+        "Hallo\u200b Welt\u202e",  # zero-width and bidi format characters are removed
+        "Hallo 😀 Welt 🎉",  # emoji are dropped
+        "<speak><b>Hallo</b> Welt</speak>",  # markup tags are dropped, their text is spoken
+        "Hallo\n\n\tWelt",  # line breaks and tabs are spaces
+    ],
+)
+def test_dirty_text_is_spoken_as_its_clean_text(dirty: str) -> None:
+    clean, _, _ = run(speak("Hallo Welt"))
+    got, _, _ = run(speak(dirty))
+    assert names(got) == names(clean)
+
+
+def test_bad_options_and_fps_are_input_errors() -> None:
+    with pytest.raises(InputError, match="rate=1000 is out of range"):
+        run(speak("Hallo", options={"rate": 1000}))
+    with pytest.raises(InputError, match="fps=500"):
+        run(speak("Hallo", fps=500))
+
+
+def test_control_characters_in_deltas_are_not_spoken() -> None:
+    clean, _, _ = run(speak(deltas("Hallo Welt.")))
+    dirty, _, _ = run(speak(deltas("Hal\x00lo", " \x1bWelt", ".")))
+    assert names(dirty) == names(clean)
