@@ -1,0 +1,201 @@
+"""The offline renderer on real avatars: both back ends through the plugin system, real
+espeak speech, real H.264/AAC files decoded back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lipcore import media
+from lipcore.avatar.store import Avatar
+from lipcore.engine import Engine
+from lipcore.render import (
+    AvatarRenderer,
+    BackendAssetsError,
+    open_avatar_renderer,
+    render_talk,
+)
+
+KINDS = ("sprites", "mesh")
+
+
+def _roi_box(avatar: Avatar, idle_index: int) -> tuple[slice, slice]:
+    """The mouth ROI moved into idle frame ``idle_index`` (its bounding box, padded)."""
+    roi = avatar.manifest.roi
+    a = np.array(avatar.mouth_track.affines[idle_index]).reshape(2, 3)
+    corners = np.array(
+        [
+            [roi.x, roi.y],
+            [roi.x + roi.w, roi.y],
+            [roi.x, roi.y + roi.h],
+            [roi.x + roi.w, roi.y + roi.h],
+        ]
+    )
+    pts = corners @ a[:, :2].T + a[:, 2]
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 2
+    return slice(max(0, y0), y1), slice(max(0, x0), x1)
+
+
+def _audio(path: Path) -> tuple[np.ndarray, int]:
+    with av.open(str(path)) as c:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+        return pcm, c.streams.audio[0].codec_context.sample_rate
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_selected_per_avatar(avatars: dict[str, Avatar], engine: Engine, kind: str) -> None:
+    avatar = avatars[kind]
+    assert avatar.lipsync_type == kind
+    renderer = open_avatar_renderer(avatar, engine=engine)
+    assert isinstance(renderer, AvatarRenderer) and renderer.backend == kind
+    plugin_module = {"sprites": "lipcore_sprites", "mesh": "lipcore_meshwarp"}[kind]
+    assert type(renderer.mouth).__module__.startswith(plugin_module)
+
+    idle = renderer.frame(7)
+    talking = renderer.frame(7, {"AI": 1.0})
+    assert talking.shape == idle.shape and talking.dtype == np.uint8
+    ys, xs = _roi_box(avatar, 7)
+    diff = np.abs(talking.astype(int) - idle.astype(int)).sum(axis=2)
+    inside = diff[ys, xs]
+    outside = diff.copy()
+    outside[ys, xs] = 0
+    assert inside.mean() > 5, "an open mouth must change the mouth region"
+    assert outside.max() == 0, "nothing outside the mouth ROI may change"
+    # Frames wrap around the loop.
+    assert np.array_equal(renderer.frame(7 + renderer.loop_frames), idle)
+
+
+def test_backend_override_needs_its_assets(avatars: dict[str, Avatar], engine: Engine) -> None:
+    with pytest.raises(BackendAssetsError, match="--backend mesh"):
+        open_avatar_renderer(avatars["sprites"], engine=engine, backend="mesh")
+    with pytest.raises(BackendAssetsError, match="--backend sprites"):
+        open_avatar_renderer(avatars["mesh"], engine=engine, backend="sprites")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_talking_video_decodes_with_expected_length(
+    avatars: dict[str, Avatar], engine: Engine, tmp_path: Path, kind: str
+) -> None:
+    avatar = avatars[kind]
+    seen: list[float] = []
+    result = render_talk(
+        avatar,
+        "Hallo, ich bin dein Avatar.",
+        tmp_path / "talk.mp4",
+        engine=engine,
+        voice="de",
+        progress=seen.append,
+    )
+    assert seen[-1] == pytest.approx(1.0)
+    info = media.probe(result.video)
+    fps = avatar.manifest.idle.fps
+    expected_s = (500.0 + result.audio_ms + 500.0) / 1000.0
+    assert info.frames == result.frames == pytest.approx(expected_s * fps, abs=1.0)
+    assert info.duration_s == pytest.approx(result.frames / fps, abs=1e-3)
+    assert info.audio_codec == "aac" and info.pix_fmt == "yuv420p" and info.faststart
+    assert info.audio_duration_s == pytest.approx(info.duration_s, abs=0.05)
+    assert 1.2 < result.audio_ms / 1000.0 < 3.0  # espeak's German for this sentence
+
+    # The speech sits 0.5 s into the video: silence before, voice after.
+    pcm, rate = _audio(result.video)
+    pre = np.sqrt(np.mean(pcm[: int(0.45 * rate)] ** 2))
+    end = int((0.5 + result.audio_ms / 1000) * rate)
+    speech = np.sqrt(np.mean(pcm[int(0.55 * rate) : end] ** 2))
+    assert pre < 1e-3 and speech > 0.02
+
+    # The mouth moves during speech only: frames before the speech are the idle loop's.
+    frames = list(media.read_frames(result.video))
+    idle = avatar.idle_frames()
+    assert len(frames) == result.frames
+    ys, xs = _roi_box(avatar, 3)
+    before = np.abs(frames[3][ys, xs].astype(int) - idle[3][ys, xs]).mean()
+    moving = max(
+        np.abs(frames[k][ys, xs].astype(int) - idle[k % len(idle)][ys, xs]).mean()
+        for k in range(13, 13 + int(result.audio_ms / 40))
+    )
+    assert before < 3.0 and moving > 3 * before + 2.0
+
+    data = json.loads(result.timings.read_text())
+    assert data["audio_offset_ms"] == 500.0 and data["fps"] == fps and data["backend"] == kind
+    assert data["video"]["frames"] == result.frames
+    assert data["lead_ms"] == engine.settings.lead_ms
+    assert len(data["phonemes"]) > 10 and data["phonemes"][0]["start_ms"] >= 0
+    assert data["visemes"] and data["visemes"][-1]["weights"] == {}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lip_sync_measured_on_the_video(
+    avatars: dict[str, Avatar], engine: Engine, tmp_path: Path, kind: str
+) -> None:
+    """Re-detect the mouth on every frame: it is never late by more than a frame nor early
+    by more than 60 ms, and the /m b p/ close."""
+    from lipcore.evaluation import evaluate_sync, load_timings, measure_apertures
+
+    result = render_talk(
+        avatars[kind],
+        "Mama baut ein Boot am Meer.",
+        tmp_path / "sync.mp4",
+        engine=engine,
+        voice="de",
+    )
+    data = load_timings(result.timings)
+    track = engine.mapper().track_from_phonemes(
+        [
+            __import__("lipcore.interfaces", fromlist=["PhonemeTiming"]).PhonemeTiming(
+                p["phoneme"], p["start_ms"], p["end_ms"], p["word"]
+            )
+            for p in data["phonemes"]
+        ],
+        language=data["language"],
+    )
+    apertures = measure_apertures(result.video)
+    report, _, _ = evaluate_sync(
+        apertures, track, fps=data["fps"], audio_offset_ms=data["audio_offset_ms"]
+    )
+    print(f"{kind}: offset {report.offset_ms:+.1f} ms, closure {report.closure_rate:.0%}")
+    assert -60.0 <= report.offset_ms <= 1000.0 / data["fps"]
+    assert report.bilabials >= 3 and report.closure_rate >= 0.9
+
+
+def test_barge_in_ramps_to_rest(avatars: dict[str, Avatar], engine: Engine, tmp_path: Path) -> None:
+    avatar = avatars["sprites"]
+    full = render_talk(
+        avatar, "Hallo, ich bin dein Avatar.", tmp_path / "full.mp4", engine=engine, voice="de"
+    )
+    stop_ms = 400.0
+    cut = render_talk(
+        avatar,
+        "Hallo, ich bin dein Avatar.",
+        tmp_path / "cut.mp4",
+        engine=engine,
+        voice="de",
+        stop_ms=stop_ms,
+    )
+    assert cut.audio_ms == pytest.approx(stop_ms + 150.0, abs=1.0)
+    assert cut.frames < full.frames
+    data = json.loads(cut.timings.read_text())
+    assert data["stop_ms"] == stop_ms and data["ramp_ms"] == 150.0
+    assert max(v["pts_ms"] for v in data["visemes"]) <= stop_ms + 150.0 + 1e-6
+    frames = list(media.read_frames(cut.video))
+    idle = avatar.idle_frames()
+    fps = avatar.manifest.idle.fps
+    # From 200 ms after the stop the mouth is the idle loop's again (Rest).
+    first_rest = int(np.ceil((500.0 + stop_ms + 200.0) * fps / 1000.0))
+    for k in range(first_rest, len(frames)):
+        ys, xs = _roi_box(avatar, k % len(idle))
+        assert np.abs(frames[k][ys, xs].astype(int) - idle[k % len(idle)][ys, xs]).mean() < 3.0
+
+
+def test_render_talk_bad_input(avatars: dict[str, Avatar], engine: Engine, tmp_path: Path) -> None:
+    from lipcore.errors import InputError
+
+    with pytest.raises(InputError, match=r"\.mp4"):
+        render_talk(avatars["sprites"], "Hallo", tmp_path / "x.avi", engine=engine)
+    with pytest.raises(InputError, match="empty"):
+        render_talk(avatars["sprites"], "   ", tmp_path / "x.mp4", engine=engine)
+    assert not (tmp_path / "x.mp4").exists()
