@@ -40,7 +40,9 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it keeps an event loop running
+# in this thread, and every later asyncio.run() in the session would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     exe = chromium_path()
     if exe is None:

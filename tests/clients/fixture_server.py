@@ -52,6 +52,8 @@ ROI = {"x": 140, "y": 320, "w": 120, "h": 72}
 SAMPLE_RATE = 22050
 #: Tone bursts (start_ms, end_ms) of the fixture utterance: where the mouth must be open.
 BURSTS = [(200, 420), (560, 760), (900, 1180), (1320, 1480)]
+#: A text with "long" in it gets one long vowel instead: time to look at the open mouth.
+LONG_BURSTS = [(200, 1400)]
 UTTERANCE_MS = 1700.0
 VISEME_STEP_MS = 1000.0 / 30
 CHUNK_MS = 100.0
@@ -114,17 +116,19 @@ def build_avatar(directory: Path) -> dict[str, Any]:
             }
         )
     )
-    # Variant B: the photo's ROI with the lips' gap transparent, an interior, and targets that
-    # pull the lower half of the grid down by the class's openness.
+    # Variant B, as lipcore_meshwarp writes it: the ROI texture with the mouth closed (alpha =
+    # mask), the interior, forward targets pulling the lower half down, and per class the
+    # inner-lip opening polygon the client fills with the interior.
     gcols, grows = 16, 12
     tex = _mouth_cell(0.0).convert("RGBA")
-    ImageDraw.Draw(tex).rectangle((32, 34, 88, 38), fill=(0, 0, 0, 0))
-    tex.save(directory / "mouth_texture.png")
+    tex.putalpha(mask.filter(ImageFilter.GaussianBlur(5)))
+    tex.save(directory / "mesh_texture.png")
     interior = Image.new("RGBA", (ROI["w"], ROI["h"]), (40, 12, 16, 255))
-    ImageDraw.Draw(interior).rectangle((35, 28, 85, 34), fill=(235, 230, 220, 255))
+    ImageDraw.Draw(interior).rectangle((35, 26, 85, 33), fill=(235, 230, 220, 255))
     interior.save(directory / "interior.png")
     targets: dict[str, list[list[float]]] = {}
-    for c in CLASSES[1:]:
+    openings: dict[str, list[list[float]]] = {}
+    for c in CLASSES:
         pts = []
         for r in range(grows):
             for q in range(gcols):
@@ -132,18 +136,13 @@ def build_avatar(directory: Path) -> dict[str, Any]:
                 bump = math.sin(math.pi * u) * math.sin(math.pi * v)
                 pts.append([0.0, (14.0 if v > 0.5 else -4.0) * OPENNESS[c] * bump])
         targets[c] = pts
-    (directory / "meshdef.json").write_text(
-        json.dumps(
-            {
-                "grid": {"cols": gcols, "rows": grows},
-                "roi": ROI,
-                "targets": targets,
-                "texture": "mouth_texture.png",
-                "interior": "interior.png",
-                "mask": "mask_mouth.png",
-            }
-        )
-    )
+        hh = 18.0 * OPENNESS[c]
+        openings[c] = [[60 + 28 * math.cos(2 * math.pi * k / 24),
+                        36 + 1 + hh * math.sin(2 * math.pi * k / 24)] for k in range(24)]
+    (directory / "meshdef.json").write_text(json.dumps({
+        "grid": {"cols": gcols, "rows": grows}, "roi": ROI, "targets": targets,
+        "warp": "forward", "classes": CLASSES, "openings": openings,
+        "texture": "mesh_texture.png", "interior": "interior.png", "mask": "mask_mouth.png"}))
 
     def describe(kind: str) -> dict[str, Any]:
         lip: dict[str, Any] = {
@@ -165,19 +164,19 @@ def build_avatar(directory: Path) -> dict[str, Any]:
     return {"sprites": describe("sprites"), "mesh": describe("mesh")}
 
 
-def burst_gain(t_ms: float | np.ndarray) -> Any:
+def burst_gain(t_ms: float | np.ndarray, bursts: list[tuple[int, int]] = BURSTS) -> Any:
     """Envelope of the fixture utterance at ``t_ms``: 1 inside a burst, 10 ms linear edges."""
     t = np.asarray(t_ms, dtype=np.float64)
     g = np.zeros_like(t)
-    for a, b in BURSTS:
+    for a, b in bursts:
         g = np.maximum(g, np.clip(np.minimum(t - a, b - t) / 10.0 + 0.5, 0.0, 1.0))
     return g
 
 
-def utterance_pcm() -> bytes:
+def utterance_pcm(bursts: list[tuple[int, int]] = BURSTS) -> bytes:
     n = int(SAMPLE_RATE * UTTERANCE_MS / 1000)
     t_ms = np.arange(n) / SAMPLE_RATE * 1000.0
-    x = 0.4 * burst_gain(t_ms) * np.sin(2 * np.pi * 220.0 * t_ms / 1000.0)
+    x = 0.4 * burst_gain(t_ms, bursts) * np.sin(2 * np.pi * 220.0 * t_ms / 1000.0)
     return (x * 32767).astype("<i2").tobytes()
 
 
@@ -193,7 +192,8 @@ class Session:
         self.sent_ms = 0.0
 
     async def play(self, n: int, text: str) -> None:
-        pcm = utterance_pcm()
+        bursts = LONG_BURSTS if "long" in text else BURSTS
+        pcm = utterance_pcm(bursts)
         await self.ws.send_text(
             json.dumps(
                 {
@@ -212,7 +212,7 @@ class Session:
             end = pts + len(chunk) / 2 / SAMPLE_RATE * 1000
             frames = []
             while next_frame < end:
-                g = float(burst_gain(next_frame))
+                g = float(burst_gain(next_frame, bursts))
                 frames.append({"pts_ms": next_frame, "weights": {"AI": g} if g > 0.001 else {}})
                 next_frame += VISEME_STEP_MS
             await self.ws.send_text(

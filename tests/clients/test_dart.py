@@ -21,8 +21,9 @@ DART_FILES = sorted(PKG.rglob("*.dart"))
 
 @pytest.fixture(scope="module")
 def parser() -> Any:
-    tree_sitter = pytest.importorskip("tree_sitter")
-    tree_sitter_dart = pytest.importorskip("tree_sitter_dart")
+    import tree_sitter
+    import tree_sitter_dart
+
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_dart.language()))
 
 

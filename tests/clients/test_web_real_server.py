@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fixture_server import serve_in_thread
+from PIL import Image
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -24,25 +23,21 @@ SENTENCE = "Hello, my name is Grace. I wrote the first compiler, and I like to t
 
 def build_test_avatar(photo: Path, data_dir: Path, backend: str) -> str:
     """Build an avatar into the server's data layout (``<data_dir>/avatars/<id>``)."""
-    try:
-        from lipcore.avatar.store import build_avatar
-    except ImportError as exc:  # pragma: no cover - only while the avatar store is missing
-        pytest.skip(f"the avatar store is not available: {exc}")
+    from lipcore.avatar.store import build_avatar
+
     avatar_id = f"test_{backend}_grace"
     out = data_dir / "avatars" / avatar_id
     if not (out / "manifest.json").is_file():
-        build_avatar(photo, out, backend=backend, seconds=2.0, avatar_id=avatar_id)
+        build_avatar(photo, out, backend=backend, seconds=3.0, avatar_id=avatar_id)
     return avatar_id
 
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory, grace_hopper_path: Path,
                 face_model_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    try:
-        from lipcore.server.app import create_app
-        from lipcore.server.settings import ServerSettings
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"the server is not available: {exc}")
+    from lipcore.server.app import create_app
+    from lipcore.server.settings import ServerSettings
+
     data_dir = tmp_path_factory.mktemp("lipcore-data")
     ids = {b: build_test_avatar(grace_hopper_path, data_dir, b) for b in ("sprites", "mesh")}
     app = create_app(settings=ServerSettings(data_dir=data_dir))

@@ -33,25 +33,60 @@ async function json(res, what) {
   return res.json();
 }
 
-/** The avatars the server has: [{avatar_id, idle_url, lipsync_assets, preview_url?}]. */
+// Paths are relative: the page is served at the server's root, which may be a mount prefix
+// inside a host application (create_app mounted at /avatar → /avatar/session-2d).
+const KNOWN = "lipcore.avatars";
+
+/** Avatar ids this browser created or opened before (the server has no public list). */
+export function rememberedAvatars() {
+  try {
+    return JSON.parse(localStorage.getItem(KNOWN) ?? "[]");
+  } catch {
+    return [];
+  }
+}
+
+export function rememberAvatar(avatarId) {
+  const ids = [avatarId, ...rememberedAvatars().filter((x) => x !== avatarId)].slice(0, 20);
+  localStorage.setItem(KNOWN, JSON.stringify(ids));
+}
+
+/** The avatars to offer: the server's list if it has one, else those remembered here. */
 export async function listAvatars() {
-  const res = await fetch("/avatars");
-  if (res.status === 404) return [];
-  const body = await json(res, "listing avatars");
-  return Array.isArray(body) ? body : (body.avatars ?? []);
+  const res = await fetch("avatars");
+  if (res.ok) {
+    const body = await res.json();
+    const list = Array.isArray(body) ? body : (body.avatars ?? []);
+    if (list.length) return list;
+  }
+  return rememberedAvatars().map((id) => ({ avatar_id: id }));
 }
 
 /** One avatar's AvatarizeResponse {avatar_id, idle_url, lipsync_assets}. */
 export async function getAvatar(avatarId) {
-  return json(await fetch(`/avatars/${encodeURIComponent(avatarId)}`), `loading avatar ${avatarId}`);
+  const av = await json(await fetch(`avatars/${encodeURIComponent(avatarId)}`),
+    `loading avatar ${avatarId}`);
+  rememberAvatar(av.avatar_id);
+  return av;
 }
+
+/** Voices of the offline engine, used when the server does not list its own. */
+export const FALLBACK_VOICES = [
+  { id: "en-us", name: "English (US)", language: "en-us" },
+  { id: "en-gb", name: "English (UK)", language: "en-gb" },
+  { id: "de", name: "Deutsch", language: "de" },
+  { id: "fr", name: "Français", language: "fr" },
+  { id: "es", name: "Español", language: "es" },
+  { id: "it", name: "Italiano", language: "it" },
+];
 
 /** The voices of the server's TTS source: [{id, name, language}]. */
 export async function listVoices() {
-  const res = await fetch("/voices");
-  if (!res.ok) return [];
+  const res = await fetch("voices");
+  if (!res.ok) return FALLBACK_VOICES;
   const body = await res.json();
-  return Array.isArray(body) ? body : (body.voices ?? []);
+  const list = Array.isArray(body) ? body : (body.voices ?? []);
+  return list.length ? list : FALLBACK_VOICES;
 }
 
 /** Upload a photo: POST /avatarize-2d (multipart hero_image) → AvatarizeResponse. */
@@ -59,13 +94,16 @@ export async function avatarize(file, backend = null) {
   const form = new FormData();
   form.append("hero_image", file);
   if (backend) form.append("backend", backend);
-  return json(await fetch("/avatarize-2d", { method: "POST", body: form }), "avatarize");
+  const av = await json(await fetch("avatarize-2d", { method: "POST", body: form }),
+    "avatarize");
+  rememberAvatar(av.avatar_id);
+  return av;
 }
 
 /** POST /session-2d → {session_id, ws_url}; ws_url made absolute for this page. */
 export async function createSession(avatarId, voiceId) {
   const body = { avatar_id: avatarId, voice_id: voiceId };
-  const res = await fetch("/session-2d", {
+  const res = await fetch("session-2d", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),

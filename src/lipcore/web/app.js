@@ -195,8 +195,7 @@ async function loadAvatar(av) {
     canvas2d.hidden = useGl;
     canvasGl.hidden = !useGl;
     overlay = useGl
-      ? await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url),
-        maskUrl: assets.mask_url ? absolute(assets.mask_url) : null })
+      ? await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url) })
       : await SpriteOverlay.load(canvas2d, { atlasJsonUrl: absolute(assets.atlas_url),
         maskUrl: assets.mask_url ? absolute(assets.mask_url) : null });
     state.avatar = av.avatar_id;
@@ -216,7 +215,7 @@ async function loadAvatar(av) {
 
 async function connect(avatarId) {
   ui.status("connecting…", "wait");
-  const voice = $("#voice").value || params.get("voice") || "en";
+  const voice = $("#voice").value || params.get("voice") || "en-us";
   const s = await api.createSession(avatarId, voice);
   session = new LiveSession(s.ws_url, { audio: session?.audio ?? sharedAudio(), log });
   await session.connect();
@@ -371,7 +370,8 @@ async function refreshVoices() {
   }
   if (want) sel.value = want;
   if (!sel.value && voices.length) {
-    sel.value = (voices.find((v) => /^en/.test(v.language ?? v.id)) ?? voices[0]).id;
+    sel.value = (voices.find((v) => /^en-us/.test(v.id)) ?? voices.find((v) => /^en/.test(v.id))
+      ?? voices[0]).id;
   }
 }
 
@@ -380,6 +380,9 @@ async function pick(avatarId) {
   const av = list.find((a) => a.avatar_id === avatarId && a.idle_url)
     ?? await api.getAvatar(avatarId);
   await loadAvatar(av);
+  if (![...$("#avatar").options].some((o) => o.value === av.avatar_id)) {
+    await refreshAvatars(av.avatar_id);
+  }
 }
 
 $("#speak-form").addEventListener("submit", (ev) => {
@@ -423,7 +426,7 @@ await refreshVoices();
 const avatars = await refreshAvatars(params.get("avatar"));
 const first = params.get("avatar") ?? avatars[0]?.avatar_id;
 if (first) {
-  await pick(first).catch(() => {});
+  await pick(first).catch((e) => ui.toast(String(e.message ?? e), true));
 } else {
   ui.status("no avatar yet: upload a photo", "off");
 }

@@ -143,8 +143,8 @@ export class SpriteOverlay {
 // ------------------------------------------------------------------------- mesh (WebGL)
 
 const VERT = `
-attribute vec2 a_pos;   // photo px (rest position + blended offset)
-attribute vec2 a_uv;    // texture coordinate in the ROI (rest position)
+attribute vec2 a_pos;   // photo px
+attribute vec2 a_uv;    // texture coordinate in [0, 1]
 uniform mat3 u_photoToClip;
 varying vec2 v_uv;
 void main() {
@@ -156,13 +156,10 @@ void main() {
 const FRAG = `
 precision mediump float;
 uniform sampler2D u_tex;
-uniform sampler2D u_mask;
-uniform float u_useMask;
+uniform float u_alpha;
 varying vec2 v_uv;
 void main() {
-  vec4 c = texture2D(u_tex, v_uv);          // premultiplied on upload
-  float m = mix(1.0, texture2D(u_mask, v_uv).r, u_useMask);
-  gl_FragColor = c * m;
+  gl_FragColor = texture2D(u_tex, v_uv) * u_alpha;  // premultiplied on upload
 }`;
 
 function compile(gl, type, src) {
@@ -187,26 +184,55 @@ function texture(gl, img) {
   return t;
 }
 
+/** The inner-lip polygon for `weights`: the classes' polygons blended by weight (Rest the rest). */
+export function blendOpening(openings, weights) {
+  const restPoly = openings[REST];
+  if (!restPoly) return null;
+  let sum = 0;
+  for (const [c, w] of Object.entries(weights)) if (c !== REST && openings[c]) sum += w;
+  const scale = sum > 1 ? 1 / sum : 1;
+  const rw = Math.max(0, 1 - sum * scale);
+  const out = restPoly.map(([x, y]) => [x * rw, y * rw]);
+  for (const [c, w] of Object.entries(weights)) {
+    const poly = openings[c];
+    if (c === REST || !poly || !(w > 0)) continue;
+    for (let i = 0; i < out.length; i++) {
+      out[i][0] += w * scale * poly[i][0];
+      out[i][1] += w * scale * poly[i][1];
+    }
+  }
+  return out;
+}
+
+/** Shoelace area of a polygon [[x, y], ...]. */
+export function polygonArea(poly) {
+  let a = 0;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    a += poly[j][0] * poly[i][1] - poly[i][0] * poly[j][1];
+  }
+  return Math.abs(a) / 2;
+}
+
 export class MeshOverlay {
   /**
-   * Load variant B: meshdef.json (grid, roi, targets) plus its images, named in the JSON or
-   * found next to it: `texture` (the ROI of the photo, RGBA: the lips' gap transparent),
-   * `interior` (teeth, tongue, cavity: what an opened mouth shows) and `mask`.
+   * Load variant B: meshdef.json (grid, roi, forward `targets`, `openings`) and its layers,
+   * named in the JSON: `texture` (the photo's ROI with its mouth closed by lip, alpha = mask)
+   * and `interior` (cavity, teeth, tongue), shown inside the blended inner-lip opening.
    */
-  static async load(canvas, { meshdefUrl, maskUrl = null }) {
+  static async load(canvas, { meshdefUrl }) {
     const res = await fetch(meshdefUrl);
     if (!res.ok) throw new Error(`meshdef.json: HTTP ${res.status} at ${meshdefUrl}`);
     const def = await res.json();
-    const texUrl = relative(meshdefUrl, def.texture ?? def.image ?? "mouth_texture.png");
+    if (def.warp && def.warp !== "forward") {
+      throw new Error(`meshdef.json: warp "${def.warp}" is not supported (forward offsets only)`);
+    }
+    const texUrl = relative(meshdefUrl, def.texture ?? "mesh_texture.png");
     const intUrl = relative(meshdefUrl, def.interior ?? "interior.png");
-    const mUrl = maskUrl ?? relative(meshdefUrl, def.mask ?? "mask_mouth.png");
-    const [tex, interior, mask] = await Promise.all([
-      loadImage(texUrl), loadImage(intUrl).catch(() => null), loadImage(mUrl).catch(() => null),
-    ]);
-    return new MeshOverlay(canvas, def, tex, interior, mask);
+    const [tex, interior] = await Promise.all([loadImage(texUrl), loadImage(intUrl)]);
+    return new MeshOverlay(canvas, def, tex, interior);
   }
 
-  constructor(canvas, def, texImg, interiorImg, maskImg) {
+  constructor(canvas, def, texImg, interiorImg) {
     this.kind = "mesh";
     this.canvas = canvas;
     this.def = def;
@@ -228,13 +254,13 @@ export class MeshOverlay {
       uv: gl.getAttribLocation(prog, "a_uv"),
       m: gl.getUniformLocation(prog, "u_photoToClip"),
       tex: gl.getUniformLocation(prog, "u_tex"),
-      mask: gl.getUniformLocation(prog, "u_mask"),
-      useMask: gl.getUniformLocation(prog, "u_useMask"),
+      alpha: gl.getUniformLocation(prog, "u_alpha"),
     };
     this.tex = texture(gl, texImg);
-    this.interior = interiorImg ? texture(gl, interiorImg) : null;
-    this.mask = maskImg ? texture(gl, maskImg) : null;
+    this.interior = texture(gl, interiorImg);
     this.buildGrid();
+    this.fanPos = gl.createBuffer();
+    this.fanUv = gl.createBuffer();
   }
 
   buildGrid() {
@@ -265,33 +291,56 @@ export class MeshOverlay {
     gl.bindBuffer(gl.ARRAY_BUFFER, this.uvBuf);
     gl.bufferData(gl.ARRAY_BUFFER, uv, gl.STATIC_DRAW);
     this.posBuf = gl.createBuffer();
-    this.restBuf = gl.createBuffer();
-    gl.bindBuffer(gl.ARRAY_BUFFER, this.restBuf);
-    gl.bufferData(gl.ARRAY_BUFFER, this.restPos, gl.STATIC_DRAW);
     this.idxBuf = gl.createBuffer();
     gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.idxBuf);
     gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, new Uint16Array(idx), gl.STATIC_DRAW);
     this.pos = new Float32Array(2 * n);
   }
 
-  drawLayer(posBuf, tex, useMask) {
+  bind(posBuf, uvBuf, tex, alpha) {
     const gl = this.gl;
     const L = this.loc;
     gl.bindBuffer(gl.ARRAY_BUFFER, posBuf);
     gl.enableVertexAttribArray(L.pos);
     gl.vertexAttribPointer(L.pos, 2, gl.FLOAT, false, 0, 0);
-    gl.bindBuffer(gl.ARRAY_BUFFER, this.uvBuf);
+    gl.bindBuffer(gl.ARRAY_BUFFER, uvBuf);
     gl.enableVertexAttribArray(L.uv);
     gl.vertexAttribPointer(L.uv, 2, gl.FLOAT, false, 0, 0);
     gl.activeTexture(gl.TEXTURE0);
     gl.bindTexture(gl.TEXTURE_2D, tex);
     gl.uniform1i(L.tex, 0);
-    gl.activeTexture(gl.TEXTURE1);
-    gl.bindTexture(gl.TEXTURE_2D, this.mask ?? tex);
-    gl.uniform1i(L.mask, 1);
-    gl.uniform1f(L.useMask, useMask && this.mask ? 1 : 0);
-    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.idxBuf);
-    gl.drawElements(gl.TRIANGLES, this.count, gl.UNSIGNED_SHORT, 0);
+    gl.uniform1f(L.alpha, alpha);
+  }
+
+  /** The interior inside the inner-lip opening, as a triangle fan around its centroid. */
+  drawOpening(weights) {
+    const openings = this.def.openings;
+    if (!openings) return;
+    const poly = blendOpening(openings, weights);
+    if (!poly || poly.length < 3) return;
+    const { x, y, w, h } = this.roi;
+    const area = polygonArea(poly);
+    if (area <= 1) return;
+    // A barely parted mouth is a soft line, not a hard slit: coverage fades in with the area.
+    const fade = Math.min(1, area / (0.02 * w * w * 0.25));
+    const cx = poly.reduce((s, p) => s + p[0], 0) / poly.length;
+    const cy = poly.reduce((s, p) => s + p[1], 0) / poly.length;
+    const pts = [[cx, cy], ...poly, poly[0]];
+    const pos = new Float32Array(2 * pts.length);
+    const uv = new Float32Array(2 * pts.length);
+    pts.forEach(([px, py], i) => {
+      pos[2 * i] = x + px;
+      pos[2 * i + 1] = y + py;
+      uv[2 * i] = px / w;
+      uv[2 * i + 1] = py / h;
+    });
+    const gl = this.gl;
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.fanPos);
+    gl.bufferData(gl.ARRAY_BUFFER, pos, gl.DYNAMIC_DRAW);
+    gl.bindBuffer(gl.ARRAY_BUFFER, this.fanUv);
+    gl.bufferData(gl.ARRAY_BUFFER, uv, gl.DYNAMIC_DRAW);
+    this.bind(this.fanPos, this.fanUv, this.interior, fade);
+    gl.drawArrays(gl.TRIANGLE_FAN, 0, pts.length);
   }
 
   draw(affine, weights, fit) {
@@ -313,14 +362,15 @@ export class MeshOverlay {
       c * sx, d * sy, 0,
       e * sx - 1, f * sy + 1, 1,
     ]));
+    // Forward offsets: the texture point under a control point at rest is drawn at
+    // rest + offset, which is what a vertex mesh does.
     const off = blendMeshOffsets(this.def, weights);
     for (let i = 0; i < this.pos.length; i++) this.pos[i] = this.restPos[i] + off[i];
     gl.bindBuffer(gl.ARRAY_BUFFER, this.posBuf);
     gl.bufferData(gl.ARRAY_BUFFER, this.pos, gl.DYNAMIC_DRAW);
-    const speaking = Object.entries(weights).some(([k, v]) => k !== REST && v > 0.01);
-    // The interior stays still (teeth belong to the skull; the jaw's own part moves with the
-    // mesh): drawn undeformed first, the warped lips and skin over it.
-    if (this.interior && speaking) this.drawLayer(this.restBuf, this.interior, true);
-    this.drawLayer(this.posBuf, this.tex, true);
+    this.bind(this.posBuf, this.uvBuf, this.tex, 1);
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.idxBuf);
+    gl.drawElements(gl.TRIANGLES, this.count, gl.UNSIGNED_SHORT, 0);
+    this.drawOpening(weights);
   }
 }
