@@ -31,13 +31,7 @@ _COMMAND_MODULES = (
 
 def _register_commands() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # TODO(integration): drop once every command module exists
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_commands()
