@@ -20,6 +20,16 @@ for p in plugins/*/; do
 done
 .venv/bin/python -m pip install -q "${args[@]}"
 
+# MediaPipe's face landmarker, into lipcore's cache: from a local copy when there is one (an
+# offline machine; checked against the pinned SHA-256 like a download), else downloaded.
+model_src=${LIPCORE_FACE_MODEL_SOURCE:-../shared/models/face_landmarker.task}
+if [[ -f "$model_src" ]]; then
+  .venv/bin/lipcore models fetch --from "$model_src" >/dev/null
+else
+  .venv/bin/lipcore models fetch >/dev/null \
+    || echo "warning: the face model could not be fetched now; lipcore retries on first use" >&2
+fi
+
 if [[ $dev == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian's chromium for the browser tests" >&2

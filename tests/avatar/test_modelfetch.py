@@ -174,3 +174,45 @@ def test_explicit_path_then_env_then_cache(
 def test_cache_dir_defaults_to_platformdirs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIPCORE_CACHE_DIR", raising=False)
     assert "lipcore" in str(modelfetch.cache_dir()).lower()
+
+
+def test_install_from_a_local_copy_then_resolve_offline(
+    face_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIPCORE_FACE_MODEL", raising=False)
+    monkeypatch.setenv("LIPCORE_CACHE_DIR", str(tmp_path / "cache"))
+    # No network: a base URL nobody listens on; resolution must not need it after install.
+    monkeypatch.setenv("LIPCORE_MODEL_BASE_URL", "http://127.0.0.1:9")
+    installed = modelfetch.install_face_model(face_model_path)
+    assert installed == tmp_path / "cache" / "models" / "face_landmarker.task"
+    assert file_sha256(installed) == FACE_MODEL_SHA256
+    assert resolve_face_model() == installed
+
+
+def test_install_refuses_a_wrong_file_and_leaves_the_cache_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIPCORE_CACHE_DIR", str(tmp_path / "cache"))
+    bogus = tmp_path / "face_landmarker.task"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(FaceModelError, match="SHA-256"):
+        modelfetch.install_face_model(bogus)
+    with pytest.raises(FaceModelError, match="no model file"):
+        modelfetch.install_face_model(tmp_path / "missing.task")
+    assert not (tmp_path / "cache" / "models" / "face_landmarker.task").exists()
+
+
+def test_cli_models_fetch_from_a_local_copy(
+    face_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from lipcore.cli import app
+
+    monkeypatch.delenv("LIPCORE_FACE_MODEL", raising=False)
+    monkeypatch.setenv("LIPCORE_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["models", "fetch", "--from", str(face_model_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("face_landmarker.task")
+    bad = CliRunner().invoke(app, ["models", "fetch", "--from", str(tmp_path / "nope.task")])
+    assert bad.exit_code == 2 and "no model file" in bad.output

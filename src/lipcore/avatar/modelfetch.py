@@ -28,6 +28,7 @@ __all__ = [
     "download_face_model",
     "face_model_url",
     "file_sha256",
+    "install_face_model",
     "resolve_face_model",
 ]
 
@@ -139,3 +140,33 @@ def resolve_face_model(path: str | Path | None = None) -> Path:
             return cached
         log.warning("cached face model %s fails its SHA-256 check; downloading it again", cached)
     return download_face_model(cached)
+
+
+def install_face_model(source: str | Path, *, sha256: str = FACE_MODEL_SHA256) -> Path:
+    """Put a local copy of the model (an offline machine, a verified mirror) into the cache.
+
+    The copy is checked against the same pinned SHA-256 as a download and written atomically;
+    a file that fails the check raises :class:`FaceModelError` and the cache is left untouched.
+    Returns the cached path, which :func:`resolve_face_model` then uses without any network.
+    """
+    src = Path(source).expanduser()
+    if not src.is_file():
+        raise FaceModelError(f"no model file at {src}: give the path of a '{FACE_MODEL_FILE}'")
+    got = file_sha256(src)
+    if got != sha256:
+        raise FaceModelError(
+            f"{src} has SHA-256 {got}, expected {sha256}: it is not the face landmarker bundle "
+            f"lipcore pins (or it is damaged); nothing was installed"
+        )
+    dest = cache_dir() / "models" / FACE_MODEL_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                out.write(block)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

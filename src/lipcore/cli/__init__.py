@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "lipcore.cli.say",  # say, demo
     "lipcore.cli.eval_cmd",  # eval sync
     "lipcore.cli.serve",  # serve
+    "lipcore.cli.models_cmd",  # models fetch/where
 )
 
 
