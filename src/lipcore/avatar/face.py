@@ -11,12 +11,17 @@ above 0.5, and some non-faces get there (a colour wheel does, at ~0.51-0.56). Re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import re
+import sys
+import tempfile
 import threading
 import weakref
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +53,51 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# What MediaPipe's native runtime (TFLite/LiteRT, absl logging) prints straight to the process's
+# stderr while it builds a graph and runs it the first time: status chatter, not news.
+_NATIVE_NOISE = re.compile(
+    r"^(INFO: |WARNING: All log messages before absl|WARNING: Logging before InitGoogle|"
+    r"[IW]\d{4} |"
+    r"Created TensorFlow Lite|Feedback manager)"
+)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hold back the native runtime's start-up chatter on fd 2 (it bypasses Python's logging).
+
+    Anything else written to stderr meanwhile (another thread's log line, a real native error)
+    is passed through afterwards; the chatter goes to lipcore's debug log. With
+    ``LIPCORE_NATIVE_LOGS=1`` nothing is held back.
+    """
+    if os.environ.get("LIPCORE_NATIVE_LOGS") == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to quieten
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+    passed = []
+    for line in text.splitlines():
+        if _NATIVE_NOISE.match(line):
+            log.debug("mediapipe: %s", line)
+        else:
+            passed.append(line)
+    if passed:
+        sys.stderr.write("\n".join(passed) + "\n")
 
 #: Face-detector score below which a fitted mesh is not believed to be a face. Real photos
 #: score 0.92-0.95 (grace_hopper, astronaut); a colour wheel the landmarker accepts, 0.51-0.56.
@@ -138,8 +188,9 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 
 
 def _close_tasks(*tasks: Any) -> None:
-    for task in tasks:
-        task.close()
+    with _quiet_native_stderr():
+        for task in tasks:
+            task.close()
 
 
 def _check_rgb(rgb: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -178,22 +229,10 @@ class FaceAnalyzer:
             bundle = self.model_path.read_bytes()
             with zipfile.ZipFile(self.model_path) as zf:
                 detector_bytes = zf.read(_DETECTOR_MEMBER)
-            self._landmarker = vision.FaceLandmarker.create_from_options(
-                vision.FaceLandmarkerOptions(
-                    base_options=BaseOptions(model_asset_buffer=bundle),
-                    running_mode=vision.RunningMode.IMAGE,
-                    num_faces=max_faces,
-                    output_face_blendshapes=True,
-                    output_facial_transformation_matrixes=True,
-                )
-            )
-            self._detector = vision.FaceDetector.create_from_options(
-                vision.FaceDetectorOptions(
-                    base_options=BaseOptions(model_asset_buffer=detector_bytes),
-                    running_mode=vision.RunningMode.IMAGE,
-                    min_detection_confidence=0.2,
-                )
-            )
+            self._warm = False  # the first detect() still prints start-up chatter
+            with _quiet_native_stderr():
+                self._landmarker, self._detector = self._create(vision, BaseOptions, bundle,
+                                                                detector_bytes, max_faces)
         except (zipfile.BadZipFile, KeyError, RuntimeError, ValueError, OSError) as exc:
             raise FaceModelError(
                 f"{self.model_path} is not a usable face landmarker bundle ({exc}); download "
@@ -203,6 +242,28 @@ class FaceAnalyzer:
         # Closed at the latest at interpreter exit (atexit runs finalizers while modules are
         # still intact; MediaPipe's own __del__ at teardown prints errors).
         self._finalizer = weakref.finalize(self, _close_tasks, self._landmarker, self._detector)
+
+    @staticmethod
+    def _create(
+        vision: Any, BaseOptions: Any, bundle: bytes, detector_bytes: bytes, max_faces: int  # noqa: N803
+    ) -> tuple[Any, Any]:
+        landmarker = vision.FaceLandmarker.create_from_options(
+            vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_buffer=bundle),
+                running_mode=vision.RunningMode.IMAGE,
+                num_faces=max_faces,
+                output_face_blendshapes=True,
+                output_facial_transformation_matrixes=True,
+            )
+        )
+        detector = vision.FaceDetector.create_from_options(
+            vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=detector_bytes),
+                running_mode=vision.RunningMode.IMAGE,
+                min_detection_confidence=0.2,
+            )
+        )
+        return landmarker, detector
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -233,8 +294,13 @@ class FaceAnalyzer:
         h, w = rgb.shape[:2]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         with self._lock:
-            result = self._landmarker.detect(image)
-            detections = self._detector.detect(image).detections if result.face_landmarks else []
+            quiet = contextlib.nullcontext() if self._warm else _quiet_native_stderr()
+            with quiet:
+                result = self._landmarker.detect(image)
+                detections = (
+                    self._detector.detect(image).detections if result.face_landmarks else []
+                )
+                self._warm = self._warm or bool(detections)
         boxes = [
             (
                 float(d.bounding_box.origin_x),
