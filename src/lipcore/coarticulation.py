@@ -88,8 +88,12 @@ class CoarticulationParams:
     min_hold_ms: float = 40.0
     #: closures (MBP, FV) are held at least this long, however short the phoneme
     min_closure_ms: float = 45.0
-    #: weight a closure is lifted to at the frame nearest its centre if it did not win there
-    reach: float = 0.8
+    #: weight a closure is lifted to at the frame nearest its centre. 1.0: the lips really
+    #: close there. Geometric back ends (mesh, and every client that blends mesh offsets or
+    #: opening polygons by weight) open the mouth in proportion to what is left: 0.8 MBP next
+    #: to 0.2 AI leaves a gap of 0.2 × AI's opening (~5 px on a 68 px mouth), which a viewer
+    #: and a landmark detector both see as open lips. Cross-faded sprites hid that residual.
+    reach: float = 1.0
 
     @property
     def max_window_ms(self) -> float:

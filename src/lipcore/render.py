@@ -44,6 +44,7 @@ __all__ = [
     "SpeechPlan",
     "TalkResult",
     "VisemeTimeline",
+    "aligned_offset_ms",
     "open_avatar_renderer",
     "ramp_to_rest",
     "render_talk",
@@ -338,6 +339,24 @@ async def synthesize(
     return utt, pcm, rate
 
 
+def aligned_offset_ms(lead_in_ms: float, lead_ms: float, fps: float) -> float:
+    """Where the audio starts in the video: ``lead_in_ms`` moved by at most half a frame so
+    that every video frame shows a viseme frame exactly, not a blend of two.
+
+    The engine's frames sit at ``j · 1000/fps − lead_ms`` on the audio timeline, video frame
+    ``k`` shows audio time ``k · 1000/fps − offset``; they coincide when ``offset ≡ lead_ms``
+    (mod one frame). Off that grid every frame would interpolate two viseme frames, which
+    flattens one-frame peaks such as a bilabial closure."""
+    period = 1000.0 / fps
+    shift = (lead_ms - lead_in_ms) % period
+    if shift > period / 2.0:
+        shift -= period
+    offset = lead_in_ms + shift
+    if offset < 0.0:
+        offset += period
+    return offset
+
+
 def render_talk(
     avatar: Avatar | Any,
     text: str,
@@ -356,7 +375,8 @@ def render_talk(
 ) -> TalkResult:
     """Offline ``say``: speak ``text`` with ``avatar`` into an H.264 + AAC MP4 at ``out``.
 
-    The video is the idle loop for ``lead_in_ms``, the utterance (mouth on the viseme track,
+    The video is the idle loop for ``lead_in_ms`` (moved by at most half a frame, see
+    :func:`aligned_offset_ms`), the utterance (mouth on the viseme track,
     audio in the AAC track), and the idle loop for ``tail_ms`` after the audio. Next to the
     video, ``<out>.timings.json`` holds the phonemes with times, the viseme frames, the lead,
     the fps and the audio's offset in the video (what ``lipcore eval sync`` reads).
@@ -393,13 +413,14 @@ def render_talk(
         audio_ms = len(pcm) * 1000.0 / rate
         frames = ramp_to_rest(frames, stop_ms, ramp_ms)
     last_pts = max((f.pts_ms for f in frames), default=0.0)
+    offset_ms = aligned_offset_ms(lead_in_ms, utt.lead_ms, fps)
     plan = SpeechPlan(
         fps=fps,
-        audio_offset_ms=lead_in_ms,
+        audio_offset_ms=offset_ms,
         audio_ms=audio_ms,
         tail_ms=max(tail_ms, last_pts - audio_ms),
     )
-    lead = round(lead_in_ms * rate / 1000.0)
+    lead = round(offset_ms * rate / 1000.0)
     total = round(plan.frames / fps * rate)
     track = np.zeros(max(total, lead + len(pcm)), dtype=np.int16)
     track[lead : lead + len(pcm)] = pcm
@@ -429,7 +450,7 @@ def render_talk(
         "fps": fps,
         "viseme_fps": utt.fps,
         "lead_ms": utt.lead_ms,
-        "audio_offset_ms": lead_in_ms,
+        "audio_offset_ms": round(offset_ms, 3),
         "audio_ms": round(audio_ms, 3),
         "sample_rate": rate,
         "stop_ms": stop_ms,
@@ -448,7 +469,7 @@ def render_talk(
         frames=plan.frames,
         duration_s=plan.duration_s,
         audio_ms=audio_ms,
-        audio_offset_ms=lead_in_ms,
+        audio_offset_ms=offset_ms,
         backend=renderer.backend,
         seconds={"load_and_speak": t1 - t0, "render_encode": t2 - t1},
     )

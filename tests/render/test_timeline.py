@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lipcore.errors import InputError
 from lipcore.interfaces import VisemeFrame
-from lipcore.render import SpeechPlan, VisemeTimeline, ramp_to_rest
+from lipcore.render import SpeechPlan, VisemeTimeline, aligned_offset_ms, ramp_to_rest
 
 FRAME_MS = 1000.0 / 30.0
 
@@ -79,3 +79,28 @@ def test_speech_plan() -> None:
     plan = SpeechPlan(fps=25.0, audio_offset_ms=500.0, audio_ms=1830.0, tail_ms=500.0)
     assert plan.frames == 71  # ceil(2.83 s * 25 = 70.75)
     assert plan.audio_time_ms(0) == -500.0 and plan.audio_time_ms(25) == pytest.approx(500.0)
+
+
+@given(
+    lead_in=st.floats(min_value=0.0, max_value=2000.0),
+    lead=st.floats(min_value=0.0, max_value=40.0),
+    fps=st.sampled_from([24.0, 25.0, 30.0, 50.0, 60.0]),
+)
+def test_audio_offset_puts_video_frames_on_viseme_frames(
+    lead_in: float, lead: float, fps: float
+) -> None:
+    period = 1000.0 / fps
+    offset = aligned_offset_ms(lead_in, lead, fps)
+    assert offset >= 0.0
+    # Moved by at most half a frame (a whole one only where that would start before 0).
+    limit = period / 2 if lead_in >= period / 2 else period
+    assert abs(offset - lead_in) <= limit + 1e-9
+    # Video frame k shows audio time k·P − offset; viseme frames sit at j·P − lead.
+    phase = ((offset - lead) / period) % 1.0
+    assert min(phase, 1.0 - phase) < 1e-6
+
+
+def test_audio_offset_keeps_an_aligned_lead_in() -> None:
+    assert aligned_offset_ms(500.0, 20.0, 25.0) == pytest.approx(500.0)
+    assert aligned_offset_ms(510.0, 20.0, 25.0) == pytest.approx(500.0)
+    assert aligned_offset_ms(0.0, 0.0, 30.0) == 0.0
