@@ -4,7 +4,6 @@ and a head-moving mouth track with the idle frames it implies (the photo warped 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +19,11 @@ from lipcore.avatar.mouth import MouthModel, build_mouth_model
 from lipcore.avatar.store import Avatar
 from lipcore.models import AvatarManifest, IdleInfo, MouthTrack, PhotoInfo
 
-MODEL = Path(
-    os.environ.get("LIPCORE_FACE_MODEL")
-    or Path(__file__).resolve().parents[3] / ".." / "shared" / "models" / "face_landmarker.task"
-)
-
 
 @pytest.fixture(scope="session")
-def analyzer() -> Iterator[FaceAnalyzer]:
-    if not MODEL.is_file():
-        pytest.skip(f"face landmarker model not found at {MODEL}")
-    with FaceAnalyzer(MODEL) as fa:
+def analyzer(face_model_path: Path) -> Iterator[FaceAnalyzer]:
+    """The real MediaPipe landmarker (the root conftest fails loudly when its model is missing)."""
+    with FaceAnalyzer(face_model_path) as fa:
         yield fa
 
 
