@@ -51,6 +51,8 @@ INTERIOR_FILE = "interior.png"
 MASK_FILE = "mask_mouth.png"
 GRID = Grid(cols=16, rows=12)
 REST = "Rest"
+#: Float noise a co-articulated weight may carry outside [0, 1] (clamped, not an error).
+WEIGHT_TOLERANCE = 1e-3
 
 
 def _bilinear_matrix(n_px: int, n_ctrl: int) -> F64:
@@ -274,6 +276,11 @@ class MeshWarpRenderer(MouthRenderer):
                 )
             if not math.isfinite(value):
                 raise MouthModelError(f"viseme weight for {name!r} is not a number: {value!r}")
+            if not -WEIGHT_TOLERANCE <= value <= 1.0 + WEIGHT_TOLERANCE:
+                raise MouthModelError(
+                    f"viseme weight for {name!r} is {value!r}, outside [0, 1]; weights are "
+                    "fractions of the mouth shape (the remainder to 1 is Rest)"
+                )
             if name != REST and value > 1e-4:
                 out[idx] = min(float(value), 1.0)
         total = sum(out.values())

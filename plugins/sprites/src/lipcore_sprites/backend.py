@@ -36,6 +36,8 @@ ATLAS_JSON_FILE = "atlas.json"
 MASK_FILE = "mask_mouth.png"
 GRID = Grid(cols=4, rows=4)
 REST = "Rest"
+#: Float noise a co-articulated weight may carry outside [0, 1] (clamped, not an error).
+WEIGHT_TOLERANCE = 1e-3
 
 
 def build_atlas(mouth_model: MouthModel, out_dir: Path) -> dict[str, str]:
@@ -86,6 +88,11 @@ def blend_weights(
             )
         if not math.isfinite(value):
             raise MouthModelError(f"viseme weight for {name!r} is not a number: {value!r}")
+        if not -WEIGHT_TOLERANCE <= value <= 1.0 + WEIGHT_TOLERANCE:
+            raise MouthModelError(
+                f"viseme weight for {name!r} is {value!r}, outside [0, 1]; weights are "
+                "fractions of the mouth shape (the remainder to 1 is Rest)"
+            )
         if name != REST and value > 1e-4:
             picked.append((name, min(float(value), 1.0)))
     picked.sort(key=lambda kv: -kv[1])
