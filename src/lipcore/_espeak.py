@@ -232,6 +232,13 @@ class EspeakLibrary:
         lib.espeak_SetSynthCallback(self._callback)
         self._current_voice: str | None = None
         self._voices: list[EspeakVoiceInfo] | None = None
+        # espeak's text reader keeps state between calls in globals: a character read ahead
+        # past a clause end (``ungot_char``), the phoneme-input flag of the last synth. Only
+        # ``espeak_Synth`` resets it (``InitText``); ``espeak_TextToPhonemes`` does not, so G2P
+        # after a synth that stopped mid-text read the aborted text's next letter first ("Zwölf"
+        # aborted → "Hallo" came back as "ts ɛt h a l oː"). Set after every synth, cleared by
+        # :meth:`_reset_reader`.
+        self._reader_dirty = False
 
     # -- callback ---------------------------------------------------------------------------
 
@@ -359,6 +366,7 @@ class EspeakLibrary:
                 rc = self._lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, flags, None, None)
             finally:
                 self._on_audio = None
+                self._reader_dirty = True
         if rc != 0 and not aborted:
             raise EspeakError(f"espeak_Synth failed with code {rc}")
         return not aborted
@@ -373,14 +381,37 @@ class EspeakLibrary:
         out: list[str] = []
         with LOCK:
             self.set_voice(voice)
+            if self._reader_dirty:
+                self._reset_reader()
             # Each call translates up to the next clause end and advances ``ptr``; NULL at end.
+            # Read to the end, so nothing is left over for the next call; a loop cut short (an
+            # error) leaves the reader to be reset.
+            self._reader_dirty = True
             for _ in range(len(data) + 1):
                 if not ptr.value:
+                    self._reader_dirty = False
                     break
                 res = self._lib.espeak_TextToPhonemes(ctypes.byref(ptr), CHARS_UTF8, mode)
                 if res:
                     out.append(res.decode("utf-8", "replace"))
         return out
+
+    def _reset_reader(self) -> None:
+        """Clear the text reader's state left by the last synth (see ``_reader_dirty``).
+
+        An empty ``espeak_Synth`` runs the library's own ``InitText`` and reads nothing, so it
+        leaves nothing behind; it costs well under a millisecond. Call under :data:`LOCK`.
+        """
+        data = b"\0"
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._on_audio = lambda audio, events: True  # keep going: an abort could read ahead
+        try:
+            rc = self._lib.espeak_Synth(buf, len(data), 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
+        finally:
+            self._on_audio = None
+        if rc != 0:
+            raise EspeakError(f"espeak_Synth failed with code {rc} while resetting the reader")
+        self._reader_dirty = False
 
 
 _LIBRARY: EspeakLibrary | None = None

@@ -15,8 +15,21 @@ T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a fresh event loop (each test owns its loop)."""
-    return asyncio.run(coro)
+    """Run a coroutine on a fresh event loop (each test owns its loop).
+
+    A loop already running in this thread (an earlier test that left Playwright's sync API
+    open) makes ``asyncio.run`` refuse before it starts the coroutine, and Python then warns
+    that the coroutine "was never awaited", which hides the cause: close it and say so.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise RuntimeError(
+        "an event loop is already running in the test thread: an earlier test left one "
+        "open (Playwright's sync API?), so this test cannot run its own"
+    )
 
 
 async def collect(agen: AsyncIterable[TTSChunk]) -> list[TTSChunk]:

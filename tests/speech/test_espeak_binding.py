@@ -100,3 +100,47 @@ def test_returning_false_from_the_callback_aborts_synthesis() -> None:
         )
     assert completed is False
     assert calls == 3
+
+
+def _abort_after(lib: _espeak.EspeakLibrary, text: str, voice: str, buffers: int) -> None:
+    calls = 0
+
+    def on_audio(audio: bytes, evs: list[_espeak.EspeakEvent]) -> bool:
+        nonlocal calls
+        calls += 1
+        return calls < buffers
+
+    with _espeak.LOCK:
+        lib.set_voice(voice)
+        lib.set_parameters(rate=175, pitch=50, volume=100, pitch_range=50)
+        assert lib.synth(text, on_audio) is False
+
+
+@pytest.mark.parametrize("buffers", [1, 4, 30])
+@pytest.mark.parametrize(
+    ("voice", "word", "expected"),
+    [("de", "Hallo", "h_ˈa_l_oː"), ("en-us", "Hello", "h_ə_l_ˈoʊ")],
+)
+def test_g2p_after_an_aborted_synth_reads_only_its_own_text(
+    buffers: int, voice: str, word: str, expected: str
+) -> None:
+    # espeak reads one character past a clause end before it speaks the clause; a synth
+    # stopped there left that character ("Z" of "Zwölf", "d" of "der") in the reader, and the
+    # next G2P call read it first: "Hallo" came back as "ts ɛt h a l oː" or "d eː h a l oː".
+    lib = _espeak.get_library()
+    _abort_after(lib, "Der Hund bellt, der Zwerg lacht. Zwölf Boxer jagen Viktor.", "de", buffers)
+    assert lib.text_to_phonemes(word, voice) == [expected]
+    _abort_after(lib, "Hello there, my friend. Zebras run fast.", "en-us", buffers)
+    assert lib.text_to_phonemes(word, voice) == [expected]
+
+
+def test_g2p_after_a_phoneme_input_synth_reads_brackets_as_text() -> None:
+    # A synth with phoneme input left the library's phoneme-input flag set for G2P.
+    lib = _espeak.get_library()
+    text = "[[h@l'o:]] Hallo"
+    plain = lib.text_to_phonemes(text, "de")
+    with _espeak.LOCK:
+        lib.set_voice("de")
+        assert lib.synth("[[h@l'o:]]", lambda audio, evs: True, phoneme_input=True)
+    assert lib.text_to_phonemes(text, "de") == plain
+    assert plain[-1].strip("_").split(" ")[-1] == "h_ˈa_l_oː"

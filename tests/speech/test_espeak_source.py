@@ -4,6 +4,7 @@ cancellation, the event loop, and text given as deltas."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from lipcore import _espeak
 from lipcore.default_plugins import espeak as espeak_plugin
 from lipcore.default_plugins.espeak import EspeakSource, TextSegmenter
+from lipcore.default_plugins.mapper import g2p_word
 from lipcore.errors import InputError, UnknownVoiceError
 from lipcore.interfaces import TTSChunk
 
@@ -389,3 +391,96 @@ def test_bad_delta_types_are_an_input_error(source: EspeakSource) -> None:
 
     with pytest.raises(InputError, match="deltas must be strings"):
         run(collect(source.synthesize(bad(), voice="de")))
+
+
+# ------------------------------------------------------------------ abandoned utterances
+
+# The first piece the segmenter cuts ("… springen,") holds a clause end of its own: espeak reads
+# past it before it speaks, so an abort inside that piece leaves read-ahead text in the library.
+CLAUSES_DE = (
+    "Der schnelle braune Fuchs, der Zwerg und die Katze springen, laufen und tanzen über "
+    "den faulen Hund. Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich."
+)
+
+
+async def _aclose_after(source: EspeakSource, chunks: int) -> None:
+    agen = source.synthesize(CLAUSES_DE, voice="de")
+    for _ in range(chunks):
+        await agen.__anext__()
+    await agen.aclose()  # type: ignore[attr-defined]
+
+
+async def _cancel_consumer(source: EspeakSource, chunks: int) -> None:
+    got = asyncio.Event()
+
+    async def consume() -> None:
+        n = 0
+        async for _ in source.synthesize(CLAUSES_DE, voice="de"):
+            n += 1
+            if n >= chunks:
+                got.set()
+                await asyncio.sleep(30)  # a consumer stuck in its transport
+
+    task = asyncio.create_task(consume())
+    await got.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _left_suspended(source: EspeakSource, chunks: int) -> object:
+    agen = source.synthesize(CLAUSES_DE, voice="de")
+    for _ in range(chunks):
+        await agen.__anext__()
+    return agen  # still suspended when asyncio.run closes the loop (shutdown_asyncgens)
+
+
+async def _garbage_collected(source: EspeakSource, chunks: int) -> None:
+    agen = source.synthesize(CLAUSES_DE, voice="de")
+    for _ in range(chunks):
+        await agen.__anext__()
+    del agen  # dropped without aclose while the loop runs on
+    gc.collect()
+    await asyncio.sleep(0.1)
+
+
+def _loop_closed_without_shutdown(source: EspeakSource, chunks: int) -> None:
+    # A host that closes its loop without shutdown_asyncgens: the generator's cleanup never
+    # runs on that loop; the worker thread must still stop and free the library.
+    loop = asyncio.new_event_loop()
+    agen = source.synthesize(CLAUSES_DE, voice="de")
+    try:
+        for _ in range(chunks):
+            loop.run_until_complete(agen.__anext__())
+    finally:
+        loop.close()
+    del agen
+    gc.collect()
+
+
+@pytest.mark.parametrize("chunks", [1, 12])
+@pytest.mark.parametrize(
+    "abandon", ["aclose", "cancel consumer", "loop ends", "garbage collected", "loop closed"]
+)
+def test_an_abandoned_utterance_leaves_nothing_for_the_next(
+    source: EspeakSource, abandon: str, chunks: int
+) -> None:
+    if abandon == "aclose":
+        run(_aclose_after(source, chunks))
+    elif abandon == "cancel consumer":
+        run(_cancel_consumer(source, chunks))
+    elif abandon == "loop ends":
+        run(_left_suspended(source, chunks))
+    elif abandon == "garbage collected":
+        run(_garbage_collected(source, chunks))
+    else:
+        _loop_closed_without_shutdown(source, chunks)
+    # The abandoned synthesis stops and frees the library at once …
+    assert _lock_free_within(1.0)
+    # … and the next utterance, translated (the character path's G2P, uncached) or spoken,
+    # sees only its own text: no read-ahead text, phoneme or audio of the one before.
+    assert g2p_word.__wrapped__("Hallo", "de") == ("h", "ˈa", "l", "oː")
+    chunks_after = run(collect(source.synthesize("Hallo.", voice="de")))
+    check_chunks(chunks_after)
+    assert [p.phoneme for p in phonemes_of(chunks_after)] == ["h", "ˈa", "l", "oː"]
+    assert audio_ms(chunks_after) < 1000

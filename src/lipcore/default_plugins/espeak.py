@@ -393,13 +393,17 @@ class EspeakSource(TTSSource):
             )
         finally:
             cancel.set()
-            if not producer.done():
-                producer.cancel()
-            # Wait for the producer to wind down (the worker thread aborts espeak at its next
-            # buffer); ``wait`` does not re-raise the producer's own error or cancellation.
-            await asyncio.wait({producer})
-            if not producer.cancelled():
-                producer.exception()  # retrieved: it was already handed to the consumer
+            # A loop closed without ``shutdown_asyncgens`` finalizes this generator later, when
+            # nothing can run on it any more: then the worker thread stops on its own at its
+            # next buffer (``cancel``; ``put`` also sets it once the loop is gone).
+            if not loop.is_closed():
+                if not producer.done():
+                    producer.cancel()
+                # Wait for the producer to wind down (the worker thread aborts espeak at its
+                # next buffer); ``wait`` does not re-raise the producer's error or cancellation.
+                await asyncio.wait({producer})
+                if not producer.cancelled():
+                    producer.exception()  # retrieved: it was already handed to the consumer
 
 
 @hookimpl
