@@ -18,10 +18,12 @@ Register fakes in tests through inline plugins, never in the product::
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "rechunk",
     "synthetic_speech",
     "testing_engine",
+    "write_test_avatar",
 ]
 
 TEST_VOICES: tuple[Voice, ...] = (
@@ -57,9 +60,12 @@ _LETTER_PHONEMES: dict[str, str] = {
 @dataclass(frozen=True, slots=True)
 class TimedTTSChunk(TTSChunk):
     """A chunk stamped with the ``time.perf_counter()`` at which the source yielded it, so a
-    server can measure its own added latency (chunk in → frame on the socket)."""
+    server can measure its own added latency (chunk in → frame on the socket), and with the
+    moment it was due on the replay schedule (``due_at``; equals the start of the utterance
+    when not replaying in real time), so a server can measure how late its event loop ran."""
 
     yielded_at: float = 0.0
+    due_at: float = 0.0
 
 
 def synthetic_speech(
@@ -226,15 +232,16 @@ class ReplayTTSSource(TTSSource):
                 await asyncio.sleep(self.first_audio_ms / 1000.0)
             async for piece in self._pieces(text):
                 for chunk in piece:
+                    due = t0 + self.first_audio_ms / 1000.0
                     if self.realtime:
-                        due = t0 + (self.first_audio_ms + chunk.pts_ms) / 1000.0
+                        due += chunk.pts_ms / 1000.0
                         delay = due - time.perf_counter()
                         if delay > 0:
                             await asyncio.sleep(delay)
                     yield TimedTTSChunk(
                         audio=chunk.audio, sample_rate=chunk.sample_rate, pts_ms=chunk.pts_ms,
                         phonemes=chunk.phonemes, chars=chunk.chars, final=chunk.final,
-                        yielded_at=time.perf_counter(),
+                        yielded_at=time.perf_counter(), due_at=due,
                     )
         finally:
             self.closed += 1
@@ -345,5 +352,44 @@ def testing_engine(
     return Engine(plugin_manager=pm, settings=EngineSettings(default_tts=default, **settings))
 
 
+def write_test_avatar(root: Path, avatar_id: str = "a_prebuilt_test_avatar") -> Path:
+    """A small but real prebuilt avatar under ``<root>/avatars/<avatar_id>/`` (H.264 idle.mp4
+    of noise, PNG photo, mask and atlas, atlas JSON, mouth track, manifest), for servers in
+    tests and benchmarks that need no face pipeline. Returns the avatar directory."""
+    from PIL import Image
+
+    from lipcore.media import write_mp4
+    from lipcore.models import AvatarManifest
+
+    d = Path(root) / "avatars" / avatar_id
+    if (d / "manifest.json").is_file():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    frames = [np.clip(rng.normal(128, 40, (96, 128, 3)), 0, 255).astype(np.uint8)
+              for _ in range(25)]
+    write_mp4(d / "idle.mp4", frames, 25.0)
+    Image.fromarray(frames[0]).save(d / "photo.png")
+    Image.fromarray(np.full((22, 36), 255, np.uint8)).save(d / "mask_mouth.png")
+    Image.fromarray(np.zeros((88, 144, 4), np.uint8)).save(d / "atlas.png")
+    roi = {"x": 46, "y": 60, "w": 36, "h": 22}
+    (d / "atlas.json").write_text(json.dumps({"grid": {"cols": 4, "rows": 4},
+                                              "classes": ["Rest"], "mask": "mask_mouth.png",
+                                              "roi": roi}))
+    (d / "mouth_track.json").write_text(json.dumps(
+        {"fps": 25.0, "affines": [[1, 0, 0, 0, 1, 0]] * 25}))
+    manifest = AvatarManifest.model_validate({
+        "avatar_id": avatar_id, "created_at": "2026-11-25T09:00:00Z",
+        "photo": {"file": "photo.png", "width": 128, "height": 96}, "roi": roi,
+        "lipsync": {"type": "sprites", "atlas": "atlas.png", "atlas_json": "atlas.json",
+                    "mask": "mask_mouth.png"},
+        "idle": {"file": "idle.mp4", "fps": 25.0, "frames": 25, "seconds": 1.0,
+                 "mouth_track": "mouth_track.json"},
+    })
+    (d / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    return d
+
+
 # Names starting with "test" are not tests (pytest would collect them when imported).
 testing_engine.__test__ = False  # type: ignore[attr-defined]
+write_test_avatar.__test__ = False  # type: ignore[attr-defined]

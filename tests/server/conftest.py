@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import uvicorn
-from PIL import Image
 
-from lipcore.models import AvatarManifest
 from lipcore.server import ServerSettings, create_app
 from lipcore.server.protocol import unpack_frame, validate_server_message
-from lipcore.testing import FailingTTSSource, ReplayTTSSource, testing_engine
+from lipcore.testing import (
+    FailingTTSSource,
+    ReplayTTSSource,
+    testing_engine,
+    write_test_avatar,
+)
 
 FAKE_AVATAR_ID = "a_prebuilt_test_avatar"
 
@@ -63,37 +65,8 @@ def start_server(app: Any, *, tts: dict[str, Any] | None = None, prefix: str = "
 
 
 def write_fake_avatar(root: Path, avatar_id: str = FAKE_AVATAR_ID) -> Path:
-    """A small but real prebuilt avatar directory (H.264 idle.mp4 via lipcore.media, PNG mask,
-    atlas, mouth track, manifest) for tests that do not need the face pipeline."""
-    from lipcore.media import write_mp4
-
-    d = root / "avatars" / avatar_id
-    if (d / "manifest.json").is_file():
-        return d
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    frames = [np.clip(rng.normal(128, 40, (96, 128, 3)), 0, 255).astype(np.uint8)
-              for _ in range(25)]
-    write_mp4(d / "idle.mp4", frames, 25.0)
-    Image.fromarray(frames[0]).save(d / "photo.png")
-    Image.fromarray(np.full((22, 36), 255, np.uint8)).save(d / "mask_mouth.png")
-    Image.fromarray(np.zeros((88, 144, 4), np.uint8)).save(d / "atlas.png")
-    roi = {"x": 46, "y": 60, "w": 36, "h": 22}
-    (d / "atlas.json").write_text(json.dumps({"grid": {"cols": 4, "rows": 4},
-                                              "classes": ["Rest"], "mask": "mask_mouth.png",
-                                              "roi": roi}))
-    (d / "mouth_track.json").write_text(json.dumps(
-        {"fps": 25.0, "affines": [[1, 0, 0, 0, 1, 0]] * 25}))
-    manifest = AvatarManifest(
-        avatar_id=avatar_id, created_at="2026-11-25T09:00:00Z",
-        photo={"file": "photo.png", "width": 128, "height": 96}, roi=roi,
-        lipsync={"type": "sprites", "atlas": "atlas.png", "atlas_json": "atlas.json",
-                 "mask": "mask_mouth.png"},
-        idle={"file": "idle.mp4", "fps": 25.0, "frames": 25, "seconds": 1.0,
-              "mouth_track": "mouth_track.json"},
-    )
-    (d / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-    return d
+    """A small but real prebuilt avatar (:func:`lipcore.testing.write_test_avatar`)."""
+    return write_test_avatar(root, avatar_id)
 
 
 def make_tts() -> dict[str, Any]:

@@ -178,10 +178,11 @@ def _routes() -> APIRouter:
 
     @router.get("/metrics", tags=["operations"], dependencies=[Auth])
     async def metrics(request: Request) -> dict[str, Any]:
-        """Server-added latency (TTS chunk in → audio frame handed to the socket) for sources
-        that stamp their chunks (``lipcore.testing.ReplayTTSSource``), and session counts."""
+        """Server-added latency (TTS chunk in → audio frame written to the socket) and event
+        lag (chunk due on the TTS's schedule → frame written), in ms, for sources that stamp
+        their chunks (``lipcore.testing.ReplayTTSSource``), and session counts."""
         st = _state(request)
-        return {"latency": st.sessions.latency.summary(),
+        return {"latency": st.sessions.latency.summary(), "lag": st.sessions.lag.summary(),
                 "sessions": len(st.sessions.sessions)}
 
     @router.post("/avatarize-2d", tags=["avatars"], dependencies=[Auth],

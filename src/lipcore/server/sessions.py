@@ -109,6 +109,7 @@ class _Item:
     utterance: int  # 0: not part of an utterance (hello, pong, error, stop)
     viseme: bool = False
     t_chunk: float | None = None  # perf_counter when the TTS yielded the chunk (audio only)
+    t_due: float | None = None  # perf_counter when the chunk was due on the TTS's schedule
 
     @property
     def size(self) -> int:
@@ -131,6 +132,7 @@ class Outbox:
         max_bytes: int,
         on_hopeless: Callable[[str], None],
         latency: LatencyStats | None = None,
+        lag: LatencyStats | None = None,
         usage: Usage | None = None,
     ) -> None:
         self.transport = transport
@@ -138,6 +140,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.on_hopeless = on_hopeless
         self.latency = latency
+        self.lag = lag
         self.usage = usage
         self._items: deque[_Item] = deque()
         self._bytes = 0
@@ -251,8 +254,12 @@ class Outbox:
             try:
                 if item.data is not None:
                     await transport.send_bytes(item.data)
-                    if item.t_chunk is not None and self.latency is not None:
-                        self.latency.add((time.perf_counter() - item.t_chunk) * 1000.0)
+                    if item.t_chunk is not None:
+                        now = time.perf_counter()
+                        if self.latency is not None:
+                            self.latency.add((now - item.t_chunk) * 1000.0)
+                        if self.lag is not None and item.t_due is not None:
+                            self.lag.add((now - item.t_due) * 1000.0)
                 else:
                     await transport.send_text(item.text or "")
             except Exception as exc:  # the peer went away: the receive loop notices too
@@ -373,10 +380,10 @@ class Session:
             self.outbox.put(_Item(_dumps(msg), None, utterance, viseme))
 
     def _send_audio(self, data: bytes, *, utterance: int, pts_ms: float,
-                    t_chunk: float | None) -> None:
+                    t_chunk: float | None, t_due: float | None = None) -> None:
         if self.outbox is not None:
             self.outbox.put(_Item(None, pack_frame(data, utterance=utterance, pts_ms=pts_ms),
-                                  utterance, False, t_chunk))
+                                  utterance, False, t_chunk, t_due))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -513,7 +520,9 @@ class Session:
                     self._send({"type": "utterance_start", "utterance": n,
                                 "sample_rate": chunk.sample_rate, "text": turn.text,
                                 "server_time_ms": round(_now_ms(), 1)}, utterance=n)
+                # Sources that stamp their chunks (lipcore.testing) let us measure ourselves.
                 t_chunk = getattr(chunk, "yielded_at", None)
+                t_due = getattr(chunk, "due_at", None)
                 if step.frames:
                     if single:
                         for f in step.frames:
@@ -529,7 +538,7 @@ class Session:
                                    utterance=n, viseme=True)
                 if chunk.audio:
                     self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
-                                     t_chunk=t_chunk)
+                                     t_chunk=t_chunk, t_due=t_due)
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
                 turn.sent_pts_ms = max(turn.sent_pts_ms, chunk.end_ms)
                 outbox = self.outbox
@@ -606,6 +615,7 @@ class Session:
             max_bytes=self.settings.send_queue_max_bytes,
             on_hopeless=hopeless,
             latency=self.manager.latency,
+            lag=self.manager.lag,
             usage=self.usage,
         )
         self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.session_id}")
@@ -732,7 +742,10 @@ class SessionManager:
         self._gone: deque[str] = deque(maxlen=10_000)
         self._gone_set: set[str] = set()
         self._janitor: asyncio.Task[None] | None = None
+        # Server-added latency (chunk yielded → frame written) and event lag (chunk due on
+        # the TTS's schedule → frame written), for sources that stamp their chunks.
         self.latency = LatencyStats()
+        self.lag = LatencyStats()
 
     def _ensure_janitor(self) -> None:
         # Started lazily: a mounted sub-app gets no lifespan events from its host.

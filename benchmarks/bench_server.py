@@ -1,0 +1,563 @@
+"""Realtime server under load: server-added latency, sessions per core, memory per session.
+
+The server is the real thing (``create_app`` on uvicorn with uvloop and the websockets
+implementation, as ``lipcore serve`` runs it) in its own process, pinned to ONE CPU. Its TTS is
+a :class:`lipcore.testing.ReplayTTSSource` replaying speech pre-synthesised once with espeak-ng,
+paced in real time (each 100 ms chunk is yielded when its audio would be due), so the numbers
+measure the server, not a TTS. The clients are real WebSocket clients (``websockets``) in this
+process, pinned to the other CPU: each session speaks the sentence, waits for
+``utterance_end``, speaks it again, for as long as the step lasts.
+
+What is measured, per step of concurrent speaking sessions:
+
+* **server-added latency**: the replay source stamps each chunk with ``perf_counter()`` when it
+  yields it; the server's writer stamps it again when ``send_bytes`` of its audio frame has
+  returned (the bytes are in the socket); the difference covers viseme mapping, queueing and the
+  send. Collected inside the server (``/metrics``).
+* **event lag (server)**: the same write time minus the moment the chunk was *due* on the
+  replay's real-time schedule: how late the server's event loop served the TTS's wake-up plus
+  the added latency. This is the "p99 event lag < 20 ms" criterion.
+* **event lag (client)**: receive time in the client minus (time the client sent ``speak`` +
+  the frame's ``pts_ms``): what a client sees, including the ``speak`` round trip and the
+  client's own scheduling (both processes read the same CLOCK_MONOTONIC).
+* event-loop lag of the server (a 10 ms timer's oversleep), the server's CPU use (fraction of
+  its one core), audio delivered per session per second (1.0 = keeps up with real time), and
+  RSS, from which memory per session is the slope over the steps.
+
+Run: ``.venv/bin/python benchmarks/bench_server.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pickle
+import random
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _report
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs back home "
+        "to tell everybody about it.")
+AVATAR_ID = "a_bench_server_avatar"
+LAG_TARGET_MS = 20.0
+ADDED_TARGET_MS = 5.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _pin(cpus: set[int]) -> set[int]:
+    available = os.sched_getaffinity(0)
+    want = cpus & available
+    if want:
+        os.sched_setaffinity(0, want)
+    return os.sched_getaffinity(0)
+
+
+def _summary(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {"count": 0}
+    s = sorted(samples)
+
+    def q(p: float) -> float:
+        return round(s[min(len(s) - 1, int(p * len(s)))], 3)
+
+    return {"count": len(s), "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
+            "max_ms": round(s[-1], 3)}
+
+
+def _rss_kb(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------- server process
+
+
+def serve(port: int, data_dir: Path, speech_file: Path, cpu: int) -> None:
+    """The server process: create_app + replay TTS on uvicorn, pinned to one CPU."""
+    import uvicorn
+    import uvloop
+    from fastapi import FastAPI
+
+    from lipcore.server import ServerSettings, create_app
+    from lipcore.server.sessions import LatencyStats
+    from lipcore.testing import ReplayTTSSource, testing_engine
+
+    _raise_fd_limit()
+    _pin({cpu})
+    chunks = pickle.loads(speech_file.read_bytes())
+    tts = {"replay": ReplayTTSSource(chunks, realtime=True, chunk_ms=100.0,
+                                     voices=_voices())}
+    engine = testing_engine(tts=tts, default_tts="replay")
+    settings = ServerSettings(data_dir=data_dir, max_sessions=100_000, serve_web=False,
+                              session_idle_timeout_s=3600, reconnect_grace_s=3600)
+    app = create_app(engine, settings)
+    state = app.state.lipcore
+    loop_lag = LatencyStats()
+
+    host = FastAPI()
+
+    @host.get("/bench/stats")
+    async def stats() -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "latency": state.sessions.latency.summary(),
+            "lag": state.sessions.lag.summary(),
+            "loop_lag": loop_lag.summary(),
+            "rss_kb": _rss_kb(),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "sessions": len(state.sessions.sessions),
+            "connected": sum(1 for s in state.sessions.sessions.values() if s.connected),
+            "affinity": sorted(os.sched_getaffinity(0)),
+        }
+
+    @host.post("/bench/reset")
+    async def reset() -> dict[str, bool]:
+        for stats_ in (state.sessions.latency, state.sessions.lag, loop_lag):
+            stats_.samples.clear()
+        return {"ok": True}
+
+    host.mount("", app)
+
+    async def probe() -> None:
+        # How late a 10 ms timer fires: the event loop's own lag.
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            loop_lag.add((time.perf_counter() - t - 0.01) * 1000.0)
+
+    async def main() -> None:
+        ws_impl = os.environ.get("LIPCORE_BENCH_WS", "websockets")  # as `lipcore serve`
+        config = uvicorn.Config(host, host="127.0.0.1", port=port, ws=ws_impl,  # type: ignore[arg-type]
+                                ws_per_message_deflate=False, log_level="warning",
+                                lifespan="on", backlog=4096)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(probe())
+        await server.serve()
+        task.cancel()
+
+    profile = os.environ.get("LIPCORE_BENCH_PROFILE")
+    if profile:  # a developer's aid: where the server's CPU goes
+        import cProfile
+        import signal
+
+        # CPU time, not wall time: the loop's idle wait counts for nothing.
+        prof = cProfile.Profile(time.process_time)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        prof.enable()
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(main())
+        prof.disable()
+        prof.dump_stats(profile)
+        return
+    uvloop.run(main())
+
+
+def _voices() -> Any:
+    from lipcore.interfaces import Voice
+
+    return (Voice(id="en", name="English (replayed espeak-ng)", language="en"),)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+class Client:
+    """All client sessions of this process and what they measured."""
+
+    def __init__(self, base: str, sample_rate: int) -> None:
+        self.base = base
+        self.sample_rate = sample_rate
+        self.ws_base = "ws://" + base.split("://", 1)[1]
+        self.measuring = False
+        self.lag: list[float] = []
+        self.audio_s = 0.0
+        self.messages = 0
+        self.errors = 0
+        self.closed = 0
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stop = asyncio.Event()
+        self.loop_lag: list[float] = []
+
+    async def session(self, http: Any, ready: asyncio.Event, stagger_s: float) -> None:
+        from websockets.asyncio.client import connect
+
+        r = await http.post(f"{self.base}/session-2d",
+                            json={"avatar_id": AVATAR_ID, "voice_id": "en"})
+        r.raise_for_status()
+        ws_url = r.json()["ws_url"]
+        speak = json.dumps({"type": "speak", "text": TEXT})
+        unpack = struct.Struct("<d").unpack_from
+        try:
+            async with connect(ws_url, compression=None, max_size=None, ping_interval=None,
+                               open_timeout=60, close_timeout=1) as ws:
+                await ws.recv()  # hello
+                ready.set()
+                await asyncio.sleep(random.uniform(0.0, stagger_s))
+                while not self.stop.is_set():
+                    t_speak = time.perf_counter()
+                    await ws.send(speak)
+                    while True:
+                        msg = await ws.recv()
+                        now = time.perf_counter()
+                        if self.measuring:
+                            self.messages += 1
+                        if isinstance(msg, bytes):
+                            if self.measuring:
+                                pts_ms = unpack(msg, 8)[0]
+                                self.lag.append((now - t_speak) * 1000.0 - pts_ms)
+                                self.audio_s += (len(msg) - 16) / 2 / self.sample_rate
+                        elif '"utterance_end"' in msg:
+                            break
+                        elif '"type":"error"' in msg:
+                            self.errors += 1
+                            break
+        except Exception:
+            if not self.stop.is_set():
+                self.closed += 1
+
+    async def probe(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            if self.measuring:
+                self.loop_lag.append((time.perf_counter() - t - 0.01) * 1000.0)
+
+    async def grow(self, http: Any, n: int, stagger_s: float) -> None:
+        """Add sessions until ``n`` are speaking (connected in batches)."""
+        while len(self.tasks) < n:
+            batch = min(50, n - len(self.tasks))
+            events = [asyncio.Event() for _ in range(batch)]
+            for ev in events:
+                self.tasks.append(asyncio.create_task(self.session(http, ev, stagger_s)))
+            await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in events)), 120)
+
+    def reset(self) -> None:
+        self.lag.clear()
+        self.loop_lag.clear()
+        self.audio_s = 0.0
+        self.messages = 0
+
+
+def _sample_rate(chunks: Sequence[Any]) -> int:
+    return int(chunks[0].sample_rate) if chunks else 22050
+
+
+async def run_client(base: str, steps: list[int], warm_s: float, window_s: float,
+                     sample_rate: int) -> dict[str, Any]:
+    import httpx
+
+    client = Client(base, sample_rate)
+    probe = asyncio.create_task(client.probe())
+    results: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as http:
+        base_stats = (await http.get(f"{base}/bench/stats")).json()
+        for n in steps:
+            t0 = time.perf_counter()
+            await client.grow(http, n, stagger_s=1.0)
+            ramp_s = time.perf_counter() - t0
+            await asyncio.sleep(warm_s)
+            await http.post(f"{base}/bench/reset")
+            client.reset()
+            before = (await http.get(f"{base}/bench/stats")).json()
+            client.measuring = True
+            t_start = time.perf_counter()
+            await asyncio.sleep(window_s)
+            client.measuring = False
+            wall = time.perf_counter() - t_start
+            after = (await http.get(f"{base}/bench/stats")).json()
+            cpu = (after["cpu_s"] - before["cpu_s"]) / wall
+            chunks = after["latency"].get("count", 0)
+            row = {
+                "sessions": n,
+                "connected": after["connected"],
+                "ramp_s": round(ramp_s, 1),
+                "added": after["latency"],
+                "lag": after["lag"],
+                "loop_lag": after["loop_lag"],
+                "client_lag": _summary(client.lag),
+                "client_loop_lag": _summary(client.loop_lag),
+                "server_cpu": round(cpu, 3),
+                "load": round(os.getloadavg()[0], 2),
+                "cpu_us_per_chunk": round(cpu * wall / chunks * 1e6) if chunks else None,
+                "rss_kb": after["rss_kb"],
+                "audio_rt": round(client.audio_s / wall / n, 3),
+                "msgs_per_s": round(client.messages / wall),
+                "errors": client.errors,
+                "dropped_connections": client.closed,
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+            lag_p99 = row["lag"].get("p99_ms", float("inf"))
+            if lag_p99 > 10 * LAG_TARGET_MS and row["server_cpu"] > 0.9:
+                break  # far past saturation: larger steps only take longer to say so
+        client.stop.set()
+        probe.cancel()
+        for t in client.tasks:
+            t.cancel()
+        await asyncio.gather(*client.tasks, return_exceptions=True)
+    return {"baseline": base_stats, "steps": results}
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+async def _record_speech() -> list[Any]:
+    from lipcore.engine import Engine
+
+    source = Engine().tts("espeak")
+    return [c async for c in source.synthesize(TEXT, voice="en")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_avatar(data_dir: Path) -> None:
+    from lipcore.testing import write_test_avatar
+
+    write_test_avatar(data_dir, AVATAR_ID)
+
+
+# Where the server's CPU goes: cumulative time of these functions in a cProfile of the server.
+_PARTS = [
+    ("viseme mapping (lipcore mapper: push/finish)", "default_plugins/mapper.py",
+     ("push", "finish")),
+    ("WebSocket sends (uvicorn + websockets)", "websockets_impl.py", ("asgi_send",)),
+    ("JSON encoding of events", "json/encoder.py", ("encode",)),
+]
+
+
+def profile_breakdown(path: Path) -> list[tuple[str, float]]:
+    """Shares of the profiled server's busy time (%), from its cProfile dump."""
+    import pstats
+
+    st = pstats.Stats(str(path))
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    # The profile's clock is CPU time, so the sum of all own times is the CPU the server used.
+    busy = sum(tt for (_c, _n, tt, _ct, _callers) in raw.values())
+    shares: list[tuple[str, float]] = []
+    for label, file_part, funcs in _PARTS:
+        cum = sum(ct for (file, _l, func), (_c, _n, _t, ct, _cl) in raw.items()
+                  if file.endswith(file_part) and func in funcs)
+        shares.append((label, 100.0 * cum / busy if busy else 0.0))
+    shares.append(("everything else (sessions, outbox, TTS replay, asyncio, HTTP)",
+                   max(0.0, 100.0 - sum(v for _, v in shares))))
+    return shares
+
+
+def _fmt(stats: dict[str, Any], key: str) -> str:
+    v = stats.get(key)
+    return "–" if v is None else f"{v:.2f}"
+
+
+def report(res: dict[str, Any], *, quick: bool, audio_s: float, cpus: str,
+           breakdown: list[tuple[str, float]] | None, profile_n: int) -> None:
+    steps = res["steps"]
+    rows = []
+    for r in steps:
+        ok = r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95
+        rows.append([
+            r["sessions"], _fmt(r["added"], "p50_ms"), _fmt(r["added"], "p99_ms"),
+            _fmt(r["lag"], "p50_ms"), _fmt(r["lag"], "p99_ms"),
+            _fmt(r["client_lag"], "p50_ms"), _fmt(r["client_lag"], "p99_ms"),
+            _fmt(r["loop_lag"], "p99_ms"), f"{100 * r['server_cpu']:.0f} %",
+            r["cpu_us_per_chunk"] if r["cpu_us_per_chunk"] is not None else "–",
+            f"{r['audio_rt']:.2f}", r["msgs_per_s"], f"{r['rss_kb'] / 1024:.0f}",
+            f"{r['load']:.1f}",
+            "✅" if ok else "❌",
+        ])
+    passing = [r["sessions"] for r in steps
+               if r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95]
+    held = max(passing) if passing else 0
+    failing = [r["sessions"] for r in steps if r["sessions"] > held]
+    breaks = min(failing) if failing else None
+
+    at100 = next((r for r in steps if r["sessions"] == 100), None)
+    base_rss = res["baseline"]["rss_kb"]
+    # Memory per session: least-squares slope of RSS over the number of sessions.
+    xs = [0.0] + [float(r["sessions"]) for r in steps]
+    ys = [float(base_rss)] + [float(r["rss_kb"]) for r in steps]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    slope_kb = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+    last = steps[-1] if steps else None
+    per_last_kb = (last["rss_kb"] - base_rss) / last["sessions"] if last else 0.0
+
+    body = [
+        f"Server: `create_app` on uvicorn (uvloop, websockets, no per-message deflate) pinned "
+        f"to CPU {cpus.split('/')[0]}; clients: `websockets` in another process on CPU "
+        f"{cpus.split('/')[1]}. TTS: espeak-ng speech ({audio_s:.1f} s, 22.05 kHz) replayed in "
+        "real time in 100 ms chunks; every session speaks it again as soon as it ends. "
+        "Batched viseme events (one `visemes` message + one binary audio frame per chunk).",
+        "",
+        _report.table(
+            ["sessions", "added p50 ms", "added p99 ms", "lag p50 ms", "lag p99 ms",
+             "client lag p50 ms", "client lag p99 ms", "loop lag p99 ms", "server CPU",
+             "CPU µs/chunk", "audio/real time", "msgs/s", "RSS MiB", "load avg",
+             "p99 lag < 20 ms"],
+            rows,
+        ),
+        "",
+        "*added*: chunk yielded by the TTS → its frame written to the socket (server stamps). "
+        "*lag*: chunk due on the real-time schedule → frame written (server). *client lag*: "
+        "frame received − (speak sent + pts). *audio/real time*: audio seconds each session "
+        "received per second (1.00 = keeps up).",
+        "",
+    ]
+    targets: list[list[object]] = []
+    if at100 is not None:
+        p99 = at100["added"].get("p99_ms", float("inf"))
+        targets.append(["server-added latency p99 at 100 sessions", f"< {ADDED_TARGET_MS:g} ms",
+                        f"{p99:.2f} ms (p50 {at100['added'].get('p50_ms', 0):.2f} ms)",
+                        "✅" if p99 < ADDED_TARGET_MS else "❌"])
+    targets.append(["speaking sessions one server core holds (p99 lag < 20 ms)", "≥ 500",
+                    f"{held}" + (f" (breaks at {breaks})" if breaks else " (largest step)"),
+                    "✅" if held >= 500 else "❌"])
+    targets.append(["memory per session (RSS slope)", "bounded, reported",
+                    f"{slope_kb:.0f} KiB (last step {per_last_kb:.0f} KiB/session)", "–"])
+    body += [_report.table(["target", "goal", "measured", "met"], targets), ""]
+    if breakdown:
+        body += [
+            f"Where the server's CPU goes (cProfile of the server at {profile_n} sessions, "
+            "share of its busy time; profiling inflates the absolute cost, not the shares):",
+            "",
+            _report.table(["part", "share of server CPU"],
+                          [[label, f"{v:.0f} %"] for label, v in breakdown]),
+            "",
+        ]
+    verdict = (
+        f"One server core kept {held} sessions speaking in real time with p99 event lag under "
+        f"{LAG_TARGET_MS:g} ms"
+        + (f"; at {breaks} the lag grew past it" if breaks else "")
+        + ". The added latency stays sub-millisecond until the core saturates; beyond that the "
+        "lag is queueing in the event loop (see loop lag and server CPU)."
+    )
+    if quick:
+        verdict = "Quick smoke run (small steps, short windows): not the figure to quote. " + (
+            verdict)
+    body += [verdict, "",
+             "Measured on a shared 2-core machine while other work ran: the integrator's quiet "
+             "re-run is the figure to quote."]
+    _report.write("server", "Realtime server: latency, sessions per core, memory", "\n".join(body))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    ap.add_argument("--steps", type=str, default=None,
+                    help="comma-separated session counts (default 50,100,200,...)")
+    ap.add_argument("--window", type=float, default=None, help="seconds measured per step")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the profiled run (CPU breakdown)")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--speech", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve(args.port, args.data_dir, args.speech, args.cpu)
+        return
+
+    _raise_fd_limit()
+    if args.steps:
+        steps = [int(x) for x in args.steps.split(",")]
+    else:
+        steps = [10, 30] if args.quick else [50, 100, 200, 300, 400, 500, 600, 800, 1000]
+    window = args.window or (3.0 if args.quick else 10.0)
+    warm = 1.5 if args.quick else 3.0
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+
+    chunks = asyncio.run(_record_speech())
+    rate = _sample_rate(chunks)
+    audio_s = sum(len(c.audio) for c in chunks) / 2 / rate
+    profile_n = 10 if args.quick else 30
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        tmpdir = Path(tmp)
+        speech = tmpdir / "speech.pkl"
+        speech.write_bytes(pickle.dumps(chunks))
+        data_dir = tmpdir / "data"
+        _write_avatar(data_dir)
+        res = _with_server(data_dir, speech, server_cpu, client_cpu,
+                           lambda base: run_client(base, steps, warm, window, rate))
+        breakdown = None
+        if not args.no_profile:
+            prof = tmpdir / "server.prof"
+            _with_server(data_dir, speech, server_cpu, client_cpu,
+                         lambda base: run_client(base, [profile_n], warm, window / 2, rate),
+                         profile=prof)
+            breakdown = profile_breakdown(prof)
+    report(res, quick=args.quick, audio_s=audio_s, cpus=f"{server_cpu}/{client_cpu}",
+           breakdown=breakdown, profile_n=profile_n)
+
+
+def _with_server(data_dir: Path, speech: Path, server_cpu: int, client_cpu: int,
+                 run: Any, profile: Path | None = None) -> Any:
+    """Start the server process, run ``run(base_url)`` (a coroutine) as the client in this
+    process pinned to ``client_cpu``, stop the server."""
+    import httpx
+    import uvloop
+
+    port = _free_port()
+    env = dict(os.environ)
+    if profile is not None:
+        env["LIPCORE_BENCH_PROFILE"] = str(profile)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--port", str(port), "--data-dir",
+         str(data_dir), "--speech", str(speech), "--cpu", str(server_cpu)],
+        cwd=ROOT, env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the benchmark server did not start")
+            time.sleep(0.2)
+        mask = os.sched_getaffinity(0)
+        _pin({client_cpu})
+        try:
+            return uvloop.run(run(base))
+        finally:
+            os.sched_setaffinity(0, mask)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()
