@@ -117,6 +117,7 @@ class UnmappedPhonemeError(KeyError):
     """A phoneme that no class covers (a gap in the map; the exhaustive test guards it)."""
 
 
+@lru_cache(maxsize=4096)
 def normalize_phoneme(phoneme: str) -> str:
     """Drop stress, length and tie marks (and espeak language switches like ``(en)``)."""
     p = unicodedata.normalize("NFC", phoneme.strip())
@@ -125,6 +126,7 @@ def normalize_phoneme(phoneme: str) -> str:
     return "".join(ch for ch in p if ch not in _DROP)
 
 
+@lru_cache(maxsize=4096)
 def is_silence(phoneme: str) -> bool:
     """True for pauses: ``""``, ``_``, espeak's numbered pause phonemes (``1``) and its
     language-switch markers (``(en)``). Any other symbol is a sound and needs a class."""
@@ -175,12 +177,14 @@ def is_closure(viseme: str) -> bool:
     return viseme in _CLOSURE
 
 
+@lru_cache(maxsize=4096)
 def is_vowel(phoneme: str) -> bool:
     """True if the phoneme's first letter is a vowel."""
     bare = _strip_diacritics(normalize_phoneme(phoneme))
     return bool(bare) and bare[0] in _VOWELS
 
 
+@lru_cache(maxsize=4096)
 def dominance_scale(phoneme: str) -> float:
     """How strongly a phoneme pulls the mouth to its class, relative to a vowel (1.0).
 

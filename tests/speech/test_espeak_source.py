@@ -314,7 +314,8 @@ def test_event_loop_keeps_running_while_the_library_is_busy(source: EspeakSource
     max_gap, n_ticks, n_chunks = run(body())
     assert n_chunks > 100
     assert n_ticks > 40  # the ticker ran all along: ≥ 0.4 s at 5 ms
-    assert max_gap < 0.1, f"event loop blocked for {max_gap * 1000:.0f} ms"
+    # A loop blocked by the lock wait would stall ≥ 0.38 s; 0.25 s leaves room for a loaded CI.
+    assert max_gap < 0.25, f"event loop blocked for {max_gap * 1000:.0f} ms"
 
 
 def test_text_deltas_are_spoken_piece_by_piece_on_one_timeline(source: EspeakSource) -> None:
