@@ -187,6 +187,8 @@ def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[n
                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
             assert sock.recv(12) == b"HTTP/1.1 101"
             status: dict[str, Any] = {}
+            session = srv.app.state.lipcore.sessions.get(sid)
+            peak_bytes = peak_msgs = 0
             # keep it talking (4800 characters ≈ 6 minutes of audio a time) until the kernel's
             # socket buffers are full and the server's sends block
             for _ in range(150):
@@ -195,8 +197,14 @@ def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[n
                     break
                 if status["queued_utterances"] < 2:
                     await c.post(f"{srv.url}/session-2d/{sid}/speak", json={"text": LONG * 19})
+                outbox = session.outbox  # what the server holds for this client
+                if outbox is not None:
+                    peak_bytes = max(peak_bytes, outbox.queued_bytes)
+                    peak_msgs = max(peak_msgs, len(outbox))
                 await asyncio.sleep(0.1)
             assert status["connected"] is False
+            # memory per session stays bounded: the send queue never grew past its limits
+            assert 0 < peak_bytes <= 200_000 and peak_msgs <= 64
             assert status["last_close"]["code"] == 4408
             assert "client too slow" in status["last_close"]["reason"]
             u = (await c.get(f"{srv.url}/session-2d/{sid}/usage")).json()

@@ -45,8 +45,12 @@ def serve(
     auth = "API key required" if api_key else "no API key (loopback only)"
     console.print(f"lipcore server on http://{host}:{port}  ({auth}; data in {settings.data_dir})",
                   highlight=False)
+    # No per-message deflate: PCM audio hardly compresses and deflate costs CPU per frame.
+    # Messages over 1 MiB close the socket (1009) before they are buffered; smaller ones over
+    # max_message_bytes get an error event (docs/protocol.md).
     uvicorn.run(app, host=host, port=port, ws="websockets", log_config=None,
-                log_level=log_level.lower())
+                log_level=log_level.lower(), ws_per_message_deflate=False,
+                ws_max_size=max(settings.max_message_bytes, 1 << 20))
 
 
 def register(app: typer.Typer) -> None:

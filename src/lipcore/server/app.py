@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -111,6 +112,73 @@ class _State:
                 "missing or wrong API key: send it in the X-API-Key header "
                 "(or Authorization: Bearer <key>)"
             )
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a request body over its bound with 413 *before* reading it
+    (``Content-Length``) or as soon as a streamed body passes it, instead of letting the form
+    parser spool a huge upload to disk first. ``POST /avatarize-2d`` may carry
+    ``max_upload_bytes`` (plus multipart framing); every other body ``max_request_bytes``."""
+
+    _SLACK = 64 * 1024  # multipart boundaries, headers and the small form fields
+
+    class _TooLarge(Exception):
+        pass
+
+    def __init__(self, app: Any, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        if path.rstrip("/").endswith("/avatarize-2d"):
+            return (self.settings.max_upload_bytes + self._SLACK,
+                    f"the upload is larger than the {self.settings.max_upload_bytes} byte limit; "
+                    "send a smaller photo (2048 px on the long side is plenty)")
+        return (self.settings.max_request_bytes,
+                f"the request body is larger than the {self.settings.max_request_bytes} byte "
+                "limit")
+
+    async def _refuse(self, send: Any, detail: str) -> None:
+        body = json.dumps({"error": "limit_exceeded", "detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit, detail = self._limit(str(scope.get("path", "")))
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(send, detail)
+                return
+        seen = 0
+        exceeded = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    exceeded = True
+                    raise self._TooLarge
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if not exceeded:  # the app's own answer to the aborted body is replaced
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            await self._refuse(send, detail)
 
 
 def _state(request: Request) -> _State:
@@ -351,6 +419,7 @@ def create_app(
                             headers=headers)
 
     app.include_router(_routes())
+    app.add_middleware(_BodyLimit, settings=settings)
     if settings.serve_web and (WEB_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

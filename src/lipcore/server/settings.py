@@ -36,6 +36,7 @@ class ServerSettings:
     idle_seconds: float = 4.0
     idle_fps: float = 25.0
     max_upload_bytes: int = 20_000_000
+    max_request_bytes: int = 1_000_000  # any other request body (JSON)
     max_image_pixels: int = 40_000_000
     max_image_side: int = 2048
     build_concurrency: int = 1
