@@ -1,11 +1,14 @@
-"""Wav2Lip (variant C) compute: ms per frame at batch 1/8/32, the providers that ran, and the
-streaming latency the model's audio window adds.
+"""Wav2Lip (variant C) compute: ms per frame at batch 1/8/32, frames per second and the real-time
+sessions that implies, the CPU work around the model, and the streaming latency the model's audio
+window adds (issue 7).
 
 The model is the public 96×96 Wav2Lip architecture with random weights, built with onnx (no
 checkpoint): same layer shapes, same FLOPs, so the timing is honest; the pictures are noise.
-Pass --model to time your own export instead.
+Pass --model to time your own export instead. A GPU figure needs onnxruntime-gpu and a GPU:
+``--provider cuda``; without one the result says so.
 
-    .venv/bin/python benchmarks/bench_wav2lip.py                      # CPU
+    .venv/bin/python benchmarks/bench_wav2lip.py                      # CPU, writes the result
+    .venv/bin/python benchmarks/bench_wav2lip.py --quick              # smoke run (seconds)
     .venv/bin/python benchmarks/bench_wav2lip.py --provider cuda      # GPU (onnxruntime-gpu)
     .venv/bin/python benchmarks/bench_wav2lip.py --provider cuda --precision fp16
 """
@@ -17,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +33,11 @@ from lipcore_wav2lip.face import CropBox, roi_from_prediction
 from lipcore_wav2lip.patches import MouthPatch
 from lipcore_wav2lip.runtime import Wav2LipModel
 from lipcore_wav2lip.testing import speechlike, wav2lip_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _report
+
+SESSION_FPS = 25.0
 
 
 def count_macs(path: Path) -> float:
@@ -129,7 +138,9 @@ def time_pre_post() -> dict[str, float]:
     return out
 
 
-def time_stream(model: Wav2LipModel, sample_rate: int, chunk_ms: float) -> dict[str, Any]:
+def time_stream(
+    model: Wav2LipModel, sample_rate: int, chunk_ms: float, seconds: float = 4.0
+) -> dict[str, Any]:
     """Feed real-time-sized chunks; report how much audio each frame waited for and the compute
     each chunk's frames cost."""
     rng = np.random.default_rng(1)
@@ -143,7 +154,7 @@ def time_stream(model: Wav2LipModel, sample_rate: int, chunk_ms: float) -> dict[
         affines=[(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)],
         fps=25.0,
     )
-    x = speechlike(4.0, sr=sample_rate)
+    x = speechlike(seconds, sr=sample_rate)
     step = int(sample_rate * chunk_ms / 1000)
     stream = renderer.stream(sample_rate=sample_rate)
     compute = []
@@ -167,6 +178,118 @@ def time_stream(model: Wav2LipModel, sample_rate: int, chunk_ms: float) -> dict[
     return out
 
 
+def gpu_note(providers: list[str]) -> str:
+    """Why there is (or is not) a GPU figure in this result."""
+    if any(p.startswith(("CUDA", "Tensorrt")) for p in providers):
+        return f"GPU providers ran: {', '.join(providers)}."
+    try:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    except ImportError:  # pragma: no cover - a dependency of the plugin
+        available = []
+    return (
+        "**GPU figure: blocked** — no GPU on this machine (and no device was lent to the session "
+        f"that ran this; onnxruntime offers {', '.join(available) or 'nothing'}). Run "
+        "`python benchmarks/bench_wav2lip.py --provider cuda` with onnxruntime-gpu on a GPU "
+        "host to fill it in."
+    )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = [
+        [
+            r["batch"],
+            r["runs"],
+            f"{r['ms_per_batch']:.1f}",
+            f"{r['ms_per_frame']:.1f}",
+            f"{r['frames_per_s']:.1f}",
+            f"{r['frames_per_s'] / SESSION_FPS:.2f}",
+        ]
+        for r in result["batches"]
+    ]
+    pp = result["pre_post"]
+    around_ms = (
+        pp["mel_window_ms_per_frame"]
+        + pp["roi_resample_ms_per_frame"]
+        + pp["jpeg_encode_ms_per_frame"]
+        + pp["mel_ms_per_audio_second"] / SESSION_FPS
+    )
+    stream_rows = [
+        [
+            f"{s['sample_rate']} Hz",
+            f"{s['chunk_ms']:g}",
+            f"{s['right_context_ms_min']:.1f}",
+            f"{s['right_context_ms_median']:.1f}",
+            f"{s['right_context_ms_max']:.1f}",
+            f"{s['compute_ms_per_frame_median']:.1f}",
+        ]
+        for s in result["stream"]
+    ]
+    best = result["best"]
+    sessions = best["frames_per_s"] / SESSION_FPS
+    realtime = sessions >= 1.0
+    hold = max(s["right_context_ms_max"] for s in result["stream"])
+    batch8 = next((r for r in result["batches"] if r["batch"] == 8), best)
+    added = hold + batch8["ms_per_batch"]
+    return "\n".join(
+        [
+            f"Random-weight model with the real Wav2Lip 96×96 layer shapes "
+            f"({result['gmacs_per_frame']:.2f} G-MACs per frame), providers "
+            f"{', '.join(result['providers'])}, {result['precision']}, "
+            f"{result['threads'] or 'all'} intra-op threads on {result['cpus']} cores; "
+            f"load average {result['load_average_1min_before']:.2f} before, "
+            f"{result['load_average_1min_after']:.2f} after.",
+            "",
+            _report.table(
+                ["batch", "runs", "ms/batch", "ms/frame", "frames/s", "25 fps sessions"], rows
+            ),
+            "",
+            f"- Best: batch {best['batch']}, {best['frames_per_s']:.1f} frames/s = "
+            f"**{sessions:.2f} real-time {SESSION_FPS:g} fps sessions** on this CPU "
+            f"({'✅' if realtime else '❌'} one live session needs ≥ 1.00). CPU work around the "
+            f"model adds ≈ {around_ms:.1f} ms per frame (mel, window, ROI resample, JPEG).",
+            f"- Streaming latency the model adds (hold-back): each frame waits for "
+            f"{hold:.0f} ms of audio after its own time at most (212.5 ms mel right context + "
+            f"resampler + chunking), then for its batch: ≈ {added:.0f} ms in all at batch 8 on "
+            f"this CPU (right context + one batch-8 inference); the mouth stays on the audio "
+            f"clock, so this delays the start of playback, not the sync.",
+            f"- {gpu_note(result['providers'])}",
+            "",
+            "Streaming (20 ms chunks, batch 8): audio each frame waited for beyond its own time, "
+            "and compute per frame:",
+            "",
+            _report.table(
+                [
+                    "input rate",
+                    "chunk ms",
+                    "wait min ms",
+                    "wait median ms",
+                    "wait max ms",
+                    "compute ms/frame",
+                ],
+                stream_rows,
+            ),
+            "",
+            "Pre/post-processing per frame: " + ", ".join(f"{k} {v}" for k, v in pp.items()) + ".",
+            "",
+            (
+                f"Interpretation: this CPU renders {sessions:.2f}× the frames one live "
+                f"{SESSION_FPS:g} fps session needs, "
+                + (
+                    "so it can serve live sessions itself; more sessions need more cores or a "
+                    "GPU pool."
+                    if realtime
+                    else "so variant C needs a GPU (or a smaller model) for live sessions; on "
+                    "the CPU it can only pre-render offline (`lipcore say`)."
+                )
+                + f" Batching changes the CPU's cost per frame from "
+                f"{rows[0][3]} to {best['ms_per_frame']:.1f} ms."
+            ),
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"])
@@ -175,8 +298,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="timing per batch size")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", type=Path, default=None, help="your own ONNX export")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: batches 1,8, 0.5 s")
     args = parser.parse_args()
+    if args.quick:
+        args.batches, args.seconds = "1,8", 0.5
     # Other work on the machine skews CPU timings: record the load next to them.
     load_before = round(os.getloadavg()[0], 2)
 
@@ -199,32 +325,30 @@ def main() -> None:
         batches = [int(b) for b in args.batches.split(",")]
         rows = time_batches(model, batches, args.seconds)
         best = min(rows, key=lambda r: r["ms_per_frame"])
-        fps = best["frames_per_s"]
-        print(
-            f"best: batch {best['batch']}, {fps} frames/s on this machine = "
-            f"{fps / 25:.2f} real-time 25 fps sessions"
-        )
         model.batch_size = 8
-        stream = [time_stream(model, sr, 20.0) for sr in (16000, 22050)]
+        stream_s = 1.0 if args.quick else 4.0
+        stream = [time_stream(model, sr, 20.0, stream_s) for sr in (16000, 22050)]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
+        "threads": args.threads,
         "load_average_1min_before": load_before,
         "load_average_1min_after": round(os.getloadavg()[0], 2),
         "gmacs_per_frame": round(gmacs, 2),
-        "providers": model.providers,
+        "providers": list(model.providers),
         "precision": model.precision,
         "batches": rows,
-        "sessions_at_25fps": round(fps / 25, 2),
+        "best": best,
+        "sessions_at_25fps": round(best["frames_per_s"] / SESSION_FPS, 2),
         "pre_post": time_pre_post(),
         "stream": stream,
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    _report.write("wav2lip", "Wav2Lip (variant C): compute and streaming latency", markdown(result))
 
 
 if __name__ == "__main__":
