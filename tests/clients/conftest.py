@@ -46,7 +46,9 @@ def chromium_path() -> str | None:
 def browser() -> Iterator[Any]:
     exe = chromium_path()
     if exe is None:
-        pytest.skip("chromium is not installed (scripts/setup.sh --dev installs it)")
+        # The set-up installs it: a missing browser is a broken set-up, not a pass.
+        pytest.fail("chromium is not installed: run scripts/setup.sh --dev (it installs "
+                    "Debian's chromium)", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -117,9 +117,32 @@ function mouthRegion() {
   };
 }
 
+/**
+ * Hold the idle loop still at `seconds` (null: let it play again). Screenshots and measurements
+ * of the mouth then compare like with like: the same idle frame, so only the overlay changes.
+ * Resolves once the held frame is on screen and the overlay has been drawn on it.
+ */
+async function holdIdle(seconds) {
+  if (seconds === null || seconds === undefined) {
+    await video.play().catch(() => {});
+    return;
+  }
+  video.pause();
+  if (Math.abs(video.currentTime - seconds) > 1e-3) {
+    await new Promise((resolve) => {
+      video.addEventListener("seeked", resolve, { once: true });
+      video.currentTime = seconds;
+    });
+  }
+  // Two display frames: the seeked frame is composited and the overlay redrawn for it.
+  for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r));
+  return frameIndexAt(video.currentTime, videoFps, mouthTrack?.affines.length ?? 1);
+}
+
 window.lipcore = {
   state,
   mouthRegion,
+  holdIdle,
   speak: (text, bargeIn = false) => speak(text, bargeIn),
   stop: () => stop(),
   envelopeLagMs,
@@ -289,8 +312,9 @@ function render(now) {
   const t0 = performance.now();
   const displayMs = now + frameInterval;
   const m = session ? session.mouthAt(displayMs) : { weights: {}, ptsMs: null };
-  const mt = "requestVideoFrameCallback" in HTMLVideoElement.prototype ? mediaTime
-    : video.currentTime;
+  // A paused (held or seeking) video shows the frame at currentTime; rVFC need not fire then.
+  const mt = "requestVideoFrameCallback" in HTMLVideoElement.prototype && !video.paused
+    ? mediaTime : video.currentTime;
   const idx = frameIndexAt(mt, videoFps, mouthTrack.affines.length);
   const fit = containFit(video.videoWidth, video.videoHeight, overlay.canvas.width,
     overlay.canvas.height);

@@ -115,6 +115,10 @@ export class LiveSession extends EventTarget {
         break;
       }
       case "stop":
+        // The server's stop is the last word on its utterance, also after a stop sent from
+        // here (the confirmation) or after utterance_end (the client may still be playing).
+        this.log("stop_received", { utterance: msg.utterance, reason: msg.reason ?? null,
+          at_pts_ms: msg.at_pts_ms ?? null });
         this.stopUtterance(msg.utterance ?? this.current, msg.ramp_ms ?? BARGE_IN_RAMP_MS,
           "server");
         break;
