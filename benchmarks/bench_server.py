@@ -51,8 +51,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _report
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs back home "
-        "to tell everybody about it.")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog, and then it runs back home "
+    "to tell everybody about it."
+)
 AVATAR_ID = "a_bench_server_avatar"
 LAG_TARGET_MS = 20.0
 ADDED_TARGET_MS = 5.0
@@ -83,8 +85,13 @@ def _summary(samples: Sequence[float]) -> dict[str, float]:
     def q(p: float) -> float:
         return round(s[min(len(s) - 1, int(p * len(s)))], 3)
 
-    return {"count": len(s), "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
-            "max_ms": round(s[-1], 3)}
+    return {
+        "count": len(s),
+        "p50_ms": q(0.5),
+        "p90_ms": q(0.9),
+        "p99_ms": q(0.99),
+        "max_ms": round(s[-1], 3),
+    }
 
 
 def _rss_kb(pid: int | str = "self") -> int:
@@ -97,7 +104,7 @@ def _rss_kb(pid: int | str = "self") -> int:
 # --------------------------------------------------------------------------- server process
 
 
-def serve(port: int, data_dir: Path, speech_file: Path, cpu: int) -> None:
+def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: float) -> None:
     """The server process: create_app + replay TTS on uvicorn, pinned to one CPU."""
     import uvicorn
     import uvloop
@@ -110,11 +117,15 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int) -> None:
     _raise_fd_limit()
     _pin({cpu})
     chunks = pickle.loads(speech_file.read_bytes())
-    tts = {"replay": ReplayTTSSource(chunks, realtime=True, chunk_ms=100.0,
-                                     voices=_voices())}
+    tts = {"replay": ReplayTTSSource(chunks, realtime=True, chunk_ms=chunk_ms, voices=_voices())}
     engine = testing_engine(tts=tts, default_tts="replay")
-    settings = ServerSettings(data_dir=data_dir, max_sessions=100_000, serve_web=False,
-                              session_idle_timeout_s=3600, reconnect_grace_s=3600)
+    settings = ServerSettings(
+        data_dir=data_dir,
+        max_sessions=100_000,
+        serve_web=False,
+        session_idle_timeout_s=3600,
+        reconnect_grace_s=3600,
+    )
     app = create_app(engine, settings)
     state = app.state.lipcore
     loop_lag = LatencyStats()
@@ -152,9 +163,16 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int) -> None:
 
     async def main() -> None:
         ws_impl = os.environ.get("LIPCORE_BENCH_WS", "websockets")  # as `lipcore serve`
-        config = uvicorn.Config(host, host="127.0.0.1", port=port, ws=ws_impl,  # type: ignore[arg-type]
-                                ws_per_message_deflate=False, log_level="warning",
-                                lifespan="on", backlog=4096)
+        config = uvicorn.Config(
+            host,
+            host="127.0.0.1",
+            port=port,
+            ws=ws_impl,  # type: ignore[arg-type]
+            ws_per_message_deflate=False,
+            log_level="warning",
+            lifespan="on",
+            backlog=4096,
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(probe())
         await server.serve()
@@ -206,15 +224,22 @@ class Client:
     async def session(self, http: Any, ready: asyncio.Event, stagger_s: float) -> None:
         from websockets.asyncio.client import connect
 
-        r = await http.post(f"{self.base}/session-2d",
-                            json={"avatar_id": AVATAR_ID, "voice_id": "en"})
+        r = await http.post(
+            f"{self.base}/session-2d", json={"avatar_id": AVATAR_ID, "voice_id": "en"}
+        )
         r.raise_for_status()
         ws_url = r.json()["ws_url"]
         speak = json.dumps({"type": "speak", "text": TEXT})
         unpack = struct.Struct("<d").unpack_from
         try:
-            async with connect(ws_url, compression=None, max_size=None, ping_interval=None,
-                               open_timeout=60, close_timeout=1) as ws:
+            async with connect(
+                ws_url,
+                compression=None,
+                max_size=None,
+                ping_interval=None,
+                open_timeout=60,
+                close_timeout=1,
+            ) as ws:
                 await ws.recv()  # hello
                 ready.set()
                 await asyncio.sleep(random.uniform(0.0, stagger_s))
@@ -267,8 +292,9 @@ def _sample_rate(chunks: Sequence[Any]) -> int:
     return int(chunks[0].sample_rate) if chunks else 22050
 
 
-async def run_client(base: str, steps: list[int], warm_s: float, window_s: float,
-                     sample_rate: int) -> dict[str, Any]:
+async def run_client(
+    base: str, steps: list[int], warm_s: float, window_s: float, sample_rate: int
+) -> dict[str, Any]:
     import httpx
 
     client = Client(base, sample_rate)
@@ -347,8 +373,11 @@ def _write_avatar(data_dir: Path) -> None:
 
 # Where the server's CPU goes: cumulative time of these functions in a cProfile of the server.
 _PARTS = [
-    ("viseme mapping (lipcore mapper: push/finish)", "default_plugins/mapper.py",
-     ("push", "finish")),
+    (
+        "viseme mapping (lipcore mapper: push/finish)",
+        "default_plugins/mapper.py",
+        ("push", "finish"),
+    ),
     ("WebSocket sends (uvicorn + websockets)", "websockets_impl.py", ("asgi_send",)),
     ("JSON encoding of events", "json/encoder.py", ("encode",)),
 ]
@@ -364,11 +393,18 @@ def profile_breakdown(path: Path) -> list[tuple[str, float]]:
     busy = sum(tt for (_c, _n, tt, _ct, _callers) in raw.values())
     shares: list[tuple[str, float]] = []
     for label, file_part, funcs in _PARTS:
-        cum = sum(ct for (file, _l, func), (_c, _n, _t, ct, _cl) in raw.items()
-                  if file.endswith(file_part) and func in funcs)
+        cum = sum(
+            ct
+            for (file, _l, func), (_c, _n, _t, ct, _cl) in raw.items()
+            if file.endswith(file_part) and func in funcs
+        )
         shares.append((label, 100.0 * cum / busy if busy else 0.0))
-    shares.append(("everything else (sessions, outbox, TTS replay, asyncio, HTTP)",
-                   max(0.0, 100.0 - sum(v for _, v in shares))))
+    shares.append(
+        (
+            "everything else (sessions, outbox, TTS replay, asyncio, HTTP)",
+            max(0.0, 100.0 - sum(v for _, v in shares)),
+        )
+    )
     return shares
 
 
@@ -377,24 +413,44 @@ def _fmt(stats: dict[str, Any], key: str) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def report(res: dict[str, Any], *, quick: bool, audio_s: float, cpus: str,
-           breakdown: list[tuple[str, float]] | None, profile_n: int) -> None:
+def report(
+    res: dict[str, Any],
+    *,
+    quick: bool,
+    audio_s: float,
+    cpus: str,
+    breakdown: list[tuple[str, float]] | None,
+    profile_n: int,
+    chunk_ms: float = 100.0,
+) -> None:
     steps = res["steps"]
     rows = []
     for r in steps:
         ok = r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95
-        rows.append([
-            r["sessions"], _fmt(r["added"], "p50_ms"), _fmt(r["added"], "p99_ms"),
-            _fmt(r["lag"], "p50_ms"), _fmt(r["lag"], "p99_ms"),
-            _fmt(r["client_lag"], "p50_ms"), _fmt(r["client_lag"], "p99_ms"),
-            _fmt(r["loop_lag"], "p99_ms"), f"{100 * r['server_cpu']:.0f} %",
-            r["cpu_us_per_chunk"] if r["cpu_us_per_chunk"] is not None else "–",
-            f"{r['audio_rt']:.2f}", r["msgs_per_s"], f"{r['rss_kb'] / 1024:.0f}",
-            f"{r['load']:.1f}",
-            "✅" if ok else "❌",
-        ])
-    passing = [r["sessions"] for r in steps
-               if r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95]
+        rows.append(
+            [
+                r["sessions"],
+                _fmt(r["added"], "p50_ms"),
+                _fmt(r["added"], "p99_ms"),
+                _fmt(r["lag"], "p50_ms"),
+                _fmt(r["lag"], "p99_ms"),
+                _fmt(r["client_lag"], "p50_ms"),
+                _fmt(r["client_lag"], "p99_ms"),
+                _fmt(r["loop_lag"], "p99_ms"),
+                f"{100 * r['server_cpu']:.0f} %",
+                r["cpu_us_per_chunk"] if r["cpu_us_per_chunk"] is not None else "–",
+                f"{r['audio_rt']:.2f}",
+                r["msgs_per_s"],
+                f"{r['rss_kb'] / 1024:.0f}",
+                f"{r['load']:.1f}",
+                "✅" if ok else "❌",
+            ]
+        )
+    passing = [
+        r["sessions"]
+        for r in steps
+        if r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95
+    ]
     held = max(passing) if passing else 0
     failing = [r["sessions"] for r in steps if r["sessions"] > held]
     breaks = min(failing) if failing else None
@@ -414,14 +470,27 @@ def report(res: dict[str, Any], *, quick: bool, audio_s: float, cpus: str,
         f"Server: `create_app` on uvicorn (uvloop, websockets, no per-message deflate) pinned "
         f"to CPU {cpus.split('/')[0]}; clients: `websockets` in another process on CPU "
         f"{cpus.split('/')[1]}. TTS: espeak-ng speech ({audio_s:.1f} s, 22.05 kHz) replayed in "
-        "real time in 100 ms chunks; every session speaks it again as soon as it ends. "
+        f"real time in {chunk_ms:g} ms chunks; every session speaks it again as soon as it ends. "
         "Batched viseme events (one `visemes` message + one binary audio frame per chunk).",
         "",
         _report.table(
-            ["sessions", "added p50 ms", "added p99 ms", "lag p50 ms", "lag p99 ms",
-             "client lag p50 ms", "client lag p99 ms", "loop lag p99 ms", "server CPU",
-             "CPU µs/chunk", "audio/real time", "msgs/s", "RSS MiB", "load avg",
-             "p99 lag < 20 ms"],
+            [
+                "sessions",
+                "added p50 ms",
+                "added p99 ms",
+                "lag p50 ms",
+                "lag p99 ms",
+                "client lag p50 ms",
+                "client lag p99 ms",
+                "loop lag p99 ms",
+                "server CPU",
+                "CPU µs/chunk",
+                "audio/real time",
+                "msgs/s",
+                "RSS MiB",
+                "load avg",
+                "p99 lag < 20 ms",
+            ],
             rows,
         ),
         "",
@@ -434,22 +503,39 @@ def report(res: dict[str, Any], *, quick: bool, audio_s: float, cpus: str,
     targets: list[list[object]] = []
     if at100 is not None:
         p99 = at100["added"].get("p99_ms", float("inf"))
-        targets.append(["server-added latency p99 at 100 sessions", f"< {ADDED_TARGET_MS:g} ms",
-                        f"{p99:.2f} ms (p50 {at100['added'].get('p50_ms', 0):.2f} ms)",
-                        "✅" if p99 < ADDED_TARGET_MS else "❌"])
-    targets.append(["speaking sessions one server core holds (p99 lag < 20 ms)", "≥ 500",
-                    f"{held}" + (f" (breaks at {breaks})" if breaks else " (largest step)"),
-                    "✅" if held >= 500 else "❌"])
-    targets.append(["memory per session (RSS slope)", "bounded, reported",
-                    f"{slope_kb:.0f} KiB (last step {per_last_kb:.0f} KiB/session)", "–"])
+        targets.append(
+            [
+                "server-added latency p99 at 100 sessions",
+                f"< {ADDED_TARGET_MS:g} ms",
+                f"{p99:.2f} ms (p50 {at100['added'].get('p50_ms', 0):.2f} ms)",
+                "✅" if p99 < ADDED_TARGET_MS else "❌",
+            ]
+        )
+    targets.append(
+        [
+            "speaking sessions one server core holds (p99 lag < 20 ms)",
+            "≥ 500",
+            f"{held}" + (f" (breaks at {breaks})" if breaks else " (largest step)"),
+            "✅" if held >= 500 else "❌",
+        ]
+    )
+    targets.append(
+        [
+            "memory per session (RSS slope)",
+            "bounded, reported",
+            f"{slope_kb:.0f} KiB (last step {per_last_kb:.0f} KiB/session)",
+            "–",
+        ]
+    )
     body += [_report.table(["target", "goal", "measured", "met"], targets), ""]
     if breakdown:
         body += [
             f"Where the server's CPU goes (cProfile of the server at {profile_n} sessions, "
             "share of its busy time; profiling inflates the absolute cost, not the shares):",
             "",
-            _report.table(["part", "share of server CPU"],
-                          [[label, f"{v:.0f} %"] for label, v in breakdown]),
+            _report.table(
+                ["part", "share of server CPU"], [[label, f"{v:.0f} %"] for label, v in breakdown]
+            ),
             "",
         ]
     verdict = (
@@ -461,21 +547,36 @@ def report(res: dict[str, Any], *, quick: bool, audio_s: float, cpus: str,
     )
     if quick:
         verdict = "Quick smoke run (small steps, short windows): not the figure to quote. " + (
-            verdict)
-    body += [verdict, "",
-             "Measured on a shared 2-core machine while other work ran: the integrator's quiet "
-             "re-run is the figure to quote."]
+            verdict
+        )
+    body += [
+        verdict,
+        "",
+        "Measured on a shared 2-core machine while other work ran: the integrator's quiet "
+        "re-run is the figure to quote.",
+    ]
     _report.write("server", "Realtime server: latency, sessions per core, memory", "\n".join(body))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
-    ap.add_argument("--steps", type=str, default=None,
-                    help="comma-separated session counts (default 50,100,200,...)")
+    ap.add_argument(
+        "--steps",
+        type=str,
+        default=None,
+        help="comma-separated session counts (default 50,100,200,...)",
+    )
     ap.add_argument("--window", type=float, default=None, help="seconds measured per step")
-    ap.add_argument("--no-profile", action="store_true",
-                    help="skip the profiled run (CPU breakdown)")
+    ap.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=100.0,
+        help="audio per TTS chunk (default 100 ms; ElevenLabs-like streams send ~200 ms)",
+    )
+    ap.add_argument(
+        "--no-profile", action="store_true", help="skip the profiled run (CPU breakdown)"
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -483,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        serve(args.port, args.data_dir, args.speech, args.cpu)
+        serve(args.port, args.data_dir, args.speech, args.cpu, args.chunk_ms)
         return
 
     _raise_fd_limit()
@@ -506,21 +607,47 @@ def main(argv: list[str] | None = None) -> None:
         speech.write_bytes(pickle.dumps(chunks))
         data_dir = tmpdir / "data"
         _write_avatar(data_dir)
-        res = _with_server(data_dir, speech, server_cpu, client_cpu,
-                           lambda base: run_client(base, steps, warm, window, rate))
+        res = _with_server(
+            data_dir,
+            speech,
+            server_cpu,
+            client_cpu,
+            lambda base: run_client(base, steps, warm, window, rate),
+            args.chunk_ms,
+        )
         breakdown = None
         if not args.no_profile:
             prof = tmpdir / "server.prof"
-            _with_server(data_dir, speech, server_cpu, client_cpu,
-                         lambda base: run_client(base, [profile_n], warm, window / 2, rate),
-                         profile=prof)
+            _with_server(
+                data_dir,
+                speech,
+                server_cpu,
+                client_cpu,
+                lambda base: run_client(base, [profile_n], warm, window / 2, rate),
+                args.chunk_ms,
+                profile=prof,
+            )
             breakdown = profile_breakdown(prof)
-    report(res, quick=args.quick, audio_s=audio_s, cpus=f"{server_cpu}/{client_cpu}",
-           breakdown=breakdown, profile_n=profile_n)
+    report(
+        res,
+        quick=args.quick,
+        audio_s=audio_s,
+        cpus=f"{server_cpu}/{client_cpu}",
+        breakdown=breakdown,
+        profile_n=profile_n,
+        chunk_ms=args.chunk_ms,
+    )
 
 
-def _with_server(data_dir: Path, speech: Path, server_cpu: int, client_cpu: int,
-                 run: Any, profile: Path | None = None) -> Any:
+def _with_server(
+    data_dir: Path,
+    speech: Path,
+    server_cpu: int,
+    client_cpu: int,
+    run: Any,
+    chunk_ms: float,
+    profile: Path | None = None,
+) -> Any:
     """Start the server process, run ``run(base_url)`` (a coroutine) as the client in this
     process pinned to ``client_cpu``, stop the server."""
     import httpx
@@ -531,9 +658,23 @@ def _with_server(data_dir: Path, speech: Path, server_cpu: int, client_cpu: int,
     if profile is not None:
         env["LIPCORE_BENCH_PROFILE"] = str(profile)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--speech", str(speech), "--cpu", str(server_cpu)],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--speech",
+            str(speech),
+            "--cpu",
+            str(server_cpu),
+            "--chunk-ms",
+            str(chunk_ms),
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         base = f"http://127.0.0.1:{port}"
