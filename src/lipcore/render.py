@@ -54,6 +54,12 @@ __all__ = [
 REST = "Rest"
 _EPS = 1e-3
 
+#: x264 options for talking videos. MB-tree spends bits on what later frames reference; a
+#: mouth shape held for one frame (a bilabial closure between two vowels at 25 fps) is
+#: referenced by nothing, so with MB-tree it decodes as a smear of the open neighbours (on a
+#: 40 px mouth, 3 of 8 closures survived at CRF 20; all 8 without MB-tree, for ~1.6× the size).
+TALK_X264_PARAMS = "no-mbtree=1"
+
 
 class BackendAssetsError(InputError):
     """An avatar lacks the assets of the back end asked for."""
@@ -434,6 +440,7 @@ def render_talk(
         sample_rate=rate,
         total_frames=plan.frames,
         progress=progress,
+        x264_params=TALK_X264_PARAMS,
     ) as writer:
         for frame in renderer.render_speech(frames, plan):
             writer.write(frame)

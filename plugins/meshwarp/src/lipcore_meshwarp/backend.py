@@ -51,6 +51,10 @@ INTERIOR_FILE = "interior.png"
 MASK_FILE = "mask_mouth.png"
 GRID = Grid(cols=16, rows=12)
 REST = "Rest"
+#: How much the lip contact line darkens the lips (the mouth model's sprites use the same),
+#: drawn in proportion to the weight of the bilabial closure.
+SEAM_STRENGTH = 0.35
+CLOSURE = "MBP"
 #: Float noise a co-articulated weight may carry outside [0, 1] (clamped, not an error).
 WEIGHT_TOLERANCE = 1e-3
 
@@ -226,6 +230,9 @@ class MeshWarpRenderer(MouthRenderer):
             else None
         )
         self._index = {c: i for i, c in enumerate(self.classes)}
+        # Opening polygons run along the upper inner lip, corner to corner, then back along
+        # the lower one without the corners: the first (n + 2) / 2 points are the upper lip.
+        self._n_upper = (self._openings.shape[1] + 2) // 2 if self._openings is not None else 0
         self._rx = _bilinear_matrix(roi.w, meshdef.grid.cols).T.astype(np.float32)  # (cols, w)
         self._ry = _bilinear_matrix(roi.h, meshdef.grid.rows).astype(np.float32)  # (h, rows)
         gx, gy = np.meshgrid(np.arange(roi.w, dtype=np.float32), np.arange(roi.h, dtype=np.float32))
@@ -297,8 +304,34 @@ class MeshWarpRenderer(MouthRenderer):
             poly = poly + self._openings[i] * np.float32(wi)
         return poly
 
-    def _compose(self, rgb: U8, poly: F32 | None) -> U8:
-        """Interior into the opening, then premultiply by the mask: RGBA premultiplied."""
+    def _seam(self, rgb: U8, poly: F32, strength: float) -> U8:
+        """Darken a soft 1 px line along the upper inner lip: where the lips touch, the
+        contact line (the same seam the mouth model draws into the sprites). Without it closed
+        lips over a photo's former opening read as one pale band, which a landmark detector
+        (and, after H.264, a viewer) takes for a mouth still slightly open."""
+        upper = poly[: self._n_upper]
+        x0 = max(0, int(np.floor(upper[:, 0].min())) - 3)
+        y0 = max(0, int(np.floor(upper[:, 1].min())) - 3)
+        x1 = min(self.roi.w, int(np.ceil(upper[:, 0].max())) + 4)
+        y1 = min(self.roi.h, int(np.ceil(upper[:, 1].max())) + 4)
+        if x1 <= x0 or y1 <= y0:
+            return rgb
+        ss = 4
+        canvas = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.uint8)
+        pts = np.round(((upper - [x0, y0]) * ss + (ss - 1) / 2.0) * 16).astype(np.int32)
+        cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 255, ss, cv2.LINE_AA, shift=4)
+        line = cv2.resize(canvas, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        line = cv2.GaussianBlur(line.astype(np.float32) * (strength / 255.0), (0, 0), 0.7)
+        rgb = rgb.copy()
+        sub = rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 - line)[..., None]
+        rgb[y0:y1, x0:x1] = np.clip(sub + 0.5, 0, 255).astype(np.uint8)
+        return rgb
+
+    def _compose(self, rgb: U8, poly: F32 | None, *, seam: float = 0.0) -> U8:
+        """Lip contact seam (``seam`` = its strength), interior into the opening, then
+        premultiply by the mask: RGBA premultiplied."""
+        if poly is not None and seam > 0.0:
+            rgb = self._seam(rgb, poly, seam)
         if poly is not None:
             x0 = max(0, int(np.floor(poly[:, 0].min())) - 1)
             y0 = max(0, int(np.floor(poly[:, 1].min())) - 1)
@@ -362,7 +395,11 @@ class MeshWarpRenderer(MouthRenderer):
             return self._rest_patch
         mx, my = self.maps(weights)
         warped = cv2.remap(self._texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return self._compose(warped, self._opening_poly(w))
+        # The seam fades in with the bilabial closure: elsewhere the lips either part or meet
+        # where the photo's own lips met (their own contact line is warped along).
+        closure = self._index.get(CLOSURE)
+        seam = SEAM_STRENGTH * w.get(closure, 0.0) if closure is not None else 0.0
+        return self._compose(warped, self._opening_poly(w), seam=seam)
 
     def matrix(self, idle_index: int) -> F64:
         """ROI pixel → frame pixel for idle frame ``idle_index`` (wrapped around the loop)."""
