@@ -128,6 +128,9 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
     )
     app = create_app(engine, settings)
     state = app.state.lipcore
+    # Keep every sample of a step (the product keeps the last 20 000).
+    state.sessions.latency = LatencyStats(2_000_000)
+    state.sessions.lag = LatencyStats(2_000_000)
     loop_lag = LatencyStats()
 
     host = FastAPI()

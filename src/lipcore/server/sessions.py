@@ -69,7 +69,9 @@ def _dumps(obj: dict[str, Any]) -> str:
 class LatencyStats:
     """A bounded reservoir of server-added latencies (TTS chunk in → frame sent), in ms."""
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 20_000) -> None:
+        # The last `size` samples: small enough that summary() (a sort) never stalls the loop.
+        self.size = size
         self.samples: deque[float] = deque(maxlen=size)
 
     def add(self, ms: float) -> None:
