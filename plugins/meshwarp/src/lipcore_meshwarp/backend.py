@@ -359,7 +359,9 @@ class MeshWarpRenderer(MouthRenderer):
                     dst=sub,
                 )
         prem = cv2.multiply(rgb, self._alpha3, scale=1 / 255)
-        return np.dstack([prem, self._alpha])
+        # cv2.merge, not np.dstack: interleaving a 4th channel in numpy costs ~1 ms per frame.
+        out: U8 = cv2.merge([*cv2.split(prem), self._alpha])
+        return out
 
     def _dense(self, table: F32, w: Mapping[int, float]) -> tuple[F32, F32]:
         grid = np.zeros(table.shape[1:], np.float32)
