@@ -11,6 +11,9 @@ is compared with the openness the phoneme timeline asks for.
 * **bilabial closure rate** — the share of /p b m/ whose lips really close (aperture below
   ``CLOSED_APERTURE``) within their span widened by one frame on each side.
 * **open-vowel aperture** — mean aperture at the centres of open vowels (AI, O).
+
+Silences expect the photo's own mouth (its measured rest aperture, in openness units), not a
+closed one: a smiling photo with teeth showing rests open, and that is not a sync error.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ OPENNESS: dict[str, float] = {
     "TH": 0.4,
 }
 OPEN_VOWELS = ("AI", "O")
+
+#: Measured aperture of openness 1 (the AI shape: ~0.33 of the mouth width on grace_hopper).
+#: Converts the photo's rest aperture into openness for the silences (see evaluate_sync).
+FULL_OPEN_APERTURE = 0.33
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -170,6 +177,18 @@ def evaluate_sync(
         raise InputError("the video has no frames")
     times = np.arange(len(apertures), dtype=np.float64) * 1000.0 / fps - audio_offset_ms
     expected = expected_openness(track, times)
+    speech = (times >= 0) & (times <= (track[-1].end_ms if track else 0))
+    rest_vals = apertures[~speech & np.isfinite(apertures)]
+    rest_aperture = float(np.median(rest_vals)) if len(rest_vals) else float("nan")
+    # In silence the avatar shows the photo's own mouth, which may be open (a smile with
+    # teeth): the silences expect *that* openness, not a closed mouth, or a smiling photo's
+    # pauses would count against it and blur the correlation.
+    voiced = np.zeros(len(times), dtype=bool)
+    for seg in track:
+        if seg.viseme != "Rest":
+            voiced |= (times >= seg.start_ms) & (times < seg.end_ms)
+    if np.isfinite(rest_aperture):
+        expected[~voiced] = min(1.0, max(0.0, rest_aperture / FULL_OPEN_APERTURE))
     offset, peak = sync_offset_ms(apertures, expected, fps)
 
     frame_ms = 1000.0 / fps
@@ -187,8 +206,6 @@ def evaluate_sync(
             i = round(((seg.start_ms + seg.end_ms) / 2 + audio_offset_ms) * fps / 1000.0)
             if 0 <= i < len(apertures) and np.isfinite(apertures[i]):
                 vowel_vals.append(apertures[i])
-    speech = (times >= 0) & (times <= (track[-1].end_ms if track else 0))
-    rest_vals = apertures[~speech & np.isfinite(apertures)]
     report = SyncReport(
         offset_ms=round(offset, 1),
         peak_correlation=round(peak, 3),
@@ -196,7 +213,7 @@ def evaluate_sync(
         bilabials=len(bilabials),
         bilabials_closed=closed,
         open_vowel_aperture=float(np.mean(vowel_vals)) if vowel_vals else float("nan"),
-        rest_aperture=float(np.median(rest_vals)) if len(rest_vals) else float("nan"),
+        rest_aperture=rest_aperture,
         fps=fps,
         frames=len(apertures),
         frames_with_face=int(np.isfinite(apertures).sum()),
