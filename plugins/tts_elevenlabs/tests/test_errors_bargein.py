@@ -151,7 +151,7 @@ async def test_invalid_key(mock: MockElevenLabs, make_source: Any, transport: st
     source = make_source(api_key="sk_wrong_key_123456", transport=transport)
     with pytest.raises(ElevenLabsAuthError) as err:
         await collect(source.synthesize("Hallo.", voice=DE))
-    assert err.value.code == "elevenlabs_auth" and "ELEVENLABS_API_KEY" in str(err.value)
+    assert err.value.kind == "elevenlabs_auth" and "ELEVENLABS_API_KEY" in str(err.value)
     assert "sk_wrong_key_123456" not in str(err.value)
     assert isinstance(err.value, TTSError)
 
@@ -231,7 +231,11 @@ async def test_http_statuses(
         source = make_source(transport="http")
     with pytest.raises(error) as err:
         await collect(source.synthesize("Hallo.", voice=DE))
-    assert isinstance(err.value, ElevenLabsError) and err.value.code.startswith("elevenlabs_")
+    assert (
+        isinstance(err.value, ElevenLabsError)
+        and err.value.kind.startswith("elevenlabs_")
+        and err.value.code == "tts_error"
+    )
 
 
 async def test_unknown_voice(mock: MockElevenLabs, make_source: Any) -> None:
@@ -257,7 +261,7 @@ async def test_unreachable_host_retries_with_backoff_then_fails(make_source: Any
         await collect(source.synthesize("Hallo.", voice=DE))
     elapsed = time.perf_counter() - t0
     assert source.stats["reconnects"] == 2
-    assert 0.25 <= elapsed < 3.0  # 0.1 + 0.2 s of backoff (±20 % jitter)
+    assert 0.25 <= elapsed < 6.0  # 0.1 + 0.2 s of backoff (±20 % jitter); a loaded CI is slow
 
 
 async def test_failing_text_stream_ends_the_utterance(

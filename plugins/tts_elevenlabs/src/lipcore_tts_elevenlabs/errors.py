@@ -1,6 +1,10 @@
 """Typed errors of the ElevenLabs source. Every one is a :class:`lipcore.errors.TTSError` with a
-stable ``code`` (sent to clients in the session's ``error`` event) and a message that says what
-happened and what to do. Messages never contain the API key (see :func:`redact`)."""
+stable ``kind`` and a message that says what happened and what to do. Messages never contain
+the API key (see :func:`redact`).
+
+``code`` stays the protocol's ``tts_error`` (docs/protocol.md lists the error codes clients may
+switch on); the finer classification is ``kind`` (``elevenlabs_auth``, ``elevenlabs_quota``...),
+which the message names too."""
 
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ __all__ = [
 class ElevenLabsError(TTSError):
     """Base of the ElevenLabs source's errors."""
 
-    code = "elevenlabs_error"
+    code = "tts_error"
+    #: The stable fine-grained class of the failure (also in the message).
+    kind = "elevenlabs_error"
     http_status = 502
     #: Whether the same request may succeed if repeated later (a dropped socket, a timeout).
     retryable: bool = False
@@ -35,28 +41,28 @@ class ElevenLabsError(TTSError):
 class ElevenLabsConfigError(ElevenLabsError):
     """The source is configured wrongly (no API key, bad base URL, bad output format)."""
 
-    code = "elevenlabs_config"
+    kind = "elevenlabs_config"
     http_status = 500
 
 
 class ElevenLabsAuthError(ElevenLabsError):
     """The vendor rejected the API key (HTTP 401 / 403, WebSocket close 1008)."""
 
-    code = "elevenlabs_auth"
+    kind = "elevenlabs_auth"
     http_status = 502
 
 
 class ElevenLabsQuotaError(ElevenLabsError):
     """The account's character quota is used up."""
 
-    code = "elevenlabs_quota"
+    kind = "elevenlabs_quota"
     http_status = 502
 
 
 class ElevenLabsRateLimitError(ElevenLabsError):
     """Too many concurrent requests for the plan (HTTP 429)."""
 
-    code = "elevenlabs_rate_limited"
+    kind = "elevenlabs_rate_limited"
     http_status = 503
     retryable = True
 
@@ -64,21 +70,21 @@ class ElevenLabsRateLimitError(ElevenLabsError):
 class ElevenLabsInvalidRequestError(ElevenLabsError):
     """The vendor refused the request's parameters (HTTP 422, or a 1008 naming a bad field)."""
 
-    code = "elevenlabs_invalid_request"
+    kind = "elevenlabs_invalid_request"
     http_status = 502
 
 
 class ElevenLabsIdleTimeoutError(ElevenLabsError):
     """The vendor closed the stream because no text arrived within its inactivity timeout."""
 
-    code = "elevenlabs_idle_timeout"
+    kind = "elevenlabs_idle_timeout"
     retryable = True
 
 
 class ElevenLabsContextLimitError(ElevenLabsError):
     """More concurrent contexts than one multi-context socket allows (5)."""
 
-    code = "elevenlabs_context_limit"
+    kind = "elevenlabs_context_limit"
     http_status = 503
     retryable = True
 
@@ -86,7 +92,7 @@ class ElevenLabsContextLimitError(ElevenLabsError):
 class ElevenLabsTimeoutError(ElevenLabsError):
     """The vendor did not answer in time (connect, first audio, or between chunks)."""
 
-    code = "elevenlabs_timeout"
+    kind = "elevenlabs_timeout"
     http_status = 504
     retryable = True
 
@@ -94,7 +100,7 @@ class ElevenLabsTimeoutError(ElevenLabsError):
 class ElevenLabsConnectionError(ElevenLabsError):
     """The connection could not be opened or dropped in the middle of a stream."""
 
-    code = "elevenlabs_connection"
+    kind = "elevenlabs_connection"
     http_status = 502
     retryable = True
 

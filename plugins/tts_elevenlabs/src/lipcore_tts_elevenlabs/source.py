@@ -74,11 +74,18 @@ class ElevenLabsTTSSource(TTSSource):
 
     name: ClassVar[str] = "elevenlabs"
     capabilities: ClassVar[TTSCapabilities] = TTSCapabilities(
-        timings="characters", streaming_input=True, sample_rates=(16000, 22050, 24000, 44100)
+        timings="characters", streaming_input=True, sample_rates=(22050, 16000, 24000, 44100)
     )
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings_from_kwargs(settings)
+        rate = self.settings.sample_rate
+        if rate != type(self).capabilities.sample_rates[0]:
+            # The server announces sample_rates[0] in its hello: the configured rate goes first.
+            others = tuple(r for r in type(self).capabilities.sample_rates if r != rate)
+            vars(self)["capabilities"] = TTSCapabilities(
+                timings="characters", streaming_input=True, sample_rates=(rate, *others)
+            )
         self._pools: dict[tuple[Any, ...], list[VendorSocket]] = {}
         self._loops: dict[int, asyncio.AbstractEventLoop] = {}
         self._http: httpx.AsyncClient | None = None
@@ -140,11 +147,15 @@ class ElevenLabsTTSSource(TTSSource):
 
     def _voice_from(self, entry: Mapping[str, Any]) -> Voice:
         labels = entry.get("labels") or {}
-        language = labels.get("language") if isinstance(labels, dict) else None
+        # A configured language_code wins: it is what the voice is asked to speak (a
+        # multilingual voice labelled "en" speaks German with language_code="de").
+        language = self.settings.language_code
+        if not language and isinstance(labels, dict):
+            language = labels.get("language")
         verified = entry.get("verified_languages") or []
         if not language and verified and isinstance(verified[0], dict):
             language = verified[0].get("language")
-        language = language or self.settings.language_code or "en"
+        language = language or "en"
         gender = labels.get("gender") if isinstance(labels, dict) else None
         return Voice(
             id=str(entry["voice_id"]),
@@ -238,7 +249,7 @@ class ElevenLabsTTSSource(TTSSource):
                 wait = delay * random.uniform(0.8, 1.2)
                 logger.info(
                     "ElevenLabs connect failed (%s); retry %d/%d in %.2f s",
-                    exc.code,
+                    exc.kind,
                     attempt + 1,
                     s.max_retries,
                     wait,
@@ -315,7 +326,7 @@ class ElevenLabsTTSSource(TTSSource):
                 sock = await self._open_socket(s, voice, "single")
             except ElevenLabsError as exc:
                 logger.info(
-                    "ElevenLabs pre-connect failed (%s); next utterance connects itself", exc.code
+                    "ElevenLabs pre-connect failed (%s); next utterance connects itself", exc.kind
                 )
                 return
             self._loops[sock.serial] = asyncio.get_running_loop()
