@@ -201,6 +201,7 @@ class Session:
                     "utterance": n,
                     "sample_rate": SAMPLE_RATE,
                     "text": text,
+                    "server_time_ms": time.time() * 1000,
                 }
             )
         )
@@ -229,19 +230,21 @@ class Session:
         )
 
     async def stop(self, reason: str) -> None:
+        # Like the real server (docs/protocol.md): the stop is sent even when the utterance has
+        # been sent in full, since the client may still be playing it.
         if self.task and not self.task.done():
             self.task.cancel()
-            await self.ws.send_text(
-                json.dumps(
-                    {
-                        "type": "stop",
-                        "utterance": self.utterance,
-                        "at_pts_ms": self.sent_ms,
-                        "ramp_ms": 150,
-                        "reason": reason,
-                    }
-                )
+        await self.ws.send_text(
+            json.dumps(
+                {
+                    "type": "stop",
+                    "utterance": self.utterance,
+                    "at_pts_ms": self.sent_ms,
+                    "ramp_ms": 150,
+                    "reason": reason,
+                }
             )
+        )
 
 
 def create_fixture_app(avatar_dir: Path) -> Starlette:

@@ -130,6 +130,19 @@ def test_mouth_follows_the_audio_clock(page_for: Any) -> None:
     offsets = np.array(s["clockOffsetsMs"])
     assert len(offsets) > 40
     assert -5 <= float(np.median(offsets)) <= 30, np.percentile(offsets, [5, 50, 95])
+    # The audio is scheduled gap-free: every chunk starts where the one before it ends (to the
+    # sample), with no underrun, although the chunks arrive in bursts faster than real time.
+    sched = page.evaluate("window.lipcore.session().audio.get(1)?.schedule ?? "
+                          "window.lipcore.state.schedule1")
+    assert len(sched) >= 15, sched
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(sched)]
+    assert max(abs(g) for g in gaps) < 1 / 22050, gaps
+    # Clock sync by ping/pong: a round trip and the one-way server → page time in the readout.
+    starts = [e for e in s["events"] if e["type"] == "utterance_start"]
+    one_way = starts[0]["server_to_page_ms"]
+    assert one_way is not None and -20 < one_way < 200, one_way
+    assert page.inner_text("#stat-rtt").endswith("ms")
+    assert page.inner_text("#stat-net").endswith("ms")
     # The mouth opened first at the first burst's start (plus buffering), not at arrival.
     first_burst_ms = BURSTS[0][0]
     assert s["firstAudioMs"] is not None and s["firstAudioMs"] < 400
@@ -178,6 +191,12 @@ def test_a_new_sentence_with_barge_in_replaces_the_current_one(page_for: Any) ->
     page.wait_for_function("window.lipcore.state.audioClockMs > 300", timeout=10_000)
     page.evaluate("window.lipcore.speak('second', true)")
     page.wait_for_function("window.lipcore.state.utterance === 2", timeout=5000)
+    page.wait_for_function("window.lipcore.state.events.some(e => e.type === 'stop_received')",
+                           timeout=5000)
     events = page.evaluate("window.lipcore.state.events.map(e => [e.type, e.utterance ?? null])")
+    # The page cut the first sentence at once, then the server confirmed (although it had sent
+    # all of it by then) and started the second.
     assert ["stopped", 1] in events
+    assert ["stop_received", 1] in events
+    assert events.index(["stopped", 1]) < events.index(["stop_received", 1])
     assert ["utterance_start", 2] in events

@@ -164,6 +164,10 @@ def test_speech_moves_the_mouth_on_the_audio_clock(browser: Any, real_server: An
         # Latency as the page measures it (loopback, offline TTS).
         assert s["firstAudioMs"] is not None and s["firstAudioMs"] < 1500, s["firstAudioMs"]
         assert s["firstMouthMs"] is not None and s["firstMouthMs"] < 1500, s["firstMouthMs"]
+        # Clock sync: the server's utterance_start stamp, on the page's clock, is recent.
+        start = next(e for e in s["events"] if e["type"] == "utterance_start")
+        assert start["server_to_page_ms"] is not None, start
+        assert -20 < start["server_to_page_ms"] < 500, start
         # Drawn pts vs heard pts when the frame shows: never late by more than a frame.
         offsets = np.array(s["clockOffsetsMs"])
         assert len(offsets) > 30

@@ -45,7 +45,10 @@ function log(type, fields = {}) {
   }
   if (type === "pong") ui.stat("rtt", fields.rtt_ms);
   if (type === "error" || type === "protocol_error") ui.toast(fields.message ?? type, true);
-  if (type === "utterance_start") ui.caption(fields.text ?? "");
+  if (type === "utterance_start") {
+    ui.caption(fields.text ?? "");
+    if (fields.server_to_page_ms !== null) ui.stat("net", fields.server_to_page_ms, 1);
+  }
   if (type === "closed") ui.status(`disconnected (${fields.code})`, "off");
 }
 

@@ -19,6 +19,7 @@ class UtteranceAudio {
     this.underruns = 0;
     this.stopped = false;
     this.firstChunkCtx = null;
+    this.schedule = []; // [start, end] context seconds of each chunk, in arrival order
   }
 }
 
@@ -100,6 +101,7 @@ export class AudioOut {
       if (i >= 0) u.sources.splice(i, 1);
     };
     const end = when + buf.duration;
+    if (u.schedule.length < 20000) u.schedule.push([when, end]);
     u.endCtx = Math.max(u.endCtx ?? 0, end);
     this.lastEndCtx = Math.max(this.lastEndCtx, end);
     return when;

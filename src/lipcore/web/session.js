@@ -90,7 +90,12 @@ export class LiveSession extends EventTarget {
         }
         this.audio.begin(id, msg.sample_rate);
         this.current = id;
-        this.log("utterance_start", { utterance: id, text: msg.text ?? null });
+        // The server stamped the message with its clock; the ping/pong offset puts that on
+        // ours: how long the message took from the server to this page (one way).
+        const oneWay = this.clock.best && typeof msg.server_time_ms === "number"
+          ? this.clock.toServer(performance.now()) - msg.server_time_ms : null;
+        this.log("utterance_start", { utterance: id, text: msg.text ?? null,
+          server_to_page_ms: oneWay });
         break;
       }
       case "viseme":
@@ -150,6 +155,9 @@ export class LiveSession extends EventTarget {
   speak(text, bargeIn = false) {
     this.audio.resume();
     this.log("speak", { text, barge_in: bargeIn });
+    // A barge-in cuts what plays now, not a round trip later: the server's stop that follows
+    // finds these utterances already stopped.
+    if (bargeIn) for (const id of this.order) this.stopUtterance(id, BARGE_IN_RAMP_MS, "client");
     this.send(clientMessages.speak(text, bargeIn));
   }
 
