@@ -59,6 +59,15 @@ CLOSURE = "MBP"
 WEIGHT_TOLERANCE = 1e-3
 
 
+def _smoothstep_lut(e0: float, e1: float) -> U8:
+    t = np.clip((np.arange(256) / 255.0 - e0) / (e1 - e0), 0.0, 1.0)
+    return np.round(255.0 * t * t * (3.0 - 2.0 * t)).astype(np.uint8)
+
+
+#: Coverage kept where the blurred opening reaches x/255 (slits fade out below 0.45–0.8).
+_SLIT_LUT = _smoothstep_lut(0.45, 0.8)
+
+
 def _bilinear_matrix(n_px: int, n_ctrl: int) -> F64:
     """(n_px, n_ctrl) weights of the evenly spread control points (first on pixel 0, last on
     pixel n_px − 1) for linear interpolation along one axis."""
@@ -233,6 +242,12 @@ class MeshWarpRenderer(MouthRenderer):
         # Opening polygons run along the upper inner lip, corner to corner, then back along
         # the lower one without the corners: the first (n + 2) / 2 points are the upper lip.
         self._n_upper = (self._openings.shape[1] + 2) // 2 if self._openings is not None else 0
+        # Blur radius that tells a slit from an opening: 1.8 % of the mouth's width (the
+        # rest opening's span, corner to corner), at least a pixel.
+        span = 0.0
+        if self._openings is not None:
+            span = float(np.ptp(self._openings[self._index[REST], :, 0]))
+        self._slit_sigma = max(1.0, 0.018 * span)
         self._rx = _bilinear_matrix(roi.w, meshdef.grid.cols).T.astype(np.float32)  # (cols, w)
         self._ry = _bilinear_matrix(roi.h, meshdef.grid.rows).astype(np.float32)  # (h, rows)
         gx, gy = np.meshgrid(np.arange(roi.w, dtype=np.float32), np.arange(roi.h, dtype=np.float32))
@@ -345,6 +360,12 @@ class MeshWarpRenderer(MouthRenderer):
                 cov = np.zeros((y1 - y0, x1 - x0), np.uint8)
                 pts = np.round((poly - [x0, y0]) * 16).astype(np.int32).reshape(-1, 1, 2)
                 cv2.fillPoly(cov, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+                # Where the lips nearly touch the opening is a contact line, not a window onto
+                # the teeth: thin parts lose their coverage once blurred (as in the mouth
+                # model's sprites). Without this a mouth 70 % of the way to a closure shows a
+                # bright slit of teeth, and reads as open to a viewer and a landmarker alike.
+                thick = cv2.GaussianBlur(cov, (0, 0), self._slit_sigma)
+                cov = cv2.multiply(cov, _SLIT_LUT[thick], scale=1 / 255)
                 # Coverage fades in with the opening's area, so a slit parting is a soft line.
                 fade = min(1.0, area / (0.02 * self.roi.w * self.roi.w * 0.25))
                 a = cv2.merge([cov] * 3)
