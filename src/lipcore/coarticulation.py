@@ -20,6 +20,7 @@ incrementally with exactly the values :func:`sample_weights` gives for the whole
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,9 +34,15 @@ __all__ = [
     "ClassShape",
     "CoarticulationParams",
     "SegmentArrays",
+    "SegmentLists",
+    "frames_from_rows",
     "frames_from_weights",
+    "prepare_segment_lists",
     "prepare_segments",
+    "raw_rows",
+    "sample_rows",
     "sample_weights",
+    "smooth_kernel",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -141,10 +148,75 @@ def prepare_segments(
     first segment, between segments, and, if the track is ``closed``, after the last one (an
     open stream does not know yet what follows; it may know there is silence up to
     ``silent_until``)."""
-    segs = sorted(
-        (s for s in track if s.viseme != "Rest" and s.end_ms >= s.start_ms),
-        key=lambda s: (s.start_ms, s.end_ms),
+    lists = prepare_segment_lists(
+        track, params, fps=fps, closed=closed, rest_before=rest_before, silent_until=silent_until
     )
+    return SegmentArrays(
+        start=np.asarray(lists.start, dtype=np.float64),
+        end=np.asarray(lists.end, dtype=np.float64),
+        cls=np.asarray(lists.cls, dtype=np.int64),
+        alpha=np.asarray(lists.alpha, dtype=np.float64),
+        sigma=np.asarray(lists.sigma, dtype=np.float64),
+        window=np.asarray(lists.window, dtype=np.float64),
+        closure_frame=np.asarray(lists.closure_frame, dtype=np.int64),
+        closure_cls=np.asarray(lists.closure_cls, dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentLists:
+    """:class:`SegmentArrays` as plain lists: what the per-chunk path of a stream works on,
+    where a handful of segments and frames make numpy's per-call cost the whole cost."""
+
+    start: list[float]
+    end: list[float]
+    cls: list[int]
+    alpha: list[float]
+    sigma: list[float]
+    window: list[float]
+    closure_frame: list[int]
+    closure_cls: list[int]
+
+
+#: What :func:`prepare_segment_lists` derives from one segment alone: plateau start and end,
+#: class index, dominance magnitude, and for a closure the frames it may claim, nearest first.
+_Prepared = tuple[float, float, int, float, tuple[int, ...]]
+
+
+def _prepare_one(s: VisemeSegment, params: CoarticulationParams, frame_ms: float) -> _Prepared:
+    closure = is_closure(s.viseme)
+    hold = max(params.min_closure_ms, frame_ms) if closure else params.min_hold_ms
+    centre = (s.start_ms + s.end_ms) / 2.0
+    half = max((s.end_ms - s.start_ms) / 2.0, hold / 2.0)
+    alpha = params.shapes[s.viseme].alpha * (dominance_scale(s.phoneme) if s.phoneme else 1.0)
+    candidates: tuple[int, ...] = ()
+    if closure:
+        lo = math.floor(s.start_ms / frame_ms) - 1
+        hi = math.ceil(s.end_ms / frame_ms) + 1
+        candidates = tuple(
+            j
+            for j in sorted(range(lo, hi + 1), key=lambda j: (abs(j * frame_ms - centre), j))
+            if j >= 0
+        )
+    return centre - half, centre + half, _CLASS_INDEX[s.viseme], alpha, candidates
+
+
+_BY_TIME = operator.attrgetter("start_ms", "end_ms")
+
+
+def prepare_segment_lists(
+    track: Sequence[VisemeSegment],
+    params: CoarticulationParams,
+    *,
+    fps: float,
+    closed: bool = True,
+    rest_before: float = -math.inf,
+    silent_until: float = -math.inf,
+    memo: dict[VisemeSegment, _Prepared] | None = None,
+) -> SegmentLists:
+    """:func:`prepare_segments` as lists. ``memo`` keeps what each segment alone gives across
+    calls (a stream prepares the same segments for many chunks; it drops them as they age)."""
+    segs = sorted((s for s in track if s.viseme != "Rest" and s.end_ms >= s.start_ms), key=_BY_TIME)
     starts: list[float] = []
     ends: list[float] = []
     clss: list[int] = []
@@ -155,55 +227,46 @@ def prepare_segments(
     c_cls: list[int] = []
     claimed: dict[int, int] = {}
     frame_ms = 1000.0 / fps
+    shapes = [params.shapes[name] for name in VISEME_CLASSES]
+    rest = shapes[_REST]
 
-    def add(start: float, end: float, cls: str, scale: float = 1.0) -> None:
-        shape = params.shapes[cls]
+    def add(start: float, end: float, cls: int, alpha: float) -> None:
+        shape = shapes[cls]
         starts.append(start)
         ends.append(end)
-        clss.append(_CLASS_INDEX[cls])
-        alphas.append(shape.alpha * scale)
+        clss.append(cls)
+        alphas.append(alpha)
         sigmas.append(shape.sigma_ms)
         windows.append(shape.window_ms)
 
     rest_start = rest_before
     for s in segs:
         if s.start_ms > rest_start:
-            add(rest_start, s.start_ms, "Rest")
+            add(rest_start, s.start_ms, _REST, rest.alpha)
         rest_start = max(rest_start, s.end_ms)
-        closure = is_closure(s.viseme)
-        hold = max(params.min_closure_ms, frame_ms) if closure else params.min_hold_ms
-        centre = (s.start_ms + s.end_ms) / 2.0
-        half = max((s.end_ms - s.start_ms) / 2.0, hold / 2.0)
-        add(
-            centre - half, centre + half, s.viseme, dominance_scale(s.phoneme) if s.phoneme else 1.0
-        )
-        if closure:
-            # The frame nearest the centre, unless another closure class already took it
-            # (two closures within one frame period): then the next nearest frame the
-            # segment touches, so each closure is seen.
-            cls = _CLASS_INDEX[s.viseme]
-            lo = math.floor(s.start_ms / frame_ms) - 1
-            hi = math.ceil(s.end_ms / frame_ms) + 1
-            for j in sorted(range(lo, hi + 1), key=lambda j: (abs(j * frame_ms - centre), j)):
-                if claimed.get(j, cls) == cls and j >= 0:
-                    claimed[j] = cls
-                    c_frame.append(j)
-                    c_cls.append(cls)
-                    break
+        if memo is None:
+            prepared = _prepare_one(s, params, frame_ms)
+        else:
+            got = memo.get(s)
+            prepared = (
+                got if got is not None else memo.setdefault(s, _prepare_one(s, params, frame_ms))
+            )
+        p_start, p_end, cls, alpha, candidates = prepared
+        add(p_start, p_end, cls, alpha)
+        # A closure takes the frame nearest its centre, unless another closure class already
+        # took it (two closures within one frame period): then the next nearest frame the
+        # segment touches, so each closure is seen.
+        for j in candidates:
+            if claimed.get(j, cls) == cls:
+                claimed[j] = cls
+                c_frame.append(j)
+                c_cls.append(cls)
+                break
     if closed:
-        add(rest_start, math.inf, "Rest")
+        add(rest_start, math.inf, _REST, rest.alpha)
     elif silent_until > rest_start:
-        add(rest_start, silent_until, "Rest")
-    return SegmentArrays(
-        start=np.asarray(starts, dtype=np.float64),
-        end=np.asarray(ends, dtype=np.float64),
-        cls=np.asarray(clss, dtype=np.int64),
-        alpha=np.asarray(alphas, dtype=np.float64),
-        sigma=np.asarray(sigmas, dtype=np.float64),
-        window=np.asarray(windows, dtype=np.float64),
-        closure_frame=np.asarray(c_frame, dtype=np.int64),
-        closure_cls=np.asarray(c_cls, dtype=np.int64),
-    )
+        add(rest_start, silent_until, _REST, rest.alpha)
+    return SegmentLists(starts, ends, clss, alphas, sigmas, windows, c_frame, c_cls)
 
 
 def _raw_weights(arr: SegmentArrays, times: FloatArray, epsilon: float) -> FloatArray:
@@ -305,3 +368,107 @@ def frames_from_weights(weights: FloatArray, *, fps: float, first: int) -> list[
     for r, c, v in zip(rows.tolist(), cols.tolist(), values, strict=True):
         dicts[r][names[c]] = v
     return [VisemeFrame(pts_ms=(first + i) * frame_ms, weights=d) for i, d in enumerate(dicts)]
+
+
+# ------------------------------------------------------------------ per-chunk (pure Python)
+# A live stream emits one or two frames per TTS chunk. numpy's fixed cost per call (~1-3 µs,
+# some 60 calls per chunk) would then be nearly all of the work, so the stream uses these
+# scalar versions of the same formulas; they agree with the array versions to float round-off.
+
+
+def raw_rows(
+    lists: SegmentLists, first: int, last: int, fps: float, epsilon: float
+) -> list[list[float]]:
+    """:func:`_raw_weights` for frames ``first … last`` (frame ``j`` at ``j·1000/fps`` ms)."""
+    frame_ms = 1000.0 / fps
+    n = last - first + 1
+    if n <= 0:
+        return []
+    acc = [[0.0] * _N for _ in range(n)]
+    t_first, t_last = first * frame_ms, last * frame_ms
+    exp = math.exp
+    for start, end, cls, alpha, sigma, window in zip(
+        lists.start, lists.end, lists.cls, lists.alpha, lists.sigma, lists.window, strict=True
+    ):
+        lo_t, hi_t = start - window, end + window
+        if hi_t < t_first or lo_t > t_last:
+            continue
+        lo = first if lo_t <= t_first else math.ceil(lo_t / frame_ms)
+        hi = last if hi_t >= t_last else math.floor(hi_t / frame_ms)
+        floor = exp(-window / sigma)
+        norm = 1.0 - floor
+        for j in range(max(lo, first), min(hi, last) + 1):
+            t = j * frame_ms
+            tau = start - t if t < start else (t - end if t > end else 0.0)
+            if tau < window:
+                acc[j - first][cls] += (exp(-tau / sigma) - floor) / norm * alpha
+    rows: list[list[float]] = []
+    for row in acc:
+        total = sum(row) + epsilon
+        out = [v / total for v in row]
+        out[_REST] += 1.0 - sum(out)
+        rows.append(out)
+    return rows
+
+
+def smooth_kernel(params: CoarticulationParams, fps: float) -> list[float]:
+    """The zero-phase smoothing kernel (2k+1 taps) :func:`sample_weights` uses."""
+    frame_ms = 1000.0 / fps
+    k = round(params.smooth_radius_ms(fps) / frame_ms)
+    kernel = [math.exp(-abs(i * frame_ms) / params.smooth_ms) for i in range(-k, k + 1)]
+    total = sum(kernel)
+    return [w / total for w in kernel]
+
+
+def sample_rows(
+    raw: Sequence[Sequence[float]],
+    lists: SegmentLists,
+    params: CoarticulationParams,
+    kernel: Sequence[float],
+    *,
+    first: int,
+) -> list[list[float]]:
+    """:func:`sample_weights` from raw rows for frames ``first - k … last + k`` (k: half the
+    kernel): the smoothed, closure-lifted rows of frames ``first … last``."""
+    k = len(kernel) // 2
+    n = len(raw) - 2 * k
+    taps = len(kernel)
+    rows: list[list[float]] = []
+    for i in range(n):
+        # Σ w_tap · raw[frame + tap], summed from 0 in tap order like the array version.
+        acc = [0.0] * _N
+        for w, src in zip(kernel, raw[i : i + taps], strict=True):
+            acc = [a + w * v for a, v in zip(acc, src, strict=True)]
+        rows.append(acc)
+    last = first + n - 1
+    for frame, c in zip(lists.closure_frame, lists.closure_cls, strict=True):
+        if not first <= frame <= last:
+            continue
+        row = rows[frame - first]
+        best = max(range(_N), key=row.__getitem__)
+        if row[c] >= params.reach and best == c:
+            continue
+        target = max(params.reach, row[c])
+        others = 1.0 - row[c]
+        scale = (1.0 - target) / others if others > 0 else 0.0
+        for j in range(_N):
+            row[j] *= scale
+        row[c] = target
+    # The array version clips to [0, 1] here; these rows leave [0, 1] by round-off only, and
+    # :func:`frames_from_rows` keeps what it emits inside.
+    return rows
+
+
+def frames_from_rows(
+    rows: Sequence[Sequence[float]], *, fps: float, first: int
+) -> list[VisemeFrame]:
+    """:func:`frames_from_weights` for rows as lists."""
+    frame_ms = 1000.0 / fps
+    names = VISEME_CLASSES
+    out: list[VisemeFrame] = []
+    for i, row in enumerate(rows):
+        total = sum(row[1:])
+        values = [v / total for v in row[1:]] if total > 1.0 else row[1:]
+        weights = {names[c + 1]: min(v, 1.0) for c, v in enumerate(values) if v >= 1e-3}
+        out.append(VisemeFrame(pts_ms=(first + i) * frame_ms, weights=weights))
+    return out

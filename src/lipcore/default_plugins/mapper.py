@@ -15,16 +15,21 @@ import logging
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lipcore import _espeak
 from lipcore.coarticulation import (
     CoarticulationParams,
+    frames_from_rows,
     frames_from_weights,
+    prepare_segment_lists,
     prepare_segments,
+    raw_rows,
+    sample_rows,
     sample_weights,
+    smooth_kernel,
 )
 from lipcore.errors import InputError
 from lipcore.hookspecs import Register, hookimpl
@@ -43,6 +48,9 @@ __all__ = ["DefaultVisemeMapper", "DefaultVisemeStream", "g2p_word", "register_v
 logger = logging.getLogger("lipcore.mapper")
 
 _DIPHTHONG_SPLIT = 0.55
+#: Above this many frames in one emit the stream computes with numpy arrays; below, with
+#: scalars (numpy's per-call cost dominates a chunk's one or two frames).
+_ARRAY_FRAMES = 24
 _VOWEL_WEIGHT = 1.6
 
 
@@ -213,6 +221,13 @@ class DefaultVisemeStream(VisemeStream):
         self._words = _CharWords()
         self._finished = False
         self._lookahead = self.params.lookahead_ms(fps)
+        self._kernel = smooth_kernel(self.params, fps)
+        # Raw (unsmoothed) rows of frames ``_raw_first …``: a frame's raw weights are final
+        # once it has been computed for an emit (everything within the look-ahead was known),
+        # so the next chunk only computes the frames it adds.
+        self._raw_first = 0
+        self._raw: list[list[float]] = []
+        self._prepared: dict[VisemeSegment, Any] = {}  # per-segment work, kept while live
 
     def _add(self, segs: Sequence[VisemeSegment]) -> None:
         self.track.extend(segs)
@@ -225,6 +240,16 @@ class DefaultVisemeStream(VisemeStream):
     ) -> list[VisemeFrame]:
         if last < self._next:
             return []
+        if last - self._next >= _ARRAY_FRAMES:
+            frames = self._emit_arrays(last, closed=closed, silent_until=silent_until)
+        else:
+            frames = self._emit_rows(last, closed=closed, silent_until=silent_until)
+        self._next = last + 1
+        self._trim()
+        return frames
+
+    def _emit_arrays(self, last: int, *, closed: bool, silent_until: float) -> list[VisemeFrame]:
+        # Many frames at once (a long chunk, the end of a long utterance): numpy pays off.
         arr = prepare_segments(
             self._live,
             self.params,
@@ -234,10 +259,31 @@ class DefaultVisemeStream(VisemeStream):
             silent_until=silent_until,
         )
         weights = sample_weights(arr, self.params, fps=self.fps, first=self._next, last=last)
-        frames = frames_from_weights(weights, fps=self.fps, first=self._next)
-        self._next = last + 1
-        self._trim()
-        return frames
+        self._raw = []  # not kept by the array path
+        return frames_from_weights(weights, fps=self.fps, first=self._next)
+
+    def _emit_rows(self, last: int, *, closed: bool, silent_until: float) -> list[VisemeFrame]:
+        lists = prepare_segment_lists(
+            self._live,
+            self.params,
+            fps=self.fps,
+            closed=closed,
+            rest_before=self._rest_before,
+            silent_until=silent_until,
+            memo=self._prepared,
+        )
+        k = len(self._kernel) // 2
+        lo, hi = self._next - k, last + k
+        have_end = self._raw_first + len(self._raw)
+        if not self._raw or self._raw_first > lo or have_end < lo:
+            self._raw_first, self._raw = lo, []
+        else:
+            del self._raw[: lo - self._raw_first]
+            self._raw_first = lo
+        start = self._raw_first + len(self._raw)
+        self._raw.extend(raw_rows(lists, start, hi, self.fps, self.params.epsilon))
+        rows = sample_rows(self._raw, lists, self.params, self._kernel, first=self._next)
+        return frames_from_rows(rows, fps=self.fps, first=self._next)
 
     def _trim(self) -> None:
         # Segments whose influence ends before the next frame's smoothing reach are dropped;
@@ -248,6 +294,7 @@ class DefaultVisemeStream(VisemeStream):
         for s in self._live:
             if s.end_ms < horizon:
                 self._rest_before = max(self._rest_before, s.end_ms)
+                self._prepared.pop(s, None)
             else:
                 keep.append(s)
         self._live = keep
