@@ -198,3 +198,11 @@ async def test_voices_are_listed_and_cached(mock: MockElevenLabs, make_source: A
     assert {v.id: v.language for v in voices} == {DE: "de", EN: "en"}
     mock.config.api_key = "changed"  # a second call must not reach the server
     assert await source.voices() == voices
+
+
+async def test_language_code_sets_the_voices_language(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
+    # A multilingual voice labelled "en" asked to speak German: the mouth follows German G2P.
+    voices = await make_source(language_code="de").voices()
+    assert {v.id: v.language for v in voices} == {DE: "de", EN: "de"}

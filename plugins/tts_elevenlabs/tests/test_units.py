@@ -114,6 +114,40 @@ def test_base_url_env_and_ws_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_server_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `lipcore serve --tts elevenlabs` builds the source without arguments: the environment
+    # configures it; explicit settings still win; a bad value is a clear config error.
+    for name in ("MODEL_ID", "OUTPUT_FORMAT", "LANGUAGE_CODE", "TRANSPORT"):
+        monkeypatch.delenv(f"ELEVENLABS_{name}", raising=False)
+    s = ElevenLabsSettings()
+    assert (s.model_id, s.output_format, s.language_code, s.transport) == (
+        "eleven_flash_v2_5",
+        "pcm_22050",
+        None,
+        "multi",
+    )
+    monkeypatch.setenv("ELEVENLABS_MODEL_ID", "eleven_turbo_v2_5")
+    monkeypatch.setenv("ELEVENLABS_OUTPUT_FORMAT", "pcm_16000")
+    monkeypatch.setenv("ELEVENLABS_LANGUAGE_CODE", "de")
+    monkeypatch.setenv("ELEVENLABS_TRANSPORT", "http")
+    source = ElevenLabsTTSSource()
+    s = source.settings
+    assert (s.model_id, s.output_format, s.language_code, s.transport) == (
+        "eleven_turbo_v2_5",
+        "pcm_16000",
+        "de",
+        "http",
+    )
+    # the server announces capabilities.sample_rates[0] to its clients: the configured rate
+    assert source.capabilities.sample_rates[0] == 16000
+    assert ElevenLabsTTSSource.capabilities.sample_rates[0] == 22050  # the class is untouched
+    assert ElevenLabsTTSSource(output_format="pcm_24000").capabilities.sample_rates[0] == 24000
+    assert ElevenLabsTTSSource(model_id="eleven_flash_v2").settings.model_id == "eleven_flash_v2"
+    monkeypatch.setenv("ELEVENLABS_OUTPUT_FORMAT", "mp3_44100_128")
+    with pytest.raises(ElevenLabsConfigError, match="output_format"):
+        ElevenLabsTTSSource()
+
+
 def test_bad_settings_say_what_is_wrong() -> None:
     with pytest.raises(ElevenLabsConfigError, match="base_url"):
         ElevenLabsTTSSource(base_url="ftp://nope")

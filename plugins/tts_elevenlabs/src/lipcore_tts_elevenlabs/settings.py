@@ -61,15 +61,28 @@ class ElevenLabsSettings(BaseModel):
         default_factory=lambda: os.environ.get("ELEVENLABS_BASE_URL") or DEFAULT_BASE_URL,
         description="https:// host (or proxy prefix); the WebSocket URL follows it (wss/ws).",
     )
-    model_id: str = "eleven_flash_v2_5"
+    model_id: str = Field(
+        default_factory=lambda: _env("ELEVENLABS_MODEL_ID") or "eleven_flash_v2_5",
+        validate_default=True,
+        description="default $ELEVENLABS_MODEL_ID, else eleven_flash_v2_5 (~75 ms inference)",
+    )
     output_format: PcmFormat = Field(
-        "pcm_22050", description="raw s16le PCM so audio goes to clients without decoding"
+        default_factory=lambda: _env("ELEVENLABS_OUTPUT_FORMAT") or "pcm_22050",
+        validate_default=True,
+        description="raw s16le PCM so audio goes to clients without decoding "
+        "(default $ELEVENLABS_OUTPUT_FORMAT, else pcm_22050)",
     )
     voice_settings: VoiceSettings | None = None
-    language_code: str | None = Field(None, description="ISO 639-1, e.g. 'de' (v2.5 models)")
+    language_code: str | None = Field(
+        default_factory=lambda: _env("ELEVENLABS_LANGUAGE_CODE"),
+        validate_default=True,
+        description="ISO 639-1, e.g. 'de' (v2.5 models); default $ELEVENLABS_LANGUAGE_CODE",
+    )
     transport: Literal["multi", "single", "http"] = Field(
-        "multi",
-        description="multi: multi-stream-input, one socket per session, a context per "
+        default_factory=lambda: _env("ELEVENLABS_TRANSPORT") or "multi",
+        validate_default=True,
+        description="default $ELEVENLABS_TRANSPORT, else multi. "
+        "multi: multi-stream-input, one socket per session, a context per "
         "utterance; single: stream-input, a socket per utterance (pre-opened); http: "
         "stream/with-timestamps (NDJSON).",
     )
@@ -218,6 +231,11 @@ PER_UTTERANCE_OPTIONS: frozenset[str] = frozenset(
 _OPTION_ALIASES = {"model": "model_id", "language": "language_code"}
 # Handled by the source itself, not settings.
 _IGNORED_OPTIONS = frozenset({"session_id", "context_id"})
+
+
+def _env(name: str) -> Any:
+    # Read at construction, so `lipcore serve --tts elevenlabs` can be configured without code.
+    return os.environ.get(name) or None
 
 
 def _b(value: bool) -> str:
