@@ -302,18 +302,34 @@ if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
 
 let lastRaf = null;
 let frameInterval = 1000 / 60;
+const intervals = []; // the last display intervals (ms)
+
+/**
+ * How far ahead of this callback the frame drawn now will be on screen: a high percentile of
+ * the recent display intervals, not their mean. When frames come irregularly (a loaded
+ * machine, a slow GPU), the mean would put the mouth late on every long frame; the percentile
+ * keeps it early by at most the jitter, and equals the interval when frames are regular.
+ */
+function displayLead(now) {
+  if (lastRaf !== null) {
+    intervals.push(Math.min(100, now - lastRaf));
+    if (intervals.length > 30) intervals.shift();
+    const sorted = [...intervals].sort((a, b) => a - b);
+    frameInterval = sorted[Math.min(sorted.length - 1, Math.floor(0.8 * sorted.length))];
+  }
+  lastRaf = now;
+  return frameInterval;
+}
 let pending = null; // the previous frame's drawn pts, checked once it is on screen
+let lastDrawKey = null;
+let lastOverlay = null;
 
 function render(now) {
   requestAnimationFrame(render);
-  if (lastRaf !== null) {
-    // Smoothed display interval: the canvas drawn now is shown about one interval later.
-    frameInterval = 0.9 * frameInterval + 0.1 * Math.min(100, now - lastRaf);
-  }
-  lastRaf = now;
+  const lead = displayLead(now);
   if (!overlay || !mouthTrack || !video.videoWidth) return;
   const t0 = performance.now();
-  const displayMs = now + frameInterval;
+  const displayMs = now + lead;
   const m = session ? session.mouthAt(displayMs) : { weights: {}, ptsMs: null };
   // A paused (held or seeking) video shows the frame at currentTime; rVFC need not fire then.
   const mt = "requestVideoFrameCallback" in HTMLVideoElement.prototype && !video.paused
@@ -321,7 +337,16 @@ function render(now) {
   const idx = frameIndexAt(mt, videoFps, mouthTrack.affines.length);
   const fit = containFit(video.videoWidth, video.videoHeight, overlay.canvas.width,
     overlay.canvas.height);
-  overlay.draw(affineAt(mouthTrack, idx), m.weights, fit);
+  // Draw only when something on it changed (idle frame, weights, size): at rest the idle
+  // loop's 25–30 fps, not the display's 60, and nothing while the video is held.
+  const { width: cw, height: ch } = overlay.canvas;
+  const key = `${idx}|${cw}x${ch}|${JSON.stringify(m.weights)}`;
+  const drawn = key !== lastDrawKey || overlay !== lastOverlay;
+  if (drawn) {
+    overlay.draw(affineAt(mouthTrack, idx), m.weights, fit);
+    lastDrawKey = key;
+    lastOverlay = overlay;
+  }
   const cost = performance.now() - t0;
 
   const act = activity(m.weights);
@@ -330,7 +355,7 @@ function render(now) {
   state.audioClockMs = m.ptsMs;
   state.utterance = m.utterance;
   state.frameIndex = idx;
-  state.frameTimeMs.push(cost);
+  if (drawn) state.frameTimeMs.push(cost);
   if (state.frameTimeMs.length > 5000) state.frameTimeMs.shift();
 
   // Measurements while an utterance is heard.
@@ -361,7 +386,7 @@ function render(now) {
     const recent = state.clockOffsetsMs.slice(-30);
     ui.stat("av", recent.reduce((a, b) => a + b, 0) / recent.length, 1);
   }
-  if (state.frameTimeMs.length % 30 === 0) {
+  if (drawn && state.frameTimeMs.length % 30 === 0) {
     const r = state.frameTimeMs.slice(-60);
     ui.stat("frame", r.reduce((a, b) => a + b, 0) / r.length, 2);
   }
