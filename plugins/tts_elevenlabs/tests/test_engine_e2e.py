@@ -3,6 +3,7 @@ and viseme timing from characters against the true phoneme times."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -84,6 +85,27 @@ async def test_engine_streamed_tokens(mock: MockElevenLabs) -> None:
         assert utt.frames[-1].weights == {} or sum(utt.frames[-1].weights.values()) < 0.05
     finally:
         await engine.aclose()
+
+
+def test_cli_lists_voices_from_the_environment_and_says_what_a_bad_key_means(
+    mock: MockElevenLabs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from lipcore.cli import app
+
+    monkeypatch.setenv("ELEVENLABS_BASE_URL", mock.base_url)
+    monkeypatch.setenv("ELEVENLABS_API_KEY", mock.api_key)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["voices", "--tts", "elevenlabs", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert {v["id"]: v["language"] for v in json.loads(ok.output)} == {DE: "de", EN: "en"}
+    monkeypatch.setenv("ELEVENLABS_API_KEY", "sk-wrong-key-0123456789")
+    bad = runner.invoke(app, ["voices", "--tts", "elevenlabs"])
+    text = " ".join(bad.output.split())
+    assert bad.exit_code != 0
+    assert "elevenlabs_auth" in text and "ELEVENLABS_API_KEY" in text
+    assert "sk-wrong-key-0123456789" not in text
 
 
 @pytest.mark.network

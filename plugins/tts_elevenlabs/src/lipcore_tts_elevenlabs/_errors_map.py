@@ -66,7 +66,7 @@ def make_error(
 ) -> ElevenLabsError:
     vendor = redact(vendor, secret).strip()
     detail = f": {vendor[:300]}" if vendor else ""
-    return cls(f"{what}{detail} [{cls.kind}]. What to do: {_WHAT_TO_DO.get(cls, 'retry later')}")
+    return cls(f"{what}{detail} ({cls.kind}). What to do: {_WHAT_TO_DO.get(cls, 'retry later')}")
 
 
 def from_close(
