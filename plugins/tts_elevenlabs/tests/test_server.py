@@ -279,3 +279,35 @@ async def test_streamed_text_deltas_over_the_session_socket(
     assert len(client.audio(1)) / 2 / 22050 * 1000 == pytest.approx(
         sum(g.duration_ms for g in rec.generations), abs=1
     )
+
+
+async def test_each_session_speaks_with_its_own_voice_profile(
+    mock: MockElevenLabs, serve: Callable[..., Server]
+) -> None:
+    # Per-avatar / per-session settings through the unchanged server: the session's voice_id
+    # names a profile (vendor voice + model + voice settings + language).
+    srv = serve(
+        profiles={
+            "anna-calm": {
+                "voice_id": DE,
+                "model_id": "eleven_multilingual_v2",
+                "voice_settings": {"stability": 0.9, "speed": 0.9},
+            },
+            "rachel-de": {"voice_id": EN, "language_code": "de"},
+        }
+    )
+    for profile in ("anna-calm", "rachel-de"):
+        async with open_session(srv, profile) as (http, s), connect(s["ws_url"]) as ws:
+            client = Client(ws)
+            await client.until("hello")
+            await speak(http, srv, s["session_id"], "Mama baut ein Boot.")
+            await client.until("utterance_end", utterance=1)
+            assert len(client.audio(1)) > 11025 and any(f["weights"] for f in client.frames(1))
+    calm, rachel = (r for r in mock.contexts("multi") if r.generations)
+    assert calm.voice_id == DE and calm.query["model_id"] == "eleven_multilingual_v2"
+    init = calm.messages[0]
+    assert init["voice_settings"]["stability"] == 0.9 and init["voice_settings"]["speed"] == 0.9
+    assert "language_code" not in calm.query
+    assert rachel.voice_id == EN and rachel.query["language_code"] == "de"
+    assert rachel.query["model_id"] == "eleven_flash_v2_5"
+    assert "voice_settings" not in rachel.messages[0]

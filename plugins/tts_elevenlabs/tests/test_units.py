@@ -9,6 +9,7 @@ from lipcore_tts_elevenlabs import (
     ElevenLabsConfigError,
     ElevenLabsSettings,
     ElevenLabsTTSSource,
+    VoiceSettings,
 )
 from lipcore_tts_elevenlabs.errors import redact
 from lipcore_tts_elevenlabs.settings import UnknownOptionError, ws_base_url
@@ -146,6 +147,25 @@ def test_server_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ELEVENLABS_OUTPUT_FORMAT", "mp3_44100_128")
     with pytest.raises(ElevenLabsConfigError, match="output_format"):
         ElevenLabsTTSSource()
+
+
+def test_voice_profiles_from_settings_or_json_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ELEVENLABS_VOICE_PROFILES",
+        '{"anna": {"voice_id": "v1", "language_code": "de", "voice_settings": {"speed": 1.1}}}',
+    )
+    ((name, profile),) = ElevenLabsSettings().profiles.items()
+    assert name == "anna" and profile.voice_id == "v1"
+    assert profile.options() == {
+        "voice_settings": VoiceSettings(speed=1.1).model_dump(),
+        "language_code": "de",
+    }
+    monkeypatch.setenv("ELEVENLABS_VOICE_PROFILES", "{not json")
+    with pytest.raises(ElevenLabsConfigError, match="JSON"):
+        ElevenLabsTTSSource()
+    monkeypatch.delenv("ELEVENLABS_VOICE_PROFILES")
+    with pytest.raises(ElevenLabsConfigError, match="voice_id"):
+        ElevenLabsTTSSource(profiles={"x": {"model_id": "eleven_flash_v2_5"}})
 
 
 def test_bad_settings_say_what_is_wrong() -> None:

@@ -28,6 +28,7 @@ from lipcore_tts_elevenlabs.settings import (
     DEFAULT_BASE_URL,
     EU_BASE_URL,
     ElevenLabsSettings,
+    VoiceProfile,
     VoiceSettings,
 )
 from lipcore_tts_elevenlabs.source import ElevenLabsTTSSource
@@ -48,5 +49,6 @@ __all__ = [
     "ElevenLabsSettings",
     "ElevenLabsTTSSource",
     "ElevenLabsTimeoutError",
+    "VoiceProfile",
     "VoiceSettings",
 ]

@@ -7,6 +7,7 @@ The factory takes them as keyword arguments (``ElevenLabsTTSSource(model_id=...,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -22,6 +23,7 @@ __all__ = [
     "PER_UTTERANCE_OPTIONS",
     "ElevenLabsSettings",
     "UnknownOptionError",
+    "VoiceProfile",
     "VoiceSettings",
     "ws_base_url",
 ]
@@ -47,6 +49,30 @@ class VoiceSettings(BaseModel):
     style: float = Field(0.0, ge=0.0, le=1.0)
     use_speaker_boost: bool = True
     speed: float = Field(1.0, ge=0.7, le=1.2)
+
+
+class VoiceProfile(BaseModel):
+    """A named voice with its own settings: an avatar or a session picks it by name as its
+    ``voice_id`` (``{"voice_id": "anna-de"}``), through the unchanged server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voice_id: str = Field(min_length=1, description="the vendor's voice id")
+    name: str | None = None
+    model_id: str | None = None
+    voice_settings: VoiceSettings | None = None
+    language_code: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The per-utterance options this profile sets."""
+        out: dict[str, Any] = {}
+        if self.model_id:
+            out["model_id"] = self.model_id
+        if self.voice_settings is not None:
+            out["voice_settings"] = self.voice_settings.model_dump()
+        if self.language_code:
+            out["language_code"] = self.language_code
+        return out
 
 
 class ElevenLabsSettings(BaseModel):
@@ -115,6 +141,22 @@ class ElevenLabsSettings(BaseModel):
         10.0, gt=0, description="a closed context holds its slot until isFinal or this long"
     )
     voices_cache_ttl_s: float = Field(300.0, ge=0)
+    profiles: dict[str, VoiceProfile] = Field(
+        default_factory=lambda: _env("ELEVENLABS_VOICE_PROFILES") or {},
+        validate_default=True,
+        description="named voices with their own model, voice settings and language "
+        "(default: JSON in $ELEVENLABS_VOICE_PROFILES)",
+    )
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _parse_profiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"voice profiles must be a JSON object: {exc}") from None
+        return value
 
     @field_validator("base_url")
     @classmethod

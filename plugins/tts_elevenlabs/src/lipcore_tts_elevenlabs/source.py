@@ -142,6 +142,7 @@ class ElevenLabsTTSSource(TTSSource):
                 secret=key,
             ) from None
         voices = [self._voice_from(v) for v in entries if isinstance(v, dict) and v.get("voice_id")]
+        voices += self._profile_voices(voices)
         self._voices = (now, s.base_url, voices)
         return list(voices)
 
@@ -163,6 +164,26 @@ class ElevenLabsTTSSource(TTSSource):
             language=str(language),
             gender=gender,
         )
+
+    def _profile_voices(self, vendor: Sequence[Voice]) -> list[Voice]:
+        """The configured profiles as voices (id = profile name), so that a session or an
+        avatar picks one by name like any voice."""
+        by_id = {v.id: v for v in vendor}
+        out: list[Voice] = []
+        for name, profile in self.settings.profiles.items():
+            base = by_id.get(profile.voice_id)
+            out.append(
+                Voice(
+                    id=name,
+                    name=profile.name or f"{name} ({base.name if base else profile.voice_id})",
+                    language=profile.language_code
+                    or (base.language if base else None)
+                    or self.settings.language_code
+                    or "en",
+                    gender=base.gender if base else None,
+                )
+            )
+        return out
 
     async def resolve_voice(self, voice: str) -> Voice:
         """The voice with id (or exact name) ``voice``; :class:`UnknownVoiceError` otherwise."""
@@ -198,6 +219,10 @@ class ElevenLabsTTSSource(TTSSource):
 
         Yields :class:`TTSChunk` s of raw PCM with absolute character timings, then an empty
         chunk with ``final=True``. Closing the generator stops the utterance at once."""
+        profile = self.settings.profiles.get(voice)
+        if profile is not None:  # a named profile: its settings, then the utterance's own
+            options = {**profile.options(), **(options or {})}
+            voice = profile.voice_id
         s = self.settings.merged(options)
         session = str((options or {}).get("session_id") or _DEFAULT_SESSION)
         if not voice:
