@@ -33,6 +33,7 @@ from lipcore.visemes import VISEME_CLASSES, dominance_scale, is_closure
 __all__ = [
     "ClassShape",
     "CoarticulationParams",
+    "Row",
     "SegmentArrays",
     "SegmentLists",
     "frames_from_rows",
@@ -373,18 +374,21 @@ def frames_from_weights(weights: FloatArray, *, fps: float, first: int) -> list[
 # ------------------------------------------------------------------ per-chunk (pure Python)
 # A live stream emits one or two frames per TTS chunk. numpy's fixed cost per call (~1-3 µs,
 # some 60 calls per chunk) would then be nearly all of the work, so the stream uses these
-# scalar versions of the same formulas; they agree with the array versions to float round-off.
+# scalar versions of the same formulas. Rows are sparse ({class index: weight}; a frame has
+# three or four classes above zero, not twelve): a missing class adds exactly 0 in the array
+# version, so sums run over the same terms in the same order and agree to float round-off.
+
+#: A sparse row: class index → weight; absent classes are 0.
+Row = dict[int, float]
 
 
-def raw_rows(
-    lists: SegmentLists, first: int, last: int, fps: float, epsilon: float
-) -> list[list[float]]:
+def raw_rows(lists: SegmentLists, first: int, last: int, fps: float, epsilon: float) -> list[Row]:
     """:func:`_raw_weights` for frames ``first … last`` (frame ``j`` at ``j·1000/fps`` ms)."""
     frame_ms = 1000.0 / fps
     n = last - first + 1
     if n <= 0:
         return []
-    acc = [[0.0] * _N for _ in range(n)]
+    acc: list[Row] = [{} for _ in range(n)]
     t_first, t_last = first * frame_ms, last * frame_ms
     exp = math.exp
     for start, end, cls, alpha, sigma, window in zip(
@@ -401,12 +405,13 @@ def raw_rows(
             t = j * frame_ms
             tau = start - t if t < start else (t - end if t > end else 0.0)
             if tau < window:
-                acc[j - first][cls] += (exp(-tau / sigma) - floor) / norm * alpha
-    rows: list[list[float]] = []
+                row = acc[j - first]
+                row[cls] = row.get(cls, 0.0) + (exp(-tau / sigma) - floor) / norm * alpha
+    rows: list[Row] = []
     for row in acc:
-        total = sum(row) + epsilon
-        out = [v / total for v in row]
-        out[_REST] += 1.0 - sum(out)
+        total = sum(row.values()) + epsilon
+        out = {c: v / total for c, v in row.items()}
+        out[_REST] = out.get(_REST, 0.0) + (1.0 - sum(out.values()))
         rows.append(out)
     return rows
 
@@ -421,37 +426,39 @@ def smooth_kernel(params: CoarticulationParams, fps: float) -> list[float]:
 
 
 def sample_rows(
-    raw: Sequence[Sequence[float]],
+    raw: Sequence[Row],
     lists: SegmentLists,
     params: CoarticulationParams,
     kernel: Sequence[float],
     *,
     first: int,
-) -> list[list[float]]:
+) -> list[Row]:
     """:func:`sample_weights` from raw rows for frames ``first - k … last + k`` (k: half the
     kernel): the smoothed, closure-lifted rows of frames ``first … last``."""
-    k = len(kernel) // 2
-    n = len(raw) - 2 * k
     taps = len(kernel)
-    rows: list[list[float]] = []
+    n = len(raw) - taps + 1
+    rows: list[Row] = []
     for i in range(n):
         # Σ w_tap · raw[frame + tap], summed from 0 in tap order like the array version.
-        acc = [0.0] * _N
+        acc: Row = {}
         for w, src in zip(kernel, raw[i : i + taps], strict=True):
-            acc = [a + w * v for a, v in zip(acc, src, strict=True)]
+            for c, v in src.items():
+                acc[c] = acc.get(c, 0.0) + w * v
         rows.append(acc)
     last = first + n - 1
     for frame, c in zip(lists.closure_frame, lists.closure_cls, strict=True):
         if not first <= frame <= last:
             continue
         row = rows[frame - first]
-        best = max(range(_N), key=row.__getitem__)
-        if row[c] >= params.reach and best == c:
+        own = row.get(c, 0.0)
+        # The array version's argmax: the largest weight, the lowest class index on a tie.
+        best = max(row, key=lambda j: (row[j], -j))
+        if own >= params.reach and best == c:
             continue
-        target = max(params.reach, row[c])
-        others = 1.0 - row[c]
+        target = max(params.reach, own)
+        others = 1.0 - own
         scale = (1.0 - target) / others if others > 0 else 0.0
-        for j in range(_N):
+        for j in row:
             row[j] *= scale
         row[c] = target
     # The array version clips to [0, 1] here; these rows leave [0, 1] by round-off only, and
@@ -459,16 +466,18 @@ def sample_rows(
     return rows
 
 
-def frames_from_rows(
-    rows: Sequence[Sequence[float]], *, fps: float, first: int
-) -> list[VisemeFrame]:
-    """:func:`frames_from_weights` for rows as lists."""
+def frames_from_rows(rows: Sequence[Row], *, fps: float, first: int) -> list[VisemeFrame]:
+    """:func:`frames_from_weights` for sparse rows."""
     frame_ms = 1000.0 / fps
     names = VISEME_CLASSES
     out: list[VisemeFrame] = []
     for i, row in enumerate(rows):
-        total = sum(row[1:])
-        values = [v / total for v in row[1:]] if total > 1.0 else row[1:]
-        weights = {names[c + 1]: min(v, 1.0) for c, v in enumerate(values) if v >= 1e-3}
+        total = sum(v for c, v in row.items() if c != _REST)
+        div = total if total > 1.0 else 1.0
+        weights = {}
+        for c in sorted(row):
+            v = row[c] / div if div != 1.0 else row[c]
+            if c != _REST and v >= 1e-3:
+                weights[names[c]] = min(v, 1.0)
         out.append(VisemeFrame(pts_ms=(first + i) * frame_ms, weights=weights))
     return out

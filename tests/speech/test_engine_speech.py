@@ -57,7 +57,13 @@ def test_the_lead_shifts_frames_earlier_and_keeps_pts_increasing() -> None:
     assert lead[0] == 0.0
     assert all(b > a for a, b in itertools.pairwise(lead))
     # Interior frames are exactly 40 ms earlier; those before 0 collapse into one at 0.
-    assert lead[1:] == pytest.approx([p - 40.0 for p in no_lead if p - 40.0 > 0])
+    shifted = [p - 40.0 for p in no_lead if p - 40.0 > 0]
+    # espeak's audio length varies by a few samples between calls (±0.5 ms here), which can
+    # move the last frame (speech end + look-ahead) across a frame boundary: one frame more
+    # or less at the end is not the lead's doing.
+    assert abs(len(lead[1:]) - len(shifted)) <= 1
+    n = min(len(lead) - 1, len(shifted))
+    assert lead[1 : n + 1] == pytest.approx(shifted[:n])
 
 
 def test_text_deltas_through_the_engine() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from lipcore import _espeak
 from lipcore.coarticulation import (
     CoarticulationParams,
+    Row,
     frames_from_rows,
     frames_from_weights,
     prepare_segment_lists,
@@ -226,7 +227,7 @@ class DefaultVisemeStream(VisemeStream):
         # once it has been computed for an emit (everything within the look-ahead was known),
         # so the next chunk only computes the frames it adds.
         self._raw_first = 0
-        self._raw: list[list[float]] = []
+        self._raw: list[Row] = []
         self._prepared: dict[VisemeSegment, Any] = {}  # per-segment work, kept while live
 
     def _add(self, segs: Sequence[VisemeSegment]) -> None:
