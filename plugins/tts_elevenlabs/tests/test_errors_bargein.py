@@ -255,7 +255,12 @@ async def test_unreachable_host_retries_with_backoff_then_fails(make_source: Any
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    source = make_source(base_url=f"http://127.0.0.1:{port}", max_retries=2, backoff_initial_s=0.1)
+    source = make_source(
+        base_url=f"http://127.0.0.1:{port}",
+        max_retries=2,
+        backoff_initial_s=0.1,
+        http_fallback=False,
+    )
     t0 = time.perf_counter()
     with pytest.raises(ElevenLabsConnectionError, match="opening"):
         await collect(source.synthesize("Hallo.", voice=DE))
@@ -314,3 +319,30 @@ async def test_the_key_never_reaches_logs_or_errors(
     for text in [caplog.text, repr(source), *errors]:
         assert secret not in text
         assert "sk_the_wrong_one_777" not in text
+
+
+async def test_websocket_refused_by_a_proxy_falls_back_to_the_http_stream(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
+    mock.config.reject_handshake_status = 502  # a proxy that does not pass WebSocket upgrades
+    source = make_source(max_retries=1, backoff_initial_s=0.05)
+    chunks = await collect(source.synthesize("Hallo Welt.", voice=DE))
+    assert text_of(chars_of(chunks)) == "Hallo Welt." and chunks[-1].final
+    assert source.stats["http_fallbacks"] == 1 and len(mock.http_requests) == 1
+    # within the cool-down the next utterance goes straight to HTTP (no upgrade attempts)
+    mock.config.reject_handshake_status = None
+    await collect(source.synthesize("Noch einmal.", voice=DE))
+    assert len(mock.http_requests) == 2 and mock.connections == 0
+    # without the fallback the refusal is a typed error that names what happened
+    strict = make_source(max_retries=0, http_fallback=False)
+    mock.config.reject_handshake_status = 502
+    with pytest.raises(ElevenLabsConnectionError, match="HTTP 502"):
+        await collect(strict.synthesize("Hallo.", voice=DE))
+
+
+async def test_a_refused_key_never_falls_back(mock: MockElevenLabs, make_source: Any) -> None:
+    mock.config.reject_handshake_status = 403
+    source = make_source()
+    with pytest.raises(ElevenLabsAuthError):
+        await collect(source.synthesize("Hallo.", voice=DE))
+    assert source.stats["http_fallbacks"] == 0 and not mock.http_requests

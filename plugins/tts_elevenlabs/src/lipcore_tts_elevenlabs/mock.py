@@ -632,8 +632,17 @@ class MockElevenLabs:
         from starlette.websockets import WebSocketDisconnect
 
         cfg = self.config
-        if cfg.reject_handshake_status is not None:
+        if cfg.reject_handshake_status == 403:
             await ws.close(code=1008)  # before accept → the upgrade is refused (HTTP 403)
+            return
+        if cfg.reject_handshake_status is not None:
+            # Another status, as a proxy without WebSocket support would answer the upgrade.
+            from starlette.responses import JSONResponse
+
+            status = cfg.reject_handshake_status
+            await ws.send_denial_response(
+                JSONResponse({"detail": {"status": "error", "message": "no upgrade"}}, status)
+            )
             return
         voice_id = ws.path_params["voice_id"]
         query = dict(ws.query_params)

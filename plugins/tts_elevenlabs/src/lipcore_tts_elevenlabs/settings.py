@@ -141,6 +141,13 @@ class ElevenLabsSettings(BaseModel):
         10.0, gt=0, description="a closed context holds its slot until isFinal or this long"
     )
     voices_cache_ttl_s: float = Field(300.0, ge=0)
+    http_fallback: bool = Field(
+        True,
+        description="speak over the HTTP stream when the WebSocket cannot be opened (network "
+        "or proxy failure, not a refused key); WebSockets are retried after "
+        "http_fallback_cooldown_s",
+    )
+    http_fallback_cooldown_s: float = Field(60.0, ge=0)
     profiles: dict[str, VoiceProfile] = Field(
         default_factory=lambda: _env("ELEVENLABS_VOICE_PROFILES") or {},
         validate_default=True,

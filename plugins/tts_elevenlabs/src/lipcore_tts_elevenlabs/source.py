@@ -99,7 +99,9 @@ class ElevenLabsTTSSource(TTSSource):
             "reconnects": 0,
             "dropped_late_frames": 0,
             "utterances": 0,
+            "http_fallbacks": 0,
         }
+        self._ws_broken_until: dict[str, float] = {}  # base URL → monotonic time
 
     def __repr__(self) -> str:  # the key stays out (SecretStr would mask it anyway)
         s = self.settings
@@ -414,7 +416,26 @@ class ElevenLabsTTSSource(TTSSource):
         self.stats["utterances"] += 1
         attempts = 0
         while True:
-            sock = await self._acquire(s, voice, session)
+            if s.http_fallback and self._ws_broken_until.get(s.base_url, 0.0) > time.monotonic():
+                async for chunk in self._synthesize_http(text, voice, s, count=False):
+                    yield chunk
+                return
+            try:
+                sock = await self._acquire(s, voice, session)
+            except (ElevenLabsConnectionError, ElevenLabsTimeoutError) as exc:
+                if not s.http_fallback:
+                    raise
+                # The WebSocket cannot be opened (network, or a proxy without WebSocket
+                # support): this utterance and those of the next minute go over HTTP.
+                logger.warning(
+                    "ElevenLabs WebSocket unavailable (%s); falling back to the HTTP stream for "
+                    "%.0f s",
+                    exc.kind,
+                    s.http_fallback_cooldown_s,
+                )
+                self.stats["http_fallbacks"] += 1
+                self._ws_broken_until[s.base_url] = time.monotonic() + s.http_fallback_cooldown_s
+                continue
             if sock.mode == "multi":
                 cid = f"lc{next(self._ids)}-{secrets.token_hex(3)}"
                 ctx = sock.open_context(cid, self._init_message(s, cid))
@@ -510,9 +531,15 @@ class ElevenLabsTTSSource(TTSSource):
         return self._http
 
     async def _synthesize_http(
-        self, text: str | AsyncIterable[str], voice: str, s: ElevenLabsSettings
+        self,
+        text: str | AsyncIterable[str],
+        voice: str,
+        s: ElevenLabsSettings,
+        *,
+        count: bool = True,
     ) -> AsyncIterator[TTSChunk]:
-        self.stats["utterances"] += 1
+        if count:
+            self.stats["utterances"] += 1
         rate = s.sample_rate
         timeline = CharTimeline(s.alignment)
         pts = 0.0
