@@ -388,7 +388,15 @@ class MeshWarpRenderer(MouthRenderer):
         grid = np.zeros(table.shape[1:], np.float32)
         for i, wi in w.items():
             grid += table[i] * np.float32(wi)
-        return self._ry @ grid[..., 0] @ self._rx, self._ry @ grid[..., 1] @ self._rx
+        # cv2.gemm, not numpy's @: these products are tiny, and OpenBLAS's worker threads spin
+        # against the video encoder's threads (measured 15 ms a frame inside render_talk on
+        # 2 cores; cv2.gemm runs them in ~0.2 ms on the calling thread).
+        ry, rx = self._ry, self._rx
+        dx = cv2.gemm(cv2.gemm(ry, np.ascontiguousarray(grid[..., 0]), 1.0, None, 0.0), rx, 1.0,
+                      None, 0.0)  # fmt: skip
+        dy = cv2.gemm(cv2.gemm(ry, np.ascontiguousarray(grid[..., 1]), 1.0, None, 0.0), rx, 1.0,
+                      None, 0.0)  # fmt: skip
+        return np.asarray(dx, np.float32), np.asarray(dy, np.float32)
 
     def dense_offsets(self, weights: Mapping[str, float]) -> tuple[F32, F32]:
         """The blended forward offsets upsampled to every ROI pixel (dx, dy)."""
