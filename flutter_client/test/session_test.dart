@@ -57,7 +57,7 @@ void main() {
     clock = FakeStopwatch();
     sink = FakeSink();
     session = LipcoreSession(Uri.parse('ws://unused'),
-        audio: AudioPlayer(sink: sink, clock: clock));
+        audio: AudioPlayer(sink: sink, clock: clock), clock: clock);
     await session.handle(_msg(<String, Object?>{
       'type': 'utterance_start', 'utterance': 1, 'sample_rate': rate, 'text': 'hi'}));
     await session.handle(_msg(<String, Object?>{
@@ -137,5 +137,47 @@ void main() {
     await session.handle(_audio(1, 300, 1000));
     sink.report(drained);
     expect(sink.fed.length, drained);
+  });
+
+  test('speaking with barge-in cuts the current utterance at once; the server confirms',
+      () async {
+    final events = <SessionEvent>[];
+    final sub = session.events.listen(events.add);
+    sink
+      ..report(500)
+      ..report(1500); // 150 ms in, mouth open
+    session.speak('next', bargeIn: true);
+    // Cut here, before any round trip: the ramp starts at the heard position.
+    expect(session.trackOf(1)!.stoppedAt!.ptsMs, closeTo(150, 1e-6));
+    // The server had sent all of it (utterance_end), and still sends its stop.
+    await session.handle(_msg(<String, Object?>{
+      'type': 'utterance_end', 'utterance': 1, 'duration_ms': 300, 'reason': 'done'}));
+    await session.handle(_msg(<String, Object?>{
+      'type': 'stop', 'utterance': 1, 'at_pts_ms': 300, 'ramp_ms': 150, 'reason': 'barge_in'}));
+    await Future<void>.delayed(Duration.zero);
+    final types = events.map((e) => e.type).toList();
+    expect(types, containsAllInOrder(<String>['speak', 'stopped', 'stop_received']));
+    expect(events.firstWhere((e) => e.type == 'stopped').fields['by'], 'client');
+    clock.us += 200000;
+    expect(activity(session.mouthNow(displayDelayMs: 0).weights), 0);
+    await sub.cancel();
+  });
+
+  test('ping/pong puts the server clock on ours: the one-way delay of a message', () async {
+    final events = <SessionEvent>[];
+    final sub = session.events.listen(events.add);
+    // Server clock = ours + 5000 ms; the pong comes back 10 ms after the ping.
+    clock.us = 10000;
+    session.clock.onPong(const Pong(id: 1, clientTimeMs: 0, serverTimeMs: 5005), 10);
+    expect(session.clock.offsetMs, closeTo(5000, 1e-9));
+    // An utterance_start stamped by the server 30 ms ago (on its clock).
+    clock.us = 100000;
+    await session.handle(_msg(<String, Object?>{
+      'type': 'utterance_start', 'utterance': 2, 'sample_rate': rate,
+      'server_time_ms': 5000 + 100 - 30}));
+    await Future<void>.delayed(Duration.zero);
+    final start = events.lastWhere((e) => e.type == 'utterance_start');
+    expect(start.fields['server_to_client_ms'] as double, closeTo(30, 1e-6));
+    await sub.cancel();
   });
 }

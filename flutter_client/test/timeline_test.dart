@@ -61,6 +61,20 @@ void main() {
     expect(short.stoppedAt!.ptsMs, 0);
   });
 
+  test('a stop after the utterance ended does not reopen the mouth', () {
+    final t = VisemeTrack(1)
+      ..addAll(const <VisemeFrame>[
+        VisemeFrame(0, <String, double>{'AI': 1}),
+        VisemeFrame(300, <String, double>{'AI': 1}),
+      ])
+      ..end(300);
+    expect(activity(t.weightsAt(400)), 0);
+    t.stop(400);
+    for (var ms = 400.0; ms <= 600; ms += 10) {
+      expect(activity(t.weightsAt(ms)), 0);
+    }
+  });
+
   test('the first shape eases in instead of popping', () {
     final t = VisemeTrack(1)
       ..addAll(const <VisemeFrame>[VisemeFrame(100, <String, double>{'AI': 1})]);

@@ -257,17 +257,22 @@ final class Hello extends ServerMessage {
 
 /// `utterance_start`: before the first audio of an utterance.
 final class UtteranceStart extends ServerMessage {
-  const UtteranceStart({required this.utterance, required this.sampleRate, this.text});
+  const UtteranceStart(
+      {required this.utterance, required this.sampleRate, this.text, this.serverTimeMs});
 
   factory UtteranceStart.fromJson(Map<String, Object?> m) => UtteranceStart(
         utterance: _int(m, 'utterance', min: 1),
         sampleRate: _int(m, 'sample_rate', min: 1),
         text: _optString(m, 'text'),
+        serverTimeMs: _optNumber(m, 'server_time_ms'),
       );
 
   final int utterance;
   final int sampleRate;
   final String? text;
+
+  /// The server's clock when it sent this (with [ClockSync], the one-way delay to here).
+  final double? serverTimeMs;
 
   @override
   String get type => 'utterance_start';

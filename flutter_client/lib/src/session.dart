@@ -18,8 +18,11 @@ typedef MouthState = ({Weights weights, int? utterance, double? ptsMs});
 typedef SessionEvent = ({String type, Map<String, Object?> fields});
 
 class LipcoreSession {
-  LipcoreSession(this.wsUrl, {AudioPlayer? audio, this.pingEvery = const Duration(seconds: 2)})
-      : audio = audio ?? AudioPlayer();
+  /// [clock] is the client clock of ping/pong and the latency readouts (tests pass a fake).
+  LipcoreSession(this.wsUrl,
+      {AudioPlayer? audio, this.pingEvery = const Duration(seconds: 2), Stopwatch? clock})
+      : audio = audio ?? AudioPlayer(),
+        _since = clock ?? (Stopwatch()..start());
 
   static const double bargeInRampMs = 150;
 
@@ -27,7 +30,7 @@ class LipcoreSession {
   final AudioPlayer audio;
   final Duration pingEvery;
   final ClockSync clock = ClockSync();
-  final Stopwatch _since = Stopwatch()..start();
+  final Stopwatch _since;
 
   final Map<int, VisemeTrack> _tracks = <int, VisemeTrack>{};
   final List<int> _order = <int>[];
@@ -92,6 +95,13 @@ class LipcoreSession {
   /// Speak [text]; with [bargeIn] it replaces whatever plays.
   void speak(String text, {bool bargeIn = false}) {
     _log('speak', <String, Object?>{'text': text, 'barge_in': bargeIn});
+    // A barge-in cuts what plays now, not a round trip later; the server's stop that follows
+    // finds these utterances already stopped.
+    if (bargeIn) {
+      for (final id in List<int>.of(_order)) {
+        _stopUtterance(id, bargeInRampMs, 'client');
+      }
+    }
     _send(Speak(text, bargeIn: bargeIn));
   }
 
@@ -120,14 +130,24 @@ class LipcoreSession {
         if (s != null) {
           _log('pong', <String, Object?>{'rtt_ms': s.rttMs, 'offset_ms': s.offsetMs});
         }
-      case UtteranceStart(:final utterance, :final text, :final sampleRate):
+      case UtteranceStart(
+          :final utterance,
+          :final text,
+          :final sampleRate,
+          :final serverTimeMs,
+        ):
         _rates[utterance] = sampleRate;
         _tracks.putIfAbsent(utterance, () {
           _order.add(utterance);
           return VisemeTrack(utterance);
         });
         _current = utterance;
-        _log('utterance_start', <String, Object?>{'utterance': utterance, 'text': text});
+        // The server's stamp put on our clock by ping/pong: the one-way delay server → here.
+        final oneWay = clock.best != null && serverTimeMs != null
+            ? clock.toServer(_nowMs) - serverTimeMs
+            : null;
+        _log('utterance_start', <String, Object?>{
+          'utterance': utterance, 'text': text, 'server_to_client_ms': oneWay});
       case VisemeMessage(:final utterance, :final frame):
         _tracks[utterance]?.addAll(<VisemeFrame>[frame]);
       case VisemesMessage(:final utterance, :final frames):
@@ -135,7 +155,10 @@ class LipcoreSession {
       case UtteranceEnd(:final utterance, :final durationMs):
         _tracks[utterance]?.end(durationMs);
         _log('utterance_end', <String, Object?>{'utterance': utterance});
-      case StopMessage(:final utterance, :final rampMs):
+      case StopMessage(:final utterance, :final rampMs, :final reason):
+        // The server's last word on its utterance: also after our own stop (a confirmation)
+        // or after utterance_end (we may still be playing it).
+        _log('stop_received', <String, Object?>{'utterance': utterance, 'reason': reason});
         _stopUtterance(utterance, rampMs, 'server');
       case ErrorMessage(:final code, :final message):
         _log('error', <String, Object?>{'code': code, 'message': message});

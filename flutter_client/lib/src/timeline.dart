@@ -126,7 +126,9 @@ class VisemeTrack {
   /// A second stop does not restart the ramp.
   void stop(double ptsMs, {double rampMs = 150}) {
     if (_stop != null) return;
-    _stop = (ptsMs: ptsMs, rampMs: math.min(200.0, math.max(100.0, rampMs)), from: sample(ptsMs));
+    // The shape shown there, end ramp included (a stop after the end ramps from Rest).
+    final from = weightsAt(ptsMs);
+    _stop = (ptsMs: ptsMs, rampMs: math.min(200.0, math.max(100.0, rampMs)), from: from);
   }
 
   /// Linear interpolation of the received frames at [tMs].

@@ -413,7 +413,8 @@ export class VisemeTrack {
   /** Barge-in at `ptsMs` on this timeline: ramp from the shape there to Rest over `rampMs`. */
   stop(ptsMs, rampMs = 150) {
     if (this.stoppedAt) return;
-    const from = this.sample(ptsMs);
+    // The shape shown there, end ramp included (a stop after the end ramps from Rest).
+    const from = this.weightsAt(ptsMs);
     this.stoppedAt = { ptsMs, rampMs: Math.min(200, Math.max(100, rampMs)), from };
   }
 

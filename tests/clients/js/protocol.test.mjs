@@ -164,6 +164,24 @@ test("barge-in ramps from the current shape to Rest over 100–200 ms, monotonic
   assert.equal(t2.stoppedAt.ptsMs, 0);
 });
 
+test("a stop after the utterance ended does not reopen the mouth", () => {
+  // The last frame is open (the stream ended mid-shape); the end ramp has closed it by 400 ms.
+  const t = new VisemeTrack(1);
+  t.add([{ pts_ms: 0, weights: { AI: 1 } }, { pts_ms: 300, weights: { AI: 1 } }]);
+  t.end(300);
+  assert.equal(activity(t.weightsAt(400)), 0);
+  t.stop(400, 150);
+  for (let ms = 400; ms <= 600; ms += 10) assert.equal(activity(t.weightsAt(ms)), 0, `at ${ms}`);
+  // Stopped during the end ramp: it ramps down from where the end ramp was, never up.
+  const u = new VisemeTrack(2);
+  u.add([{ pts_ms: 0, weights: { AI: 1 } }, { pts_ms: 300, weights: { AI: 1 } }]);
+  u.end(300);
+  const at = activity(u.weightsAt(350));
+  u.stop(350, 150);
+  assert.ok(at > 0 && at < 1);
+  for (let ms = 350; ms <= 520; ms += 10) assert.ok(activity(u.weightsAt(ms)) <= at + 1e-12);
+});
+
 test("rampToRest is smooth: half way it is at half the weight", () => {
   const w = rampToRest({ AI: 0.8 }, 75, 150);
   assert.ok(Math.abs(w.AI - 0.4) < 1e-9);
