@@ -10,7 +10,8 @@ dominance of its segments in the total, ``w_k = Σ_{i∈k} D_i / (Σ_i D_i + ε)
 explicit: gaps between segments and the time before the first and after the last are Rest
 segments, so a pause pulls the mouth back to rest. The result is then smoothed with a short
 symmetric exponential kernel (zero phase, so the mouth is never late), and every closure
-(MBP, FV) is made to *reach* its shape at the frame nearest its centre.
+(MBP, FV) is made to *reach* its shape at the frame nearest its centre and on every frame
+inside its span.
 
 Everything a frame depends on lies within :attr:`CoarticulationParams.lookahead_ms` of it, which
 is what lets :class:`lipcore.default_plugins.mapper.DefaultVisemeStream` emit frames
@@ -96,11 +97,12 @@ class CoarticulationParams:
     min_hold_ms: float = 40.0
     #: closures (MBP, FV) are held at least this long, however short the phoneme
     min_closure_ms: float = 45.0
-    #: weight a closure is lifted to at the frame nearest its centre. 1.0: the lips really
-    #: close there. Geometric back ends (mesh, and every client that blends mesh offsets or
-    #: opening polygons by weight) open the mouth in proportion to what is left: 0.8 MBP next
-    #: to 0.2 AI leaves a gap of 0.2 × AI's opening (~5 px on a 68 px mouth), which a viewer
-    #: and a landmark detector both see as open lips. Cross-faded sprites hid that residual.
+    #: weight a closure is lifted to at its frames (nearest its centre, inside it). 1.0: the
+    #: lips really close there. Geometric back ends (mesh, and every client that blends mesh
+    #: offsets or opening polygons by weight) open the mouth in proportion to what is left:
+    #: 0.8 MBP next to 0.2 AI leaves a gap of 0.2 × AI's opening (~5 px on a 68 px mouth),
+    #: which a viewer and a landmark detector both see as open lips. Cross-faded sprites hid
+    #: that residual.
     reach: float = 1.0
 
     @property
@@ -227,6 +229,7 @@ def prepare_segment_lists(
     c_frame: list[int] = []
     c_cls: list[int] = []
     claimed: dict[int, int] = {}
+    closures: list[tuple[float, float, int]] = []
     frame_ms = 1000.0 / fps
     shapes = [params.shapes[name] for name in VISEME_CLASSES]
     rest = shapes[_REST]
@@ -263,6 +266,18 @@ def prepare_segment_lists(
                 c_frame.append(j)
                 c_cls.append(cls)
                 break
+        if candidates:
+            closures.append((s.start_ms, s.end_ms, cls))
+    # Then every frame inside a closure's own span: the lips stay shut for the whole /m/ or
+    # /b/, not for one frame amid the neighbouring vowels' co-articulation (a 90 ms /m/ at
+    # 25 fps spans two frames; with only its centre lifted, the other one still showed the
+    # mouth ~30 % open). Centres come first, so two crowded closures still each get a frame.
+    for start, end, cls in closures:
+        for j in range(max(0, math.ceil(start / frame_ms)), math.floor(end / frame_ms) + 1):
+            if j not in claimed:
+                claimed[j] = cls
+                c_frame.append(j)
+                c_cls.append(cls)
     if closed:
         add(rest_start, math.inf, _REST, rest.alpha)
     elif silent_until > rest_start:
