@@ -147,7 +147,9 @@ def visemes(
         for col in ("phoneme", "start ms", "end ms", "viseme"):
             table.add_column(col, justify="right" if "ms" in col else "left")
         for r in rows:
-            table.add_row(r["phoneme"], f"{r['start_ms']:.0f}", f"{r['end_ms']:.0f}", r["viseme"])
+            table.add_row(
+                str(r["phoneme"]), f"{r['start_ms']:.0f}", f"{r['end_ms']:.0f}", str(r["viseme"])
+            )
         Console().print(table)
         return
     if as_json:
