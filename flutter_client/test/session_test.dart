@@ -139,6 +139,34 @@ void main() {
     expect(sink.fed.length, drained);
   });
 
+  test('isSpeaking: while the utterance is heard, not after its end or a stop', () async {
+    expect(session.isSpeaking, isTrue); // queued audio, nothing heard yet
+    sink.report(1500);
+    expect(session.isSpeaking, isTrue);
+    await session.handle(_msg(<String, Object?>{
+      'type': 'utterance_end', 'utterance': 1, 'duration_ms': 300, 'reason': 'done'}));
+    for (var played = 1500; played <= 3000; played += 500) {
+      sink.report(played); // all 300 ms played; the mouth closes over the next 100 ms
+    }
+    clock.us += 150000;
+    expect(session.isSpeaking, isFalse);
+  });
+
+  test('after the last sample the mouth still finishes closing', () async {
+    // The stream ends on an open shape (no trailing silence): the device clock stops at the
+    // last sample, the utterance's timeline must not.
+    await session.handle(_msg(<String, Object?>{
+      'type': 'utterance_end', 'utterance': 1, 'duration_ms': 300, 'reason': 'done'}));
+    for (var played = 0; played <= 3000; played += 500) {
+      sink.report(played);
+    }
+    expect(session.audio.ptsHeard(1), closeTo(300, 1e-6));
+    expect(activity(session.mouthNow(displayDelayMs: 0).weights), greaterThan(0.9));
+    clock.us += 120000;
+    expect(activity(session.mouthNow(displayDelayMs: 0).weights), 0);
+    expect(session.isSpeaking, isFalse);
+  });
+
   test('speaking with barge-in cuts the current utterance at once; the server confirms',
       () async {
     final events = <SessionEvent>[];

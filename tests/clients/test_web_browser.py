@@ -131,12 +131,17 @@ def test_mouth_follows_the_audio_clock(page_for: Any) -> None:
     assert len(offsets) > 40
     assert -5 <= float(np.median(offsets)) <= 30, np.percentile(offsets, [5, 50, 95])
     # The audio is scheduled gap-free: every chunk starts where the one before it ends (to the
-    # sample), with no underrun, although the chunks arrive in bursts faster than real time.
-    sched = page.evaluate("window.lipcore.session().audio.get(1)?.schedule ?? "
-                          "window.lipcore.state.schedule1")
+    # sample). The only exception is an underrun (a chunk that came too late to be played on
+    # time, on a very busy machine): then the timeline slides later, counted, never overlapping.
+    u = page.evaluate("(() => { const u = window.lipcore.session().audio.get(1); "
+                      "return {schedule: u.schedule, underruns: u.underruns}; })()")
+    sched = u["schedule"]
     assert len(sched) >= 15, sched
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(sched)]
-    assert max(abs(g) for g in gaps) < 1 / 22050, gaps
+    slides = [g for g in gaps if abs(g) >= 1 / 22050]
+    assert all(g > 0 for g in slides), gaps
+    assert len(slides) == u["underruns"], (gaps, u["underruns"])
+    assert len(slides) <= len(gaps) // 4, gaps
     # Clock sync by ping/pong: a round trip and the one-way server → page time in the readout.
     starts = [e for e in s["events"] if e["type"] == "utterance_start"]
     one_way = starts[0]["server_to_page_ms"]

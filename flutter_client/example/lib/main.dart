@@ -92,7 +92,7 @@ class _TalkPageState extends State<TalkPage> {
     if (text.isEmpty) return;
     final s = _session;
     if (s == null) return;
-    s.speak(text, bargeIn: s.currentUtterance != null);
+    s.speak(text, bargeIn: s.isSpeaking);
   }
 
   @override

@@ -93,21 +93,24 @@ class AudioPlayer {
     await _sink.setup(sampleRate, _onFeed);
   }
 
-  /// Frames the device has played by now (estimated between feed callbacks).
-  double playedFrames() {
+  /// Frames the device has played by now (estimated between feed callbacks). With [pastEnd]
+  /// the estimate runs on past what was fed (silence after the last sample), else it stops
+  /// there.
+  double playedFrames({bool pastEnd = false}) {
     final rate = _sampleRate;
     if (rate == null) return 0;
     final sinceUs = _clock.elapsedMicroseconds - _callbackAtUs;
     final est = _playedAtCallback + sinceUs * rate / 1e6;
-    return math.min(est, _fedFrames.toDouble());
+    return pastEnd ? est : math.min(est, _fedFrames.toDouble());
   }
 
   /// Position (ms) on utterance [id]'s timeline of the sample heard now; null if unknown.
-  double? ptsHeard(int id) {
+  /// [pastEnd]: the utterance has ended, so time after its last sample still counts.
+  double? ptsHeard(int id, {bool pastEnd = false}) {
     final u = _utterances[id];
     final rate = _sampleRate;
     if (u == null || rate == null) return null;
-    return (playedFrames() - u.startFrame) * 1000 / rate - outputLatencyMs;
+    return (playedFrames(pastEnd: pastEnd) - u.startFrame) * 1000 / rate - outputLatencyMs;
   }
 
   /// Queue one chunk of utterance [id] at [ptsMs] of its timeline.

@@ -35,6 +35,9 @@ class LipcoreSession {
   final Map<int, VisemeTrack> _tracks = <int, VisemeTrack>{};
   final List<int> _order = <int>[];
   final Map<int, int> _rates = <int, int>{};
+
+  /// How close to its duration an utterance's clock counts as at its end (sample rounding).
+  static const double _endToleranceMs = 5;
   final StreamController<SessionEvent> _events = StreamController<SessionEvent>.broadcast();
   WebSocketChannel? _channel;
   StreamSubscription<Object?>? _sub;
@@ -48,6 +51,26 @@ class LipcoreSession {
 
   /// The utterance the server started last.
   int? get currentUtterance => _current;
+
+  /// Whether something is being said: an utterance heard now or waiting for its audio (a new
+  /// sentence spoken now should barge in rather than queue behind it).
+  bool get isSpeaking => _order.any((id) {
+        final track = _tracks[id];
+        if (track == null || track.stoppedAt != null) return false;
+        final pts = _ptsOf(id);
+        return pts == null || !track.finishedAt(pts);
+      });
+
+  /// Position (ms) on utterance [id]'s timeline heard now. After its last sample the device
+  /// plays nothing and the audio clock stands still (as in any underrun); once the utterance
+  /// has ended that is silence, not a stall, so its timeline goes on in real time and the
+  /// mouth finishes closing.
+  double? _ptsOf(int id) {
+    final pts = audio.ptsHeard(id);
+    final end = _tracks[id]?.endMs;
+    if (pts == null || end == null || pts < end - _endToleranceMs) return pts;
+    return audio.ptsHeard(id, pastEnd: true);
+  }
 
   double get _nowMs => _since.elapsedMicroseconds / 1000;
 
@@ -179,7 +202,7 @@ class LipcoreSession {
   void _stopUtterance(int id, double rampMs, String by) {
     final track = _tracks[id];
     if (track == null || track.stoppedAt != null) return;
-    final pts = audio.ptsHeard(id);
+    final pts = _ptsOf(id);
     track.stop(pts == null || pts < 0 ? 0.0 : pts, rampMs: rampMs);
     audio.fadeOut(id, rampMs: rampMs);
     _log('stopped', <String, Object?>{'utterance': id, 'by': by, 'at_pts_ms': pts});
@@ -190,7 +213,7 @@ class LipcoreSession {
     int? chosen;
     double? chosenPts;
     for (final id in _order) {
-      final pts = audio.ptsHeard(id);
+      final pts = _ptsOf(id);
       if (pts == null) continue;
       final t = pts + displayDelayMs;
       if (t >= -VisemeTrack.easeInMs) {

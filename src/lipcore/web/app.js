@@ -1,6 +1,6 @@
 // The lipcore web client: layer 0 the idle loop <video>, layer 1 the mouth overlay <canvas>,
 // driven by the live session on the audio clock. `window.lipcore` exposes the state tests and
-// the benchmark measure (see docs/clients.md).
+// the benchmark measure (tests/clients, benchmarks/bench_browser.py).
 
 import * as api from "./api.js";
 import { AudioOut } from "./audio.js";
@@ -47,7 +47,14 @@ function log(type, fields = {}) {
   if (type === "error" || type === "protocol_error") ui.toast(fields.message ?? type, true);
   if (type === "utterance_start") {
     ui.caption(fields.text ?? "");
-    if (fields.server_to_page_ms !== null) ui.stat("net", fields.server_to_page_ms, 1);
+    const oneWay = fields.server_to_page_ms;
+    if (oneWay !== null) {
+      // The clock sync is good to about half a round trip: below that, say so.
+      const within = (session?.clock.rttMs ?? 0) / 2;
+      const el = document.getElementById("stat-net");
+      if (oneWay < within) el.textContent = `≤ ${Math.max(1, within).toFixed(0)} ms`;
+      else ui.stat("net", oneWay, 1);
+    }
   }
   if (type === "closed") ui.status(`disconnected (${fields.code})`, "off");
 }
@@ -384,7 +391,10 @@ function render(now) {
   }
   if (state.clockOffsetsMs.length && state.clockOffsetsMs.length % 15 === 0) {
     const recent = state.clockOffsetsMs.slice(-30);
-    ui.stat("av", recent.reduce((a, b) => a + b, 0) / recent.length, 1);
+    // Mouth minus audio as a viewer meets it: the server's lead (in the viseme pts) plus
+    // what this page adds (pts drawn − pts heard when the frame shows). + = mouth early.
+    const lead = session?.hello?.lead_ms ?? 0;
+    ui.stat("av", lead + recent.reduce((a, b) => a + b, 0) / recent.length, 1);
   }
   if (drawn && state.frameTimeMs.length % 30 === 0) {
     const r = state.frameTimeMs.slice(-60);
