@@ -340,6 +340,15 @@ async def test_websocket_refused_by_a_proxy_falls_back_to_the_http_stream(
         await collect(strict.synthesize("Hallo.", voice=DE))
 
 
+async def test_fallback_without_cool_down_still_speaks_once_over_http(
+    mock: MockElevenLabs, make_source: Any
+) -> None:
+    mock.config.reject_handshake_status = 502
+    source = make_source(max_retries=0, http_fallback_cooldown_s=0)
+    chunks = await asyncio.wait_for(collect(source.synthesize("Hallo.", voice=DE)), 10)
+    assert text_of(chars_of(chunks)) == "Hallo." and len(mock.http_requests) == 1
+
+
 async def test_a_refused_key_never_falls_back(mock: MockElevenLabs, make_source: Any) -> None:
     mock.config.reject_handshake_status = 403
     source = make_source()

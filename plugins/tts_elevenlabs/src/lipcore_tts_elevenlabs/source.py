@@ -415,8 +415,11 @@ class ElevenLabsTTSSource(TTSSource):
     ) -> AsyncIterator[TTSChunk]:
         self.stats["utterances"] += 1
         attempts = 0
+        use_http = False
         while True:
-            if s.http_fallback and self._ws_broken_until.get(s.base_url, 0.0) > time.monotonic():
+            if s.http_fallback and (
+                use_http or self._ws_broken_until.get(s.base_url, 0.0) > time.monotonic()
+            ):
                 async for chunk in self._synthesize_http(text, voice, s, count=False):
                     yield chunk
                 return
@@ -435,6 +438,7 @@ class ElevenLabsTTSSource(TTSSource):
                 )
                 self.stats["http_fallbacks"] += 1
                 self._ws_broken_until[s.base_url] = time.monotonic() + s.http_fallback_cooldown_s
+                use_http = True
                 continue
             if sock.mode == "multi":
                 cid = f"lc{next(self._ids)}-{secrets.token_hex(3)}"
