@@ -209,7 +209,11 @@ def run_latency(
 # --------------------------------------------------------------------------- accuracy
 
 
-async def _accuracy(languages: list[str], n: int) -> dict[str, list[Any]]:
+async def _accuracy(
+    languages: list[str], n: int, examples: dict[str, Any] | None = None
+) -> dict[str, list[Any]]:
+    """Onset reports per language; ``examples`` receives, per language, the first sentence's
+    audio and both tracks (for the plot)."""
     from lipcore_tts_elevenlabs import ElevenLabsTTSSource
     from lipcore_tts_elevenlabs.accuracy import compare_tracks
     from lipcore_tts_elevenlabs.mock import MockElevenLabs
@@ -225,19 +229,71 @@ async def _accuracy(languages: list[str], n: int) -> dict[str, list[Any]]:
                 reports = []
                 for text in SENTENCES[lang][:n]:
                     before = len(mock.records)
-                    chars = [
-                        c
-                        async for chunk in source.synthesize(text, voice=VOICES[lang])
-                        for c in chunk.chars
-                    ]
+                    chunks = [c async for c in source.synthesize(text, voice=VOICES[lang])]
+                    chars = [c for chunk in chunks for c in chunk.chars]
                     rec = next(r for r in mock.records[before:] if r.generations)
                     true_track = mapper.track_from_phonemes(rec.true_phonemes, language=lang)
                     char_track = mapper.track_from_characters(chars, language=lang)
                     reports.append(compare_tracks(true_track, char_track))
+                    if examples is not None and lang not in examples:
+                        pcm = b"".join(c.audio for c in chunks)
+                        rate = chunks[0].sample_rate
+                        examples[lang] = (text, pcm, rate, chars, true_track, char_track)
                 out[lang] = reports
         finally:
             await source.aclose()
     return out
+
+
+# --------------------------------------------------------------------------- plot
+
+PLOT = ROOT / "docs" / "img" / "elevenlabs-viseme-timing.png"
+
+
+def plot_examples(examples: dict[str, Any], path: Path = PLOT) -> Path:
+    """One sentence per language: the waveform, the viseme track from the true phoneme times
+    and the one from the vendor-format character timings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(len(examples), 1, figsize=(11, 2.6 * len(examples)), dpi=80)
+    axes = np.atleast_1d(axes)
+    colours: dict[str, Any] = {}
+    cmap = plt.get_cmap("tab20")
+    for ax, (lang, (text, pcm, rate, chars, true_track, char_track)) in zip(
+        axes, examples.items(), strict=True
+    ):
+        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        t = np.arange(len(audio)) * 1000.0 / rate
+        step = max(1, len(audio) // 4000)
+        ax.plot(t[::step], 0.95 + 0.3 * audio[::step], color="0.7", lw=0.5)
+        for row, track in ((0.45, true_track), (0.0, char_track)):
+            for seg in track:
+                if seg.viseme == "Rest":
+                    continue
+                colour = colours.setdefault(seg.viseme, cmap(len(colours) % 20))
+                ax.broken_barh(
+                    [(seg.start_ms, seg.end_ms - seg.start_ms)], (row, 0.35), color=colour
+                )
+                if seg.end_ms - seg.start_ms > 35:
+                    mid = (seg.start_ms + seg.end_ms) / 2
+                    ax.text(mid, row + 0.17, seg.viseme, ha="center", va="center", fontsize=6)
+        for c in chars:
+            if c.char.strip():
+                ax.text(c.start_ms, 1.3, c.char, fontsize=6, color="0.3")
+        ax.set_yticks([0.175, 0.625, 0.95], ["from characters", "true phonemes", "audio"])
+        ax.set_ylim(-0.05, 1.4)
+        ax.set_xlim(0, float(t[-1]) if len(t) else 1.0)
+        ax.set_title(f"{lang}: {text}", fontsize=9, loc="left")
+    axes[-1].set_xlabel("ms on the utterance's audio timeline")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 # --------------------------------------------------------------------------- report
@@ -260,7 +316,14 @@ def main(argv: list[str] | None = None) -> None:
 
     chunk_sizes = [200.0, 500.0]
     latency = run_latency(reps, languages, chunk_sizes)
-    accuracy = asyncio.run(_accuracy(languages, 3 if args.quick else len(SENTENCES["de"])))
+    examples: dict[str, Any] = {}
+    n_acc = 3 if args.quick else len(SENTENCES["de"])
+    accuracy = asyncio.run(_accuracy(languages, n_acc, examples))
+    plot_note = ""
+    if not args.quick:  # the committed picture comes from a full run
+        plot = plot_examples(examples)
+        rel = plot.relative_to(ROOT).as_posix()
+        plot_note = f"\n\n![viseme tracks: true phonemes vs. characters](../../{rel})"
 
     target = FIRST_AUDIO_MS + BUDGET_MS
     rows: list[list[object]] = []
@@ -336,6 +399,16 @@ def main(argv: list[str] | None = None) -> None:
         for c in chunk_sizes
     )
 
+    latency_table = _report.table(
+        ["vendor chunk ms", "lang", "measure", "n", "p50 ms", "p95 ms", "max ms", "target ms"],
+        rows,
+    )
+    split_table = _report.table(["lang", "stage", "p50 ms", "p95 ms", "max ms"], split_rows)
+    acc_table = _report.table(
+        ["lang", "sentences", "onsets paired", "paired", "MAE ms", "signed ms", "p90 ms (median)"],
+        acc_rows,
+    )
+
     body = f"""
 Target: with the vendor mock's first audio at {FIRST_AUDIO_MS:.0f} ms, the first audio frame
 and the first viseme event reach a WebSocket client of `lipcore serve --tts elevenlabs` within
@@ -350,16 +423,11 @@ a session's first). The mock sends its frames 8× faster than real time, as the 
 (about two audio messages per sentence are reported, pipecat issue #4316), closer to the 500 ms
 row.
 
-{
-        _report.table(
-            ["vendor chunk ms", "lang", "measure", "n", "p50 ms", "p95 ms", "max ms", "target ms"],
-            rows,
-        )
-    }
+{latency_table}
 
 Where the time goes with 200 ms chunks (same clock: the mock runs in the benchmark process):
 
-{_report.table(["lang", "stage", "p50 ms", "p95 ms", "max ms"], split_rows)}
+{split_table}
 
 {load_note}
 
@@ -380,20 +448,7 @@ audio it belongs to is played.
 Viseme timing from the vendor's character timings vs. the true phoneme times the mock's speech
 was built from (espeak-ng; viseme onsets paired by sequence alignment; signed > 0 = late):
 
-{
-        _report.table(
-            [
-                "lang",
-                "sentences",
-                "onsets paired",
-                "paired",
-                "MAE ms",
-                "signed ms",
-                "p90 ms (median)",
-            ],
-            acc_rows,
-        )
-    }
+{acc_table}{plot_note}
 
 The server's own share of the time to first audio (way in + way out) was p50
 {min(server_p50):.0f}–{max(server_p50):.0f} ms in this run: the text goes at once (with `flush`)
