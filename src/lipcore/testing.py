@@ -235,8 +235,8 @@ class ReplayTTSSource(TTSSource):
                     due = t0 + self.first_audio_ms / 1000.0
                     if self.realtime:
                         due += chunk.pts_ms / 1000.0
-                        delay = due - time.perf_counter()
-                        if delay > 0:
+                        # Never early: the loop's timers may fire up to a millisecond early.
+                        while (delay := due - time.perf_counter()) > 0:
                             await asyncio.sleep(delay)
                     yield TimedTTSChunk(
                         audio=chunk.audio, sample_rate=chunk.sample_rate, pts_ms=chunk.pts_ms,
