@@ -186,6 +186,11 @@ void main() {
     final types = events.map((e) => e.type).toList();
     expect(types, containsAllInOrder(<String>['speak', 'stopped', 'stop_received']));
     expect(events.firstWhere((e) => e.type == 'stopped').fields['by'], 'client');
+    // The device plays out the faded tail; 200 ms later the mouth is at Rest.
+    for (var played = 1500; played <= sink.fed.length; played += 100) {
+      sink.report(played);
+    }
+    expect(sink.fed.last.abs(), lessThan(50));
     clock.us += 200000;
     expect(activity(session.mouthNow(displayDelayMs: 0).weights), 0);
     await sub.cancel();
