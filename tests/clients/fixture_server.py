@@ -257,6 +257,12 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
 
     async def get_avatar(request: Request) -> JSONResponse:
         kind = request.path_params["avatar_id"].removeprefix("fixture_")
+        if kind == "onnx":
+            # A variant C avatar (server-rendered mouth patches), which the page does not draw.
+            av = json.loads(json.dumps(avatars["sprites"]))
+            av["avatar_id"] = "fixture_onnx"
+            av["lipsync_assets"]["type"] = "onnx"
+            return JSONResponse(av)
         if kind not in avatars:
             return JSONResponse({"detail": "no such avatar"}, status_code=404)
         return JSONResponse(avatars[kind])

@@ -205,3 +205,18 @@ def test_a_new_sentence_with_barge_in_replaces_the_current_one(page_for: Any) ->
     assert ["stop_received", 1] in events
     assert events.index(["stopped", 1]) < events.index(["stop_received", 1])
     assert ["utterance_start", 2] in events
+
+
+def test_an_avatar_the_page_cannot_draw_is_a_clear_error(browser: Any, fixture_url: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(f"{fixture_url}/?avatar=fixture_onnx")
+        page.wait_for_function("window.lipcore && window.lipcore.state.error", timeout=30_000)
+        error = page.evaluate("window.lipcore.state.error")
+        assert "fixture_onnx" in error and '"onnx"' in error and "sprites and mesh" in error
+        assert page.inner_text("#toast") == error
+        assert page.inner_text("#status") == "not connected"
+        assert page.evaluate("window.lipcore.state.ready") is False
+    finally:
+        context.close()

@@ -212,6 +212,11 @@ async function loadAvatar(av) {
     session = null;
     state.ready = false;
     const assets = av.lipsync_assets;
+    if (!["sprites", "mesh"].includes(assets?.type)) {
+      // Variant C (server-rendered mouth patches, type "onnx") is not drawn here yet.
+      throw new Error(`avatar ${av.avatar_id}: lip-sync type "${assets?.type}" is not shown by `
+        + "the web client (it draws sprites and mesh avatars)");
+    }
     const trackUrl = assets.mouth_track_url
       ?? absolute(new URL("mouth_track.json", absolute(av.idle_url)).href);
     const res = await fetch(trackUrl);
