@@ -250,6 +250,7 @@ class MeshWarpRenderer(MouthRenderer):
         self._slit_sigma = max(1.0, 0.018 * span)
         self._rx = _bilinear_matrix(roi.w, meshdef.grid.cols).T.astype(np.float32)  # (cols, w)
         self._ry = _bilinear_matrix(roi.h, meshdef.grid.rows).astype(np.float32)  # (h, rows)
+        self._field_cache: dict[int, F32] = {}
         gx, gy = np.meshgrid(np.arange(roi.w, dtype=np.float32), np.arange(roi.h, dtype=np.float32))
         self._gx, self._gy = gx, gy
         self._texture = np.ascontiguousarray(texture_rgba[..., :3])
@@ -384,19 +385,27 @@ class MeshWarpRenderer(MouthRenderer):
         out: U8 = cv2.merge([*cv2.split(prem), self._alpha])
         return out
 
+    def _fields(self, table: F32) -> F32:
+        """Every class's offsets of ``table`` upsampled to the ROI once, (classes, 2, h, w).
+        Per frame only a weighted sum is left: no matrix products, whose thread pools (BLAS or
+        OpenCV) stalled behind the video encoder's threads (10–15 ms a frame in render_talk)."""
+        key = id(table)
+        fields = self._field_cache.get(key)
+        if fields is None:
+            fields = np.stack(
+                [[self._ry @ t[..., 0] @ self._rx, self._ry @ t[..., 1] @ self._rx] for t in table]
+            ).astype(np.float32)
+            self._field_cache[key] = fields
+        return fields
+
     def _dense(self, table: F32, w: Mapping[int, float]) -> tuple[F32, F32]:
-        grid = np.zeros(table.shape[1:], np.float32)
+        fields = self._fields(table)
+        dx = np.zeros(fields.shape[2:], np.float32)
+        dy = np.zeros(fields.shape[2:], np.float32)
         for i, wi in w.items():
-            grid += table[i] * np.float32(wi)
-        # cv2.gemm, not numpy's @: these products are tiny, and OpenBLAS's worker threads spin
-        # against the video encoder's threads (measured 15 ms a frame inside render_talk on
-        # 2 cores; cv2.gemm runs them in ~0.2 ms on the calling thread).
-        ry, rx = self._ry, self._rx
-        dx = cv2.gemm(cv2.gemm(ry, np.ascontiguousarray(grid[..., 0]), 1.0, None, 0.0), rx, 1.0,
-                      None, 0.0)  # fmt: skip
-        dy = cv2.gemm(cv2.gemm(ry, np.ascontiguousarray(grid[..., 1]), 1.0, None, 0.0), rx, 1.0,
-                      None, 0.0)  # fmt: skip
-        return np.asarray(dx, np.float32), np.asarray(dy, np.float32)
+            dx += fields[i, 0] * np.float32(wi)
+            dy += fields[i, 1] * np.float32(wi)
+        return dx, dy
 
     def dense_offsets(self, weights: Mapping[str, float]) -> tuple[F32, F32]:
         """The blended forward offsets upsampled to every ROI pixel (dx, dy)."""
