@@ -136,10 +136,24 @@ SYNC_SENTENCES = {
 }
 
 
-@pytest.mark.parametrize("voice", sorted(SYNC_SENTENCES))
-@pytest.mark.parametrize("kind", KINDS)
+#: (photo, back end, voice): grace_hopper (closed mouth at rest) on everything; the smiling
+#: astronaut (teeth showing at rest, a 40 px mouth) where closing the lips is hardest.
+SYNC_CASES = [
+    *(("grace", kind, voice) for kind in KINDS for voice in sorted(SYNC_SENTENCES)),
+    ("astronaut", "sprites", "de"),
+    ("astronaut", "mesh", "de"),
+    ("astronaut", "mesh", "en-us"),
+]
+
+
+@pytest.mark.parametrize(("photo", "kind", "voice"), SYNC_CASES)
 def test_lip_sync_measured_on_the_video(
-    avatars: dict[str, Avatar], engine: Engine, tmp_path: Path, kind: str, voice: str
+    request: pytest.FixtureRequest,
+    engine: Engine,
+    tmp_path: Path,
+    photo: str,
+    kind: str,
+    voice: str,
 ) -> None:
     """Re-detect the mouth on every frame: it is never late by more than a frame nor early
     by more than 60 ms, at least 90 % of the /m b p/ really close, and open vowels open."""
@@ -151,8 +165,10 @@ def test_lip_sync_measured_on_the_video(
         phonemes_from_timings,
     )
 
+    fixture = "avatars" if photo == "grace" else "smiling_avatars"
+    avatar: Avatar = request.getfixturevalue(fixture)[kind]
     result = render_talk(
-        avatars[kind], SYNC_SENTENCES[voice], tmp_path / "sync.mp4", engine=engine, voice=voice
+        avatar, SYNC_SENTENCES[voice], tmp_path / "sync.mp4", engine=engine, voice=voice
     )
     data = load_timings(result.timings)
     track = engine.mapper().track_from_phonemes(
@@ -162,15 +178,21 @@ def test_lip_sync_measured_on_the_video(
     report, _, _ = evaluate_sync(
         apertures, track, fps=data["fps"], audio_offset_ms=data["audio_offset_ms"]
     )
-    print(f"{kind}/{voice}: {report}")
+    print(f"{photo}/{kind}/{voice}: {report}")
     assert report.frames_with_face == report.frames == result.frames
     assert -60.0 <= report.offset_ms <= 1000.0 / data["fps"]
     assert report.bilabials >= 5 and report.closure_rate >= 0.9
     # A mouth that never opened would "close" every bilabial: the vowels must open it, far
-    # beyond the closed threshold, and the aperture must follow the phonemes.
+    # beyond the closed threshold (and beyond the smile of a photo that rests open), and the
+    # aperture must follow the phonemes.
     assert report.open_vowel_aperture > 3 * CLOSED_APERTURE
-    assert report.rest_aperture < CLOSED_APERTURE
-    assert report.peak_correlation > 0.6
+    if photo == "grace":
+        assert report.rest_aperture < CLOSED_APERTURE
+        assert report.peak_correlation > 0.6
+    else:
+        assert report.rest_aperture > 2 * CLOSED_APERTURE  # the smile, teeth showing
+        assert report.open_vowel_aperture > report.rest_aperture + 0.03
+        assert report.peak_correlation > 0.4
 
 
 class _RecordingRenderer(AvatarRenderer):
@@ -191,7 +213,10 @@ def test_barge_in_ramps_to_rest(
 ) -> None:
     avatar = avatars[kind]
     text = "Hallo, ich bin dein Avatar."
-    full = render_talk(avatar, text, tmp_path / "full.mp4", engine=engine, voice="de")
+    full_recorder = _RecordingRenderer(open_avatar_renderer(avatar, engine=engine))
+    full = render_talk(
+        avatar, text, tmp_path / "full.mp4", engine=engine, voice="de", renderer=full_recorder
+    )
     stop_ms, ramp_ms = 400.0, 150.0
     recorder = _RecordingRenderer(open_avatar_renderer(avatar, engine=engine))
     cut = render_talk(
@@ -222,23 +247,33 @@ def test_barge_in_ramps_to_rest(
     assert len(after) >= 5 and all(not recorder.weights[k] for k in after)
 
     # What a viewer sees: after the ramp the mouth region differs from the idle loop no more
-    # than frames of the same video in which nothing was ever spoken (the lead-in, through
-    # the same H.264 encode); while the mouth was open at the stop it differed far more.
-    frames = list(media.read_frames(cut.video))
-    idle = avatar.idle_frames()
+    # than after the same sentence spoken to its end (the mouth at Rest again, through the
+    # same H.264 encode, whose error stays a little higher after motion than in the still
+    # lead-in); while the mouth was open at the stop it differed far more.
+    def diff(video: Path, ks: list[int]) -> float:
+        frames = list(media.read_frames(video))
+        idle = avatar.idle_frames()
+        out = 0.0
+        for k in ks:
+            ys, xs = _roi_box(avatar, k % len(idle))
+            d = np.abs(frames[k][ys, xs].astype(int) - idle[k % len(idle)][ys, xs]).mean()
+            out = max(out, float(d))
+        return out
 
-    def diff(k: int) -> float:
-        ys, xs = _roi_box(avatar, k % len(idle))
-        return float(np.abs(frames[k][ys, xs].astype(int) - idle[k % len(idle)][ys, xs]).mean())
-
-    silent = [k for k in t if t[k] < 0.0]
-    floor = max(diff(k) for k in silent)
-    assert floor < 4.0, "the encode alone should not change the mouth region this much"
-    at_stop = max(diff(k) for k in t if stop_ms - 100.0 <= t[k] <= stop_ms)
-    residual = max(diff(k) for k in after)
-    print(f"{kind}: encode floor {floor:.2f}, at the stop {at_stop:.2f}, after {residual:.2f}")
-    assert at_stop > 1.5 * floor + 2.0
-    assert residual < 1.2 * floor
+    spoke = [k for k, w in full_recorder.weights.items() if w]
+    rest_after_speech = [k for k in full_recorder.weights if k > max(spoke)]
+    assert len(rest_after_speech) >= 5
+    reference = diff(full.video, rest_after_speech)
+    lead_in = diff(cut.video, [k for k in t if t[k] < 0.0])
+    assert max(reference, lead_in) < 4.0, "the encode alone should not change the mouth this much"
+    at_stop = diff(cut.video, [k for k in t if stop_ms - 100.0 <= t[k] <= stop_ms])
+    residual = diff(cut.video, after)
+    print(
+        f"{kind}: lead-in {lead_in:.2f}, at rest after full speech {reference:.2f}, "
+        f"at the stop {at_stop:.2f}, after the ramp {residual:.2f}"
+    )
+    assert at_stop > 2 * reference + 2.0
+    assert residual < 1.15 * reference
 
 
 def test_render_talk_bad_input(avatars: dict[str, Avatar], engine: Engine, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from lipcore.avatar.landmarks import mouth_aperture
 from lipcore.avatar.mouth import build_mouth_model
 from lipcore.evaluation import CLOSED_APERTURE, measure_apertures
 from lipcore.media import VideoWriter
-from lipcore.render import TALK_X264_PARAMS
+from lipcore.render import TALK_CRF, TALK_X264_PARAMS
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -65,7 +65,7 @@ def test_a_one_frame_closure_survives_the_encode(
     for _ in range(4):
         shapes += [{"AI": 0.8}, {"AI": 1.0}, {"AI": 0.6, "MBP": 0.4}, {"MBP": 1.0}, {"O": 0.7}]
     path = tmp_path / "closures.mp4"
-    with VideoWriter(path, 25.0, x264_params=TALK_X264_PARAMS) as writer:
+    with VideoWriter(path, 25.0, crf=TALK_CRF, x264_params=TALK_X264_PARAMS) as writer:
         for w in shapes:
             writer.write(smiling.render(photo, idle_index=0, weights=w))
     apertures = measure_apertures(path, analyzer=analyzer)
