@@ -721,21 +721,31 @@ class MockElevenLabs:
             for n, (pcm, chars, f_start) in enumerate(frames):
                 if state["closed"]:
                     return
-                await self._pace(ctx.record, n, t_trigger, rate)
-                if cfg.fail == "stall" and ctx.frame_no >= cfg.fail_after_frames:
-                    await asyncio.sleep(3600)
-                if cfg.fail == "server_error" and ctx.frame_no >= cfg.fail_after_frames:
-                    await close(1011, "Internal server error")
-                    return
-                if cfg.fail == "bad_json" and ctx.frame_no >= cfg.fail_after_frames:
-                    async with send_lock:
-                        await ws.send_text("{not json")
+                # The frame is encoded ahead, so it leaves exactly when it is due (the
+                # configured first-audio delay is the vendor's, not ours plus encoding).
+                mark = len(ctx.record.sent_chars)
                 frame = self._ws_frame(ctx, pcm, chars, f_start, n == 0)
                 if multi:
                     frame["contextId"] = ctx.record.context_id
+                payload = json.dumps(frame)
+                await self._pace(ctx.record, n, t_trigger, rate)
+                failing = cfg.fail is not None and ctx.frame_no >= cfg.fail_after_frames
+                if failing and cfg.fail in ("stall", "server_error"):
+                    del ctx.record.sent_chars[mark:]  # this frame never goes out
+                if failing and cfg.fail == "stall":
+                    await asyncio.sleep(3600)
+                if failing and cfg.fail == "server_error":
+                    await close(1011, "Internal server error")
+                    return
+                if failing and cfg.fail == "bad_json":
+                    async with send_lock:
+                        await ws.send_text("{not json")
                 if ctx.closed:
                     ctx.record.frames_after_close += 1
-                await send(frame)
+                if state["closed"]:
+                    return
+                async with send_lock:
+                    await ws.send_text(payload)
                 ctx.record.frames_sent += 1
                 ctx.frame_no += 1
                 ctx.samples += len(pcm) // 2

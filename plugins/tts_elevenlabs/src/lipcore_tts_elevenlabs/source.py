@@ -368,40 +368,19 @@ class ElevenLabsTTSSource(TTSSource):
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _feed(
-        self,
-        sock: VendorSocket,
-        ctx: Context,
-        text: str | AsyncIterable[str],
-        s: ElevenLabsSettings,
-    ) -> None:
-        def send(part: str, flush: bool) -> None:
-            if not part and sock.mode == "single":
-                return  # stream-input: the end-of-input frame flushes the rest
-            msg: dict[str, Any] = {"text": part} if part else {}
-            if flush:
-                msg["flush"] = True
-            if ctx.id is not None:
-                msg["context_id"] = ctx.id
-            sock.send(ctx, msg)
+    @staticmethod
+    def _send_text(sock: VendorSocket, ctx: Context, part: str, flush: bool) -> None:
+        if not part and sock.mode == "single":
+            return  # stream-input: the end-of-input frame flushes the rest
+        msg: dict[str, Any] = {"text": part} if part else {}
+        if flush:
+            msg["flush"] = True
+        if ctx.id is not None:
+            msg["context_id"] = ctx.id
+        sock.send(ctx, msg)
 
-        try:
-            if isinstance(text, str):
-                if text.strip():
-                    send(text.strip() + " ", True)
-            else:
-                feeder = TextFeeder(flush_on_sentence_end=s.flush_on_sentence_end)
-                async for delta in text:
-                    for part, flush in feeder.feed(delta):
-                        send(part, flush)
-                for part, flush in feeder.end():
-                    send(part, flush)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            ctx.awaiting_text = False
-            ctx.queue.put_nowait(_FeedFailed(exc))  # type: ignore[arg-type]
-            return
+    @staticmethod
+    def _end_turn(sock: VendorSocket, ctx: Context) -> None:
         ctx.awaiting_text = False
         if sock.mode == "multi":
             # End of turn: everything is flushed; close_context makes the final frame follow
@@ -409,6 +388,34 @@ class ElevenLabsTTSSource(TTSSource):
             sock.send(ctx, {"context_id": ctx.id, "close_context": True})
         else:
             sock.send(ctx, {"text": ""})  # end of input: the vendor finishes and closes
+
+    def _send_whole(self, sock: VendorSocket, ctx: Context, text: str) -> None:
+        """A whole text goes out at once, without a task hop (first audio sooner)."""
+        if text.strip():
+            self._send_text(sock, ctx, text.strip() + " ", True)
+        self._end_turn(sock, ctx)
+
+    async def _feed(
+        self,
+        sock: VendorSocket,
+        ctx: Context,
+        text: AsyncIterable[str],
+        s: ElevenLabsSettings,
+    ) -> None:
+        try:
+            feeder = TextFeeder(flush_on_sentence_end=s.flush_on_sentence_end)
+            async for delta in text:
+                for part, flush in feeder.feed(delta):
+                    self._send_text(sock, ctx, part, flush)
+            for part, flush in feeder.end():
+                self._send_text(sock, ctx, part, flush)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ctx.awaiting_text = False
+            ctx.queue.put_nowait(_FeedFailed(exc))  # type: ignore[arg-type]
+            return
+        self._end_turn(sock, ctx)
 
     async def _synthesize_ws(
         self, text: str | AsyncIterable[str], voice: str, s: ElevenLabsSettings, session: str
@@ -445,7 +452,11 @@ class ElevenLabsTTSSource(TTSSource):
                 ctx = sock.open_context(cid, self._init_message(s, cid))
             else:
                 ctx = sock.claim()
-            sender = self._spawn(self._feed(sock, ctx, text, s))
+            sender: asyncio.Task[Any] | None = None
+            if isinstance(text, str):
+                self._send_whole(sock, ctx, text)
+            else:
+                sender = self._spawn(self._feed(sock, ctx, text, s))
             yielded = False
             try:
                 async for chunk in self._receive(sock, ctx, s):
@@ -461,7 +472,8 @@ class ElevenLabsTTSSource(TTSSource):
                 self.stats["reconnects"] += 1
                 logger.info("ElevenLabs socket was gone before the first audio; reconnecting")
             finally:
-                sender.cancel()
+                if sender is not None:
+                    sender.cancel()
                 if not ctx.done:
                     sock.abandon_context(ctx)
 
