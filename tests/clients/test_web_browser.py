@@ -207,6 +207,34 @@ def test_a_new_sentence_with_barge_in_replaces_the_current_one(page_for: Any) ->
     assert ["utterance_start", 2] in events
 
 
+def test_typing_while_it_speaks_barges_in_even_between_words(page_for: Any) -> None:
+    page = page_for("sprites")
+    page.fill("#text", "first")
+    page.press("#text", "Enter")
+    # Between the first two bursts (420–560 ms) the mouth is shut, but the sentence goes on:
+    # submit right then (in the page, so the moment is exact).
+    page.wait_for_function("window.lipcore.state.audioClockMs > 440 && "
+                           "window.lipcore.state.audioClockMs < 500 && "
+                           "window.lipcore.state.lastActivity === 0", timeout=10_000,
+                           polling="raf")
+    shut = page.evaluate("""(() => { const act = window.lipcore.state.lastActivity;
+        const speaking = window.lipcore.session().isSpeaking;
+        document.querySelector('#text').value = 'second';
+        document.querySelector('#speak-form').requestSubmit();
+        return [act, speaking]; })()""")
+    assert shut == [0, True], shut
+    page.wait_for_function("window.lipcore.state.utterance === 2", timeout=5000)
+    ev = page.evaluate("window.lipcore.state.events.filter(e => e.type === 'speak' || "
+                       "e.type === 'stopped').map(e => [e.type, e.barge_in ?? e.utterance])")
+    assert ev[:3] == [["speak", False], ["speak", True], ["stopped", 1]], ev
+    # Once it has finished, a new sentence is simply spoken (no barge-in).
+    page.wait_for_function("window.lipcore.session().isSpeaking === false", timeout=10_000)
+    page.fill("#text", "third")
+    page.press("#text", "Enter")
+    last = page.evaluate("window.lipcore.state.events.filter(e => e.type === 'speak').at(-1)")
+    assert last["barge_in"] is False
+
+
 def test_an_avatar_the_page_cannot_draw_is_a_clear_error(browser: Any, fixture_url: str) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:

@@ -455,7 +455,7 @@ async function pick(avatarId) {
 $("#speak-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("#text").value;
-  const bargeIn = Boolean(session?.current !== null && state.lastActivity > 0);
+  const bargeIn = Boolean(session?.isSpeaking);
   try {
     speak(text, bargeIn);
   } catch (e) {

@@ -161,6 +161,20 @@ export class LiveSession extends EventTarget {
     this.send(clientMessages.speak(text, bargeIn));
   }
 
+  /**
+   * Whether something is being said: an utterance heard now or still waiting for its audio
+   * (a sentence typed now should barge in rather than queue behind it; a pause between two
+   * words is still speech).
+   */
+  get isSpeaking() {
+    return this.order.some((id) => {
+      const track = this.tracks.get(id);
+      if (!track || track.stoppedAt) return false;
+      const pts = this.audio.ptsHeard(id);
+      return pts === null || !track.finishedAt(pts);
+    });
+  }
+
   /** Barge-in from this side: ramp the mouth and fade the audio now, then tell the server. */
   stop() {
     this.log("stop_sent", {});
