@@ -213,9 +213,10 @@ def test_rest_over_idle_frames_leaves_no_seam(
         worst_dark = max(worst_dark, float(-signed[inside].min()))
         far = ~(outer | inside)
         assert np.array_equal(out[far], idle[far])  # untouched away from the ROI
-    # Measured: band max 1, mean < 0.1. Inside, Rest draws the interior into the photo's own
-    # lip slit (up to 8 levels darker along the contact line), hence the looser bound there.
-    assert worst_band <= 2, worst_band
+    # Measured: band max 2 levels, band mean 0.10, ROI mean 0.25, at most 3 darker. Rest
+    # may draw the interior into the photo's own lip slit (a few levels darker along the
+    # contact line), hence the looser bound on darkening.
+    assert worst_band <= 3, worst_band
     assert worst_mean < 0.5, worst_mean
     assert worst_inside < 0.6, worst_inside
     assert worst_dark <= 10, worst_dark
@@ -330,8 +331,9 @@ def test_overlay_follows_the_mouth_track_to_sub_pixel_accuracy(
         err_off = float(np.abs(wrong.astype(float) - expect)[inside].mean())
         worst_rel = max(worst_rel, err / err_off)
         assert float(np.hypot(*(centroid(change_map(wrong, idle)) - ce))) > 0.3
+    # Measured: 0.02 px from the expected place; pixels off by 1/20 of a half-pixel error.
     assert worst_shift < 0.05, worst_shift
-    assert worst_rel < 0.5, worst_rel
+    assert worst_rel < 0.25, worst_rel
 
 
 def test_landmarks_of_the_rendered_mouth_follow_the_head(
@@ -351,8 +353,8 @@ def test_landmarks_of_the_rendered_mouth_follow_the_head(
         got = analyzer.analyze(moved).landmarks[lips, :2]
         want = np.array([apply(avatar.mouth_track.affines[i], p) for p in ref])
         errs.append(float(np.hypot(*(got - want).T).mean()))
-    # Measured 0.76–1.02 px: MediaPipe's own jitter on re-rendered frames (the centroid test
-    # above pins the placement itself to 0.02 px).
+    # Measured 0.68–1.02 px over runs: MediaPipe's own jitter on re-rendered frames (the centroid
+    # test above pins the placement itself to 0.02 px).
     assert max(errs) < 1.5, errs
 
 

@@ -191,11 +191,12 @@ def test_rest_over_idle_frames_leaves_no_seam(
         # Far from the ROI nothing is touched, to the bit.
         far = ~(border_band(m, idle.shape, roi.w, roi.h, 3.0) | inside)
         assert np.array_equal(out[far], idle[far])
-    # Measured: max 1, mean < 0.1 on the border band; a seam would be tens of levels.
-    assert worst_band <= 2, worst_band
+    # Measured: band max 2 levels (two roundings: premultiply, composite), band mean 0.10,
+    # ROI mean 0.25, never more than 3 darker; a seam would be tens of levels along the edge.
+    assert worst_band <= 3, worst_band
     assert worst_mean < 0.5, worst_mean
     assert worst_inside < 0.6, worst_inside
-    assert worst_dark <= 3, worst_dark
+    assert worst_dark <= 5, worst_dark
 
 
 def test_fifty_fifty_blend_lies_between_its_endpoints(renderer: SpritesRenderer) -> None:
@@ -319,9 +320,9 @@ def test_overlay_follows_the_mouth_track_to_sub_pixel_accuracy(
         worst_rel = max(worst_rel, err / err_off)
         assert float(np.hypot(*(centroid(change_map(wrong, idle)) - ce))) > 0.3
     # Measured: within 0.02 px of the expected place (half a pixel off reads > 0.3 px), and
-    # the pixels differ by resampling only (~1/4 of what half a pixel off gives).
+    # the pixels differ by resampling only (measured 1/20 of what half a pixel off gives).
     assert worst_shift < 0.05, worst_shift
-    assert worst_rel < 0.5, worst_rel
+    assert worst_rel < 0.25, worst_rel
 
 
 def test_landmarks_of_the_rendered_mouth_follow_the_head(
