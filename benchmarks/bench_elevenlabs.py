@@ -323,7 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:  # the committed picture comes from a full run
         plot = plot_examples(examples)
         rel = plot.relative_to(ROOT).as_posix()
-        plot_note = f"\n\n![viseme tracks: true phonemes vs. characters](../../{rel})"
+        plot_note = (
+            "\n\nPlot (one sentence per language; viseme tracks from the true phonemes and "
+            f"from the characters, over the waveform): `{rel}`."
+        )
 
     target = FIRST_AUDIO_MS + BUDGET_MS
     rows: list[list[object]] = []
