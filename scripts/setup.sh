@@ -30,11 +30,18 @@ else
     || echo "warning: the face model could not be fetched now; lipcore retries on first use" >&2
 fi
 
-if [[ $dev == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
+# Debian's chromium (the browser tests) and node (the web client's logic tests).
+missing=()
+if [[ $dev == 1 ]]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+fi
+if (( ${#missing[@]} )); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's chromium for the browser tests" >&2
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing ${missing[*]} from Debian for the browser tests" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "warning: chromium is missing and cannot be installed here; browser tests will skip" >&2
+    echo "warning: ${missing[*]} missing and cannot be installed here; their tests will fail" >&2
   fi
 fi
