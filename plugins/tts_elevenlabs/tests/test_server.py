@@ -154,13 +154,18 @@ async def speak(http: httpx.AsyncClient, srv: Server, sid: str, text: str, **kw:
 
 
 @pytest.mark.parametrize(
-    ("voice", "text"),
-    [(DE, "Mama und Papa bauen ein Boot am Meer."), (EN, "My mother baked a pie for Bob.")],
+    ("voice", "text", "transport"),
+    [
+        (DE, "Mama und Papa bauen ein Boot am Meer.", "multi"),
+        (EN, "My mother baked a pie for Bob.", "multi"),
+        (DE, "Mama und Papa bauen ein Boot am Meer.", "single"),
+        (EN, "My mother baked a pie for Bob.", "http"),
+    ],
 )
 async def test_session_with_elevenlabs_gets_audio_and_visemes(
-    mock: MockElevenLabs, serve: Callable[..., Server], voice: str, text: str
+    mock: MockElevenLabs, serve: Callable[..., Server], voice: str, text: str, transport: str
 ) -> None:
-    srv = serve()
+    srv = serve(transport=transport)
     async with open_session(srv, voice) as (http, s), connect(s["ws_url"]) as ws:
         client = Client(ws)
         hello = await client.until("hello")
@@ -168,11 +173,12 @@ async def test_session_with_elevenlabs_gets_audio_and_visemes(
         assert hello["audio"]["sample_rate"] == 22050
         await speak(http, srv, s["session_id"], text)
         end = await client.until("utterance_end", utterance=1)
+        t_second = time.perf_counter()  # the mock runs in this process: same clock
         await speak(http, srv, s["session_id"], text)
         await client.until("utterance_end", utterance=2)
     start = client.json("utterance_start", 1)[0]
     assert start["sample_rate"] == 22050 and start["text"] == text
-    (rec, _again) = [r for r in mock.contexts("multi") if r.generations]
+    (rec, _again) = [r for r in mock.contexts(transport) if r.generations]
     # every sample the vendor sent reached the client, in order, on the utterance's timeline
     pcm = client.audio(1)
     vendor_ms = sum(g.duration_ms for g in rec.generations)
@@ -183,8 +189,17 @@ async def test_session_with_elevenlabs_gets_audio_and_visemes(
     assert len(frames) > 20 and pts == sorted(pts) and len(set(pts)) == len(pts)
     # the bilabials of the text close the mouth: MBP dominates some frame
     assert any(max(f["weights"], key=f["weights"].get, default="") == "MBP" for f in frames)
-    # the second utterance reused the session's vendor socket (no new handshake)
-    assert mock.connections == 1
+    # the second utterance started without a new handshake: multi reused the session's socket,
+    # single had the next socket opened while the first utterance spoke, http kept its
+    # connection alive
+    if transport == "multi":
+        assert mock.connections == 1
+    elif transport == "single":
+        first, second = (r for r in mock.contexts("single") if r.generations)
+        assert first.connection != second.connection
+        assert mock.handshakes[second.connection - 1] < t_second
+    else:
+        assert mock.connections == 0 and len(mock.http_requests) == 2
     # the vendor key never reaches the client
     assert all(mock.api_key not in json.dumps(i[1]) for i in client.items if i[0] == "json")
 
