@@ -238,7 +238,10 @@ def body(rows: list[Row], quick: bool) -> str:
     )  # fmt: skip
     offsets = [r.offset_ms for r in rows]
     opens = [r.open_vowel for r in rows]
-    rests = [r.rest for r in rows]
+    rest_text = " and ".join(
+        f"{float(np.median([r.rest for r in rows if r.photo == photo])):.3f} ({photo})"
+        for photo in dict.fromkeys(r.photo for r in rows)
+    )
     verdict = "Every video meets both targets" if all_ok else "Not every video meets the targets"
     text = (
         f"{'Smoke run (--quick): grace_hopper only, one sentence per language. ' if quick else ''}"
@@ -253,8 +256,8 @@ def body(rows: list[Row], quick: bool) -> str:
         "runs slightly early, as designed (the engine leads the audio by 20 ms; ITU-R BT.1359 "
         "finds a late mouth far more objectionable than an early one). Open vowels open the "
         f"mouth to an aperture of {min(opens):.2f}–{max(opens):.2f} (per video) against "
-        f"{float(np.median(rests)):.3f} at rest, so the closure rate is not met by a mouth "
-        "that simply never opens. The offset is a cross-correlation of "
+        f"{rest_text} at rest, so the closure rate is not met by a mouth that simply never "
+        "opens. The offset is a cross-correlation of "
         "measured aperture with expected openness, resolved to sub-frame by parabolic "
         "interpolation, so single values carry a few ms of noise."
     )
