@@ -193,7 +193,8 @@ def place_patch(
         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0),
     )  # fmt: skip
     region = out[y0:y1, x0:x1]
-    inv = cv2.merge([255 - warped[..., 3]] * 3)
+    inv1 = cv2.bitwise_not(cv2.extractChannel(warped, 3))  # 255 − alpha, no strided numpy pass
+    inv = cv2.merge([inv1, inv1, inv1])
     # A contiguous RGB copy: handed a channel-strided view (warped[..., :3]), OpenCV's Python
     # binding converts it element by element, ~1 ms per frame, more than the whole composite.
     rgb = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
