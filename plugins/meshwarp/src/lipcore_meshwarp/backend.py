@@ -392,9 +392,11 @@ class MeshWarpRenderer(MouthRenderer):
         key = id(table)
         fields = self._field_cache.get(key)
         if fields is None:
-            fields = np.stack(
-                [[self._ry @ t[..., 0] @ self._rx, self._ry @ t[..., 1] @ self._rx] for t in table]
-            ).astype(np.float32)
+            with blas_single_thread():
+                ry, rx = self._ry, self._rx
+                fields = np.stack(
+                    [[ry @ t[..., 0] @ rx, ry @ t[..., 1] @ rx] for t in table]
+                ).astype(np.float32)
             self._field_cache[key] = fields
         return fields
 
