@@ -150,9 +150,9 @@ def time_frames(
 def overlay_bench(quick: bool) -> dict[str, Any]:
     from lipcore_meshwarp.backend import MeshWarpBackend, MeshWarpRenderer
     from lipcore_sprites.backend import SpritesBackend, SpritesRenderer
-    from threadpoolctl import threadpool_limits
 
     from lipcore.avatar.face import FaceAnalyzer
+    from lipcore.avatar.warp import blas_single_thread
 
     cv2.setNumThreads(1)
     with FaceAnalyzer(face_model()) as analyzer:
@@ -172,7 +172,7 @@ def overlay_bench(quick: bool) -> dict[str, Any]:
         "frames": n,
         "backends": {},
     }
-    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp, threadpool_limits(1):
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp, blas_single_thread():
         d = Path(tmp)
         t0 = time.perf_counter()
         SpritesBackend().build_assets(model, d)
