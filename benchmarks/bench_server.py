@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import pickle
@@ -120,6 +121,7 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
     from fastapi import FastAPI
 
     from lipcore.server import ServerSettings, create_app
+    from lipcore.server.app import tune_gc
     from lipcore.server.sessions import LatencyStats
     from lipcore.testing import ReplayTTSSource, testing_engine
 
@@ -141,6 +143,17 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
     state.sessions.latency = LatencyStats(2_000_000)
     state.sessions.lag = LatencyStats(2_000_000)
     loop_lag = LatencyStats()
+    gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        # Garbage-collector pauses stop the event loop like any other work.
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses[info["generation"]].append((time.perf_counter() - gc_started[0]) * 1e3)
+
+    gc.callbacks.append(on_gc)
 
     host = FastAPI()
 
@@ -151,6 +164,7 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
             "latency": state.sessions.latency.summary(),
             "lag": state.sessions.lag.summary(),
             "loop_lag": loop_lag.summary(),
+            "gc": {g: _summary(v) for g, v in gc_pauses.items()},
             "rss_kb": _rss_kb(),
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "wait_s": _runqueue_wait_s(),
@@ -163,6 +177,8 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
     async def reset() -> dict[str, bool]:
         for stats_ in (state.sessions.latency, state.sessions.lag, loop_lag):
             stats_.samples.clear()
+        for pauses in gc_pauses.values():
+            pauses.clear()
         return {"ok": True}
 
     profile = os.environ.get("LIPCORE_BENCH_PROFILE")
@@ -189,6 +205,9 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
             t = time.perf_counter()
             await asyncio.sleep(0.01)
             loop_lag.add((time.perf_counter() - t - 0.01) * 1000.0)
+
+    if os.environ.get("LIPCORE_BENCH_NO_GC_TUNING") is None:
+        tune_gc()  # as `lipcore serve` does
 
     async def main() -> None:
         ws_impl = os.environ.get("LIPCORE_BENCH_WS", "websockets")  # as `lipcore serve`
@@ -358,6 +377,7 @@ async def run_client(
                 "added": after["latency"],
                 "lag": after["lag"],
                 "loop_lag": after["loop_lag"],
+                "gc": after["gc"],
                 "client_lag": _summary(client.lag),
                 "client_loop_lag": _summary(client.loop_lag),
                 "server_cpu": round(cpu, 3),
@@ -478,6 +498,7 @@ def report(
                 _fmt(r["client_lag"], "p50_ms"),
                 _fmt(r["client_lag"], "p99_ms"),
                 _fmt(r["loop_lag"], "p99_ms"),
+                f"{max((g.get('max_ms', 0.0) for g in r['gc'].values()), default=0.0):.0f}",
                 f"{100 * r['server_cpu']:.0f} %",
                 f"{100 * r['cpu_wait']:.0f} %",
                 r["cpu_us_per_chunk"] if r["cpu_us_per_chunk"] is not None else "–",
@@ -509,7 +530,8 @@ def report(
     per_last_kb = (last["rss_kb"] - base_rss) / last["sessions"] if last else 0.0
 
     body = [
-        f"Server: `create_app` on uvicorn (uvloop, websockets, no per-message deflate) pinned "
+        "Server: `create_app` on uvicorn (uvloop, websockets, no per-message deflate, "
+        f"`tune_gc()`) pinned "
         f"to CPU {cpus.split('/')[0]}; clients: `websockets` in another process on CPU "
         f"{cpus.split('/')[1]}. TTS: espeak-ng speech ({audio_s:.1f} s, 22.05 kHz) replayed in "
         f"real time in {chunk_ms:g} ms chunks; every session speaks it again as soon as it ends. "
@@ -525,6 +547,7 @@ def report(
                 "client lag p50 ms",
                 "client lag p99 ms",
                 "loop lag p99 ms",
+                "longest GC pause ms",
                 "server CPU",
                 "CPU taken by others",
                 "CPU µs/chunk",

@@ -32,6 +32,7 @@ def serve(
 
     from lipcore.engine import Engine, EngineSettings
     from lipcore.server import ServerSettings, create_app
+    from lipcore.server.app import tune_gc
     from lipcore.server.logs import configure_logging
     from lipcore.server.settings import check_bind, default_data_dir
 
@@ -42,6 +43,7 @@ def serve(
     settings = ServerSettings(data_dir=data_dir or default_data_dir(), api_key=api_key,
                               public_url=public_url)
     app = create_app(engine, settings)
+    tune_gc()  # short collector pauses: the start-up heap is never scanned again
     auth = "API key required" if api_key else "no API key (loopback only)"
     console.print(f"lipcore server on http://{host}:{port}  ({auth}; data in {settings.data_dir})",
                   highlight=False)
