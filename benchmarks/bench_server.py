@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> None:
         "--steps",
         type=str,
         default=None,
-        help="comma-separated session counts (default 50,100,200,...)",
+        help="comma-separated session counts (default 50,100,150,200,300,...)",
     )
     ap.add_argument("--window", type=float, default=None, help="seconds measured per step")
     ap.add_argument(
@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps:
         steps = [int(x) for x in args.steps.split(",")]
     else:
-        steps = [10, 30] if args.quick else [50, 100, 200, 300, 400, 500, 600, 800, 1000]
+        steps = [10, 30] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600, 800, 1000]
     window = args.window or (3.0 if args.quick else 10.0)
     warm = 1.5 if args.quick else 3.0
     cpus = sorted(os.sched_getaffinity(0))
