@@ -100,6 +100,9 @@ class TTSCapabilities:
     timings: Literal["phonemes", "characters"]
     streaming_input: bool = False  # accepts text as an async stream of deltas
     sample_rates: tuple[int, ...] = (22050,)
+    # Keeps per-session state (a vendor connection per live session): the server then passes
+    # ``options={"session_id": ...}`` to ``synthesize`` and calls ``close_session`` at the end.
+    sessions: bool = False
 
 
 class TTSSource(abc.ABC):
@@ -115,6 +118,10 @@ class TTSSource(abc.ABC):
     @abc.abstractmethod
     async def voices(self) -> Sequence[Voice]:
         """The voices this source offers."""
+
+    async def close_session(self, session_id: str) -> None:  # noqa: B027 - optional hook
+        """Release what this source holds for one live session (only if it declares
+        ``capabilities.sessions``). The default holds nothing."""
 
     @abc.abstractmethod
     def synthesize(

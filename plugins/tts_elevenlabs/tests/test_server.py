@@ -326,3 +326,37 @@ async def test_each_session_speaks_with_its_own_voice_profile(
     assert rachel.voice_id == EN and rachel.query["language_code"] == "de"
     assert rachel.query["model_id"] == "eleven_flash_v2_5"
     assert "voice_settings" not in rachel.messages[0]
+
+
+async def test_each_session_has_its_own_vendor_socket_closed_with_the_session(
+    mock: MockElevenLabs, serve: Callable[..., Server]
+) -> None:
+    srv = serve(transport="multi")
+    async with (
+        open_session(srv, DE) as (http, a),
+        open_session(srv, DE) as (_, b),
+        connect(a["ws_url"]) as wa,
+        connect(b["ws_url"]) as wb,
+    ):
+        ca, cb = Client(wa), Client(wb)
+        await ca.until("hello")
+        await cb.until("hello")
+        await speak(http, srv, a["session_id"], "Mama baut ein Boot.")
+        await speak(http, srv, b["session_id"], "Papa malt ein Bild.")
+        await ca.until("utterance_end", utterance=1)
+        await cb.until("utterance_end", utterance=1)
+        used = {r.connection for r in mock.contexts("multi") if r.generations}
+        assert len(used) == 2 and mock.connections == 2  # one socket per session, not a pool
+        r = await http.delete(f"{srv.url}/session-2d/{a['session_id']}")
+        assert r.status_code in (200, 204), r.text
+        # the other session keeps its socket: its next utterance needs no new handshake
+        await speak(http, srv, b["session_id"], "Noch ein Satz.")
+        await cb.until("utterance_end", utterance=2)
+        assert mock.connections == 2
+        # a new session after the close gets a fresh socket of its own
+        async with open_session(srv, DE) as (_, c), connect(c["ws_url"]) as wc:
+            cc = Client(wc)
+            await cc.until("hello")
+            await speak(http, srv, c["session_id"], "Mama malt.")
+            await cc.until("utterance_end", utterance=1)
+        assert mock.connections == 3

@@ -501,7 +501,11 @@ class Session:
         text = turn.text if turn.text is not None else turn.stream
         assert text is not None
         try:
-            utt = await self.engine.utterance(text, voice=self.voice_id, tts=self.tts)
+            source = self.engine.tts(self.tts)
+            options = {"session_id": self.session_id} if source.capabilities.sessions else None
+            utt = await self.engine.utterance(
+                text, voice=self.voice_id, tts=self.tts, options=options
+            )
         except LipcoreError as exc:
             self.usage.errors += 1
             self._send({"type": "error", "code": exc.code, "message": str(exc)})
@@ -721,6 +725,13 @@ class Session:
             self._speaker.cancel()
             with contextlib.suppress(BaseException):
                 await self._speaker
+        source = self.engine.tts(self.tts)
+        if source.capabilities.sessions:
+            try:
+                await source.close_session(self.session_id)
+            except Exception:  # a vendor hiccup at the end must not keep the session alive
+                logger.warning("closing the TTS session failed", exc_info=True,
+                               extra={"session_id": self.session_id})
 
 
 def _describe_validation(exc: Exception) -> str:

@@ -74,7 +74,10 @@ class ElevenLabsTTSSource(TTSSource):
 
     name: ClassVar[str] = "elevenlabs"
     capabilities: ClassVar[TTSCapabilities] = TTSCapabilities(
-        timings="characters", streaming_input=True, sample_rates=(22050, 16000, 24000, 44100)
+        timings="characters",
+        streaming_input=True,
+        sample_rates=(22050, 16000, 24000, 44100),
+        sessions=True,
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -84,7 +87,10 @@ class ElevenLabsTTSSource(TTSSource):
             # The server announces sample_rates[0] in its hello: the configured rate goes first.
             others = tuple(r for r in type(self).capabilities.sample_rates if r != rate)
             vars(self)["capabilities"] = TTSCapabilities(
-                timings="characters", streaming_input=True, sample_rates=(rate, *others)
+                timings="characters",
+                streaming_input=True,
+                sample_rates=(rate, *others),
+                sessions=True,
             )
         self._pools: dict[tuple[Any, ...], list[VendorSocket]] = {}
         self._loops: dict[int, asyncio.AbstractEventLoop] = {}
