@@ -256,3 +256,21 @@ def test_metrics_report_server_added_latency(server: RunningServer) -> None:
             assert m["lag"]["p50_ms"] >= m["latency"]["p50_ms"] - 0.01
 
     asyncio.run(body())
+
+
+def test_avatar_and_voice_lists(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: RunningServer = make_server(api_key="k" * 32)
+    key = {"x-api-key": "k" * 32}
+    # both lists sit behind the key: avatar ids are the capability to their files
+    assert httpx.get(f"{srv.url}/avatars").status_code == 401
+    assert httpx.get(f"{srv.url}/voices").status_code == 401
+    avatars = httpx.get(f"{srv.url}/avatars", headers=key).json()["avatars"]
+    assert [a["avatar_id"] for a in avatars] == [FAKE_AVATAR_ID]
+    assert avatars[0]["idle_url"].startswith(srv.url + "/avatars/")
+    body = httpx.get(f"{srv.url}/voices", headers=key).json()
+    assert body["tts"] == "replay" and body["voices"]
+    assert {"id", "name", "language"} <= set(body["voices"][0])
+    other = httpx.get(f"{srv.url}/voices", params={"tts": "failing"}, headers=key).json()
+    assert other["tts"] == "failing"
+    unknown = httpx.get(f"{srv.url}/voices", params={"tts": "nope"}, headers=key)
+    assert unknown.status_code in (400, 404, 422) and "nope" in unknown.text

@@ -57,6 +57,21 @@ class AvatarOut(AvatarizeResponse):
     created_at: str | None = None
 
 
+class AvatarListOut(BaseModel):
+    avatars: list[AvatarOut]
+
+
+class VoiceOut(BaseModel):
+    id: str
+    name: str
+    language: str
+
+
+class VoiceListOut(BaseModel):
+    tts: str
+    voices: list[VoiceOut]
+
+
 class UsageOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_id: str
@@ -272,6 +287,33 @@ def _routes() -> APIRouter:
             )
         rec = await st.avatars.build(data, backend=backend)
         return _describe_avatar(request, st, rec)
+
+    @router.get("/avatars", tags=["avatars"], dependencies=[Auth],
+                response_model=AvatarListOut, responses=_ERRORS)
+    async def list_avatars(request: Request) -> dict[str, Any]:
+        """The avatars this server has (newest first, at most 1000), with their URLs. Behind
+        the API key when one is set: the ids are the capability to their asset files."""
+        st = _state(request)
+        out = []
+        for avatar_id in st.avatars.list_ids():
+            with contextlib.suppress(LipcoreError):  # removed or damaged meanwhile: skip it
+                out.append(_describe_avatar(request, st, st.avatars.get(avatar_id)))
+        return {"avatars": out}
+
+    @router.get("/voices", tags=["sessions"], dependencies=[Auth],
+                response_model=VoiceListOut, responses=_ERRORS)
+    async def list_voices(request: Request, tts: str | None = None) -> dict[str, Any]:
+        """The voices of a TTS source (default: the engine's default source); a session's
+        ``voice_id`` is one of these ids or a language code."""
+        st = _state(request)
+        source = st.engine.tts(tts)
+        voices = await source.voices()
+        return {
+            "tts": source.name,
+            "voices": [
+                {"id": v.id, "name": v.name, "language": v.language} for v in voices
+            ],
+        }
 
     @router.get("/avatars/{avatar_id}", tags=["avatars"], dependencies=[Auth],
                 response_model=AvatarOut, responses=_ERRORS)

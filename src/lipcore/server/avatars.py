@@ -160,6 +160,17 @@ class AvatarStore:
         self._cache[avatar_id] = rec
         return rec
 
+    def list_ids(self, limit: int = 1000) -> list[str]:
+        """Ids of the complete avatars on disk (those with a manifest), newest first."""
+        if not self.root.is_dir():
+            return []
+        found = [
+            d for d in self.root.iterdir()
+            if _ID_RE.match(d.name) and (d / "manifest.json").is_file()
+        ]  # fmt: skip
+        found.sort(key=lambda d: (d / "manifest.json").stat().st_mtime, reverse=True)
+        return [d.name for d in found[:limit]]
+
     def check_photo(self, data: bytes) -> Any:
         """Refuse an upload over the configured bounds or not an image (raises the avatar
         package's ImageError family: 413 for bounds, 422 otherwise). Runs in a thread."""
