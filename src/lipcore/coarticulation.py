@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "Row",
     "SegmentArrays",
     "SegmentLists",
+    "StreamSampler",
     "frames_from_rows",
     "frames_from_weights",
     "prepare_segment_lists",
@@ -51,6 +52,7 @@ FloatArray = npt.NDArray[np.float64]
 _CLASS_INDEX = {name: i for i, name in enumerate(VISEME_CLASSES)}
 _N = len(VISEME_CLASSES)
 _REST = _CLASS_INDEX["Rest"]
+_NAMES = tuple(VISEME_CLASSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,3 +498,307 @@ def frames_from_rows(rows: Sequence[Row], *, fps: float, first: int) -> list[Vis
                 weights[names[c]] = min(v, 1.0)
         out.append(VisemeFrame(pts_ms=(first + i) * frame_ms, weights=weights))
     return out
+
+
+# ------------------------------------------------------------------ incremental (live stream)
+# A live stream emits one or two frames per TTS chunk, some 180 chunks per 10 s of speech.
+# Rebuilding the segment list and re-deriving rows per chunk made mapping most of a speaking
+# session's server CPU, so :class:`StreamSampler` keeps everything between chunks: each
+# segment is prepared once and deposits its dominance into the frames it reaches when it
+# arrives (segment-centric, like :func:`_raw_weights`); a frame's raw row is normalised once,
+# when the look-ahead guarantees nothing more can reach it; smoothing and the closure rule then
+# touch only the frames being emitted, and only the classes present around them (a frame has
+# three to five of the twelve). Sums run over the same terms in the same order as the array
+# version, so the two agree to float round-off.
+
+#: bit of each class in a row's mask of present classes (Rest: none, it is implicit)
+_BIT = tuple(0 if i == _REST else 1 << i for i in range(_N))
+#: mask → the classes it holds, in class order
+_CLASSES_OF = tuple(tuple(i for i in range(_N) if m & _BIT[i]) for m in range(1 << _N))
+_ALL = tuple(range(_N))
+#: the raw row of a frame nothing reaches: all Rest
+_REST_ROW = tuple(1.0 if i == _REST else 0.0 for i in range(_N))
+
+_Rows = Sequence[Sequence[float]]
+
+
+def _smoother(kernel: tuple[float, ...]) -> Callable[[_Rows, Sequence[int]], list[float]]:
+    """``f(rows, classes)``: Σ_tap w_tap · rows[tap][c] for each class c, summed in tap order
+    like :func:`sample_weights`; unrolled for the usual kernel sizes (3, 5, 7 taps)."""
+    if len(kernel) == 3:
+        w0, w1, w2 = kernel
+
+        def smooth3(rows: _Rows, classes: Sequence[int]) -> list[float]:
+            r0, r1, r2 = rows
+            return [r0[c] * w0 + r1[c] * w1 + r2[c] * w2 for c in classes]
+
+        return smooth3
+    if len(kernel) == 5:
+        w0, w1, w2, w3, w4 = kernel
+
+        def smooth5(rows: _Rows, classes: Sequence[int]) -> list[float]:
+            r0, r1, r2, r3, r4 = rows
+            return [r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4 for c in classes]
+
+        return smooth5
+    if len(kernel) == 7:
+        w0, w1, w2, w3, w4, w5, w6 = kernel
+
+        def smooth7(rows: _Rows, classes: Sequence[int]) -> list[float]:
+            r0, r1, r2, r3, r4, r5, r6 = rows
+            return [
+                r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4 + r5[c] * w5
+                + r6[c] * w6
+                for c in classes
+            ]
+
+        return smooth7
+
+    def smooth_any(rows: _Rows, classes: Sequence[int]) -> list[float]:
+        return [sum(map(operator.mul, kernel, [r[c] for r in rows])) for c in classes]
+
+    return smooth_any
+
+
+class StreamSampler:
+    """:func:`prepare_segments` + :func:`sample_weights` + :func:`frames_from_weights`,
+    incrementally: :meth:`add` segments as they arrive, :meth:`emit` frames as they become
+    final. The frames are those :func:`sample_weights` gives for the whole track, provided
+    everything within :meth:`CoarticulationParams.lookahead_ms` of a frame was added before
+    it is emitted (segments in time order; one out of order is handled by replaying)."""
+
+    def __init__(self, params: CoarticulationParams, fps: float) -> None:
+        self.fps = fps
+        self._frame_ms = 1000.0 / fps
+        self._epsilon = params.epsilon
+        self._reach = params.reach
+        self._min_hold = params.min_hold_ms
+        self._closure_hold = max(params.min_closure_ms, self._frame_ms)
+        shapes = [params.shapes[name] for name in VISEME_CLASSES]
+        self._alpha = [s.alpha for s in shapes]
+        self._sigma = [s.sigma_ms for s in shapes]
+        self._window = [s.window_ms for s in shapes]
+        self._floor = [math.exp(-s.window_ms / s.sigma_ms) for s in shapes]
+        self._closure = [is_closure(name) for name in VISEME_CLASSES]
+        kernel = tuple(smooth_kernel(params, fps))
+        self._k = len(kernel) // 2
+        self._taps = len(kernel)
+        self._smooth = _smoother(kernel)
+        self._segs: list[VisemeSegment] = []  # every segment so far, sorted by time
+        self._last_key = (-math.inf, -math.inf)
+        self._raw_next = -self._k  # first frame whose raw row is not final yet
+        self._raw_first = -self._k  # frame of self._raw[0]
+        self._raw: list[Sequence[float]] = []  # final raw rows still needed for smoothing
+        self._masks: list[int] = []  # their present classes (Rest aside), as bits
+        self._next = 0  # next frame to emit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._acc: dict[int, dict[int, float]] = {}  # frame → class → dominance (pending)
+        self._centre: dict[int, int] = {}  # frame → closure class claiming it (its centre)
+        self._span: dict[int, int] = {}  # frame → first closure class whose span holds it
+        self._rest_start = -math.inf  # where the Rest after the last segment begins
+
+    @property
+    def next_frame(self) -> int:
+        """Index of the next frame :meth:`emit` gives."""
+        return self._next
+
+    def add(self, segs: Sequence[VisemeSegment]) -> None:
+        """Add track segments (Rest and inverted ones are ignored, as by the array path)."""
+        for s in segs:
+            if s.viseme == "Rest" or s.end_ms < s.start_ms:
+                continue
+            key = (s.start_ms, s.end_ms)
+            if key >= self._last_key:
+                self._last_key = key
+                self._segs.append(s)
+                self._accept(s)
+                continue
+            # Out of time order: the whole-track path sorts, so redo the pending frames'
+            # state from the sorted track (rare: TTS timings come in order).
+            at = len(self._segs)
+            while at and _BY_TIME(self._segs[at - 1]) > key:
+                at -= 1
+            self._segs.insert(at, s)
+            self._reset()
+            for seg in self._segs:
+                self._accept(seg)
+
+    def _accept(self, s: VisemeSegment) -> None:
+        start, end = s.start_ms, s.end_ms
+        if start > self._rest_start:
+            self._deposit(self._rest_start, start, _REST, self._alpha[_REST])
+        if end > self._rest_start:
+            self._rest_start = end
+        cls = _CLASS_INDEX[s.viseme]
+        closure = self._closure[cls]
+        hold = self._closure_hold if closure else self._min_hold
+        centre = (start + end) / 2.0
+        half = max((end - start) / 2.0, hold / 2.0)
+        alpha = self._alpha[cls] * (dominance_scale(s.phoneme) if s.phoneme else 1.0)
+        self._deposit(centre - half, centre + half, cls, alpha)
+        if not closure:
+            return
+        # The closure rule of :func:`prepare_segment_lists`: the frame nearest the centre
+        # (the next nearest if another closure class took it), then every frame in the span.
+        frame_ms = self._frame_ms
+        lo = math.floor(start / frame_ms) - 1
+        hi = math.ceil(end / frame_ms) + 1
+        for j in sorted(range(max(lo, 0), hi + 1), key=lambda j: (abs(j * frame_ms - centre), j)):
+            if self._centre.get(j, cls) == cls:
+                self._centre[j] = cls
+                break
+        span = self._span
+        for j in range(max(0, math.ceil(start / frame_ms)), math.floor(end / frame_ms) + 1):
+            if j not in span:
+                span[j] = cls
+
+    def _deposit(self, start: float, end: float, cls: int, alpha: float) -> None:
+        """Add one segment's dominance to the pending frames it reaches."""
+        frame_ms = self._frame_ms
+        window = self._window[cls]
+        lo = self._raw_next
+        lo_t = start - window
+        if lo_t > lo * frame_ms:
+            lo = max(lo, math.ceil(lo_t / frame_ms))
+        hi = math.floor((end + window) / frame_ms)
+        if hi < lo:
+            return
+        sigma = self._sigma[cls]
+        floor = self._floor[cls]
+        norm = 1.0 - floor
+        acc = self._acc
+        exp = math.exp
+        for j in range(lo, hi + 1):
+            t = j * frame_ms
+            tau = start - t if t < start else (t - end if t > end else 0.0)
+            if tau < window:
+                dom = (exp(-tau / sigma) - floor) / norm * alpha
+                row = acc.get(j)
+                if row is None:
+                    acc[j] = {cls: dom}
+                else:
+                    row[cls] = row.get(cls, 0.0) + dom
+
+    def _finalize(self, hi: int, trailing: tuple[float, float] | None) -> None:
+        """Normalise the raw rows of frames up to ``hi``: nothing more can reach them but the
+        Rest after the last segment, ``trailing`` (start, end), added here in the array
+        version's order (it is the last segment there)."""
+        frame_ms = self._frame_ms
+        acc = self._acc
+        raw = self._raw
+        masks = self._masks
+        epsilon = self._epsilon
+        rest_alpha = self._alpha[_REST]
+        window = self._window[_REST]
+        sigma = self._sigma[_REST]
+        floor = self._floor[_REST]
+        norm = 1.0 - floor
+        bits = _BIT
+        for j in range(self._raw_next, hi + 1):
+            got = acc.pop(j, None)
+            if trailing is not None:
+                t = j * frame_ms
+                start, end = trailing
+                tau = start - t if t < start else (t - end if t > end else 0.0)
+                if tau < window:
+                    dom = (math.exp(-tau / sigma) - floor) / norm * rest_alpha
+                    if got is None:
+                        got = {_REST: dom}
+                    else:
+                        got[_REST] = got.get(_REST, 0.0) + dom
+            if not got:
+                raw.append(_REST_ROW)
+                masks.append(0)
+                continue
+            total = sum(got.values()) + epsilon
+            row = [0.0] * _N
+            mask = 0
+            for c, v in got.items():
+                row[c] = v / total
+                mask |= bits[c]
+            # What no segment claims is rest (the ε share, and times beyond every window).
+            row[_REST] += 1.0 - sum(row)
+            raw.append(row)
+            masks.append(mask)
+        if hi >= self._raw_next:
+            self._raw_next = hi + 1
+
+    def emit(
+        self, last: int, *, closed: bool, silent_until: float = -math.inf
+    ) -> list[VisemeFrame]:
+        """Frames ``next_frame … last``. ``closed``: the track is complete (Rest for ever after
+        it); otherwise there is known silence after the last segment up to ``silent_until``."""
+        first = self._next
+        if last < first:
+            return []
+        k = self._k
+        rest_start = self._rest_start
+        trailing: tuple[float, float] | None = None
+        if closed:
+            trailing = (rest_start, math.inf)
+        elif silent_until > rest_start:
+            trailing = (rest_start, silent_until)
+        self._finalize(last + k, trailing)
+        raw = self._raw
+        masks = self._masks
+        base = self._raw_first
+        taps = self._taps
+        smooth = self._smooth
+        centre = self._centre
+        span = self._span
+        frame_ms = self._frame_ms
+        names = _NAMES
+        classes_of = _CLASSES_OF
+        out: list[VisemeFrame] = []
+        for j in range(first, last + 1):
+            i = j - k - base
+            c = centre.pop(j, None)
+            spanned = span.pop(j, None)
+            if c is None:
+                c = spanned
+            if c is not None:
+                values = self._reach_closure(smooth(raw[i : i + taps], _ALL), c)
+                classes: Sequence[int] = _ALL[1:]
+            else:
+                mask = 0
+                for m in masks[i : i + taps]:
+                    mask |= m
+                if not mask:  # silence all around: Rest
+                    out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
+                    continue
+                classes = classes_of[mask]
+                values = smooth(raw[i : i + taps], classes)
+            total = sum(values)
+            if total > 1.0:  # float round-off only; the contract says "at most 1"
+                values = [v / total for v in values]
+            weights = {
+                names[c]: (v if v < 1.0 else 1.0)
+                for c, v in zip(classes, values, strict=True)
+                if v >= 1e-3
+            }
+            out.append(VisemeFrame(pts_ms=j * frame_ms, weights=weights))
+        self._next = last + 1
+        # Raw rows older than the next frame's smoothing reach are no longer needed.
+        drop = self._next - k - base
+        if drop > 0:
+            del raw[:drop]
+            del masks[:drop]
+            self._raw_first = base + drop
+        return out
+
+    def _reach_closure(self, row: list[float], c: int) -> list[float]:
+        """:func:`sample_weights`' closure rule on one full row (Rest first); returns the row
+        without Rest. Closures must reach their shape: lift class ``c`` to ``reach`` if it does
+        not already dominate, scaling the other classes down."""
+        own = row[c]
+        reach = self._reach
+        if own < reach or row.index(max(row)) != c:
+            target = max(reach, own)
+            others = 1.0 - own
+            scale = (1.0 - target) / others if others > 0 else 0.0
+            row = [v * scale for v in row]
+            row[c] = target
+        # The array version clips to [0, 1]: Rest may be a hair below 0 after round-off.
+        return [v if v > 0.0 else 0.0 for v in row[1:]]

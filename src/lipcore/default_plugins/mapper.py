@@ -15,22 +15,17 @@ import logging
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from lipcore import _espeak
 from lipcore.coarticulation import (
     CoarticulationParams,
-    Row,
-    frames_from_rows,
+    StreamSampler,
     frames_from_weights,
-    prepare_segment_lists,
     prepare_segments,
-    raw_rows,
-    sample_rows,
     sample_weights,
-    smooth_kernel,
 )
 from lipcore.errors import InputError
 from lipcore.hookspecs import Register, hookimpl
@@ -49,9 +44,6 @@ __all__ = ["DefaultVisemeMapper", "DefaultVisemeStream", "g2p_word", "register_v
 logger = logging.getLogger("lipcore.mapper")
 
 _DIPHTHONG_SPLIT = 0.55
-#: Above this many frames in one emit the stream computes with numpy arrays; below, with
-#: scalars (numpy's per-call cost dominates a chunk's one or two frames).
-_ARRAY_FRAMES = 24
 _VOWEL_WEIGHT = 1.6
 
 
@@ -207,7 +199,9 @@ class DefaultVisemeMapper(VisemeMapper):
 
 class DefaultVisemeStream(VisemeStream):
     """Incremental co-articulation: frames come out as soon as everything within their
-    look-ahead is known, with the same values :meth:`DefaultVisemeMapper.sample` gives."""
+    look-ahead is known, with the same values :meth:`DefaultVisemeMapper.sample` gives.
+    The work is kept between chunks (:class:`lipcore.coarticulation.StreamSampler`): each
+    segment is prepared once, each frame computed once."""
 
     def __init__(self, mapper: DefaultVisemeMapper, *, language: str, fps: float) -> None:
         self.mapper = mapper
@@ -215,90 +209,17 @@ class DefaultVisemeStream(VisemeStream):
         self.language = language
         self.fps = fps
         self.track: list[VisemeSegment] = []  # the whole track so far (for --track, tests)
-        self._live: list[VisemeSegment] = []  # the part that can still influence a frame
-        self._rest_before = -math.inf
         self._known_ms = 0.0
-        self._next = 0  # index of the next frame to emit
         self._words = _CharWords()
         self._finished = False
         self._lookahead = self.params.lookahead_ms(fps)
-        self._kernel = smooth_kernel(self.params, fps)
-        # Raw (unsmoothed) rows of frames ``_raw_first …``: a frame's raw weights are final
-        # once it has been computed for an emit (everything within the look-ahead was known),
-        # so the next chunk only computes the frames it adds.
-        self._raw_first = 0
-        self._raw: list[Row] = []
-        self._prepared: dict[VisemeSegment, Any] = {}  # per-segment work, kept while live
+        self._sampler = StreamSampler(self.params, fps)
 
     def _add(self, segs: Sequence[VisemeSegment]) -> None:
-        self.track.extend(segs)
-        self._live.extend(segs)
         if segs:
+            self.track.extend(segs)
+            self._sampler.add(segs)
             self._known_ms = max(self._known_ms, max(s.end_ms for s in segs))
-
-    def _emit(
-        self, last: int, *, closed: bool, silent_until: float = -math.inf
-    ) -> list[VisemeFrame]:
-        if last < self._next:
-            return []
-        if last - self._next >= _ARRAY_FRAMES:
-            frames = self._emit_arrays(last, closed=closed, silent_until=silent_until)
-        else:
-            frames = self._emit_rows(last, closed=closed, silent_until=silent_until)
-        self._next = last + 1
-        self._trim()
-        return frames
-
-    def _emit_arrays(self, last: int, *, closed: bool, silent_until: float) -> list[VisemeFrame]:
-        # Many frames at once (a long chunk, the end of a long utterance): numpy pays off.
-        arr = prepare_segments(
-            self._live,
-            self.params,
-            fps=self.fps,
-            closed=closed,
-            rest_before=self._rest_before,
-            silent_until=silent_until,
-        )
-        weights = sample_weights(arr, self.params, fps=self.fps, first=self._next, last=last)
-        self._raw = []  # not kept by the array path
-        return frames_from_weights(weights, fps=self.fps, first=self._next)
-
-    def _emit_rows(self, last: int, *, closed: bool, silent_until: float) -> list[VisemeFrame]:
-        lists = prepare_segment_lists(
-            self._live,
-            self.params,
-            fps=self.fps,
-            closed=closed,
-            rest_before=self._rest_before,
-            silent_until=silent_until,
-            memo=self._prepared,
-        )
-        k = len(self._kernel) // 2
-        lo, hi = self._next - k, last + k
-        have_end = self._raw_first + len(self._raw)
-        if not self._raw or self._raw_first > lo or have_end < lo:
-            self._raw_first, self._raw = lo, []
-        else:
-            del self._raw[: lo - self._raw_first]
-            self._raw_first = lo
-        start = self._raw_first + len(self._raw)
-        self._raw.extend(raw_rows(lists, start, hi, self.fps, self.params.epsilon))
-        rows = sample_rows(self._raw, lists, self.params, self._kernel, first=self._next)
-        return frames_from_rows(rows, fps=self.fps, first=self._next)
-
-    def _trim(self) -> None:
-        # Segments whose influence ends before the next frame's smoothing reach are dropped;
-        # the Rest that follows them starts at ``_rest_before``.
-        frame_ms = 1000.0 / self.fps
-        horizon = self._next * frame_ms - self._lookahead - frame_ms
-        keep: list[VisemeSegment] = []
-        for s in self._live:
-            if s.end_ms < horizon:
-                self._rest_before = max(self._rest_before, s.end_ms)
-                self._prepared.pop(s, None)
-            else:
-                keep.append(s)
-        self._live = keep
 
     def push(
         self,
@@ -323,7 +244,7 @@ class DefaultVisemeStream(VisemeStream):
         limit = min(horizon_ms, known) - self._lookahead
         last = math.floor(limit * self.fps / 1000.0)
         # Spaces and punctuation after the last word are known silence: Rest up to there.
-        return self._emit(last, closed=False, silent_until=known)
+        return self._sampler.emit(last, closed=False, silent_until=known)
 
     def finish(self, end_ms: float | None = None) -> list[VisemeFrame]:
         if self._finished:
@@ -332,7 +253,7 @@ class DefaultVisemeStream(VisemeStream):
             self._add(_word_segments(group, self.language))
         self._finished = True
         speech_end = max(self._known_ms, end_ms or 0.0)
-        return self._emit(self.mapper.last_frame(speech_end, self.fps), closed=True)
+        return self._sampler.emit(self.mapper.last_frame(speech_end, self.fps), closed=True)
 
 
 @hookimpl
