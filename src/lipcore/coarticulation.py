@@ -24,6 +24,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 
 import numpy as np
 import numpy.typing as npt
@@ -596,7 +597,9 @@ class StreamSampler:
     def _reset(self) -> None:
         self._acc: dict[int, dict[int, float]] = {}  # frame → class → dominance (pending)
         self._centre: dict[int, int] = {}  # frame → closure class claiming it (its centre)
-        self._span: dict[int, int] = {}  # frame → first closure class whose span holds it
+        #: frame → the closure class lifted there: its centre claim, else the first closure
+        #: whose span holds it (what :func:`prepare_segment_lists` gives, in one look-up)
+        self._claims: dict[int, int] = {}
         self._rest_start = -math.inf  # where the Rest after the last segment begins
 
     @property
@@ -645,14 +648,14 @@ class StreamSampler:
         frame_ms = self._frame_ms
         lo = math.floor(start / frame_ms) - 1
         hi = math.ceil(end / frame_ms) + 1
+        claims = self._claims
         for j in sorted(range(max(lo, 0), hi + 1), key=lambda j: (abs(j * frame_ms - centre), j)):
             if self._centre.get(j, cls) == cls:
-                self._centre[j] = cls
+                self._centre[j] = claims[j] = cls  # a centre wins over any span
                 break
-        span = self._span
         for j in range(max(0, math.ceil(start / frame_ms)), math.floor(end / frame_ms) + 1):
-            if j not in span:
-                span[j] = cls
+            if j not in claims:
+                claims[j] = cls
 
     def _deposit(self, start: float, end: float, cls: int, alpha: float) -> None:
         """Add one segment's dominance to the pending frames it reaches."""
@@ -670,16 +673,28 @@ class StreamSampler:
         norm = 1.0 - floor
         acc = self._acc
         exp = math.exp
+        get = acc.get
         for j in range(lo, hi + 1):
             t = j * frame_ms
-            tau = start - t if t < start else (t - end if t > end else 0.0)
-            if tau < window:
+            if t < start:
+                tau = start - t
+                if tau >= window:
+                    continue
                 dom = (exp(-tau / sigma) - floor) / norm * alpha
-                row = acc.get(j)
-                if row is None:
-                    acc[j] = {cls: dom}
-                else:
-                    row[cls] = row.get(cls, 0.0) + dom
+            elif t > end:
+                tau = t - end
+                if tau >= window:
+                    continue
+                dom = (exp(-tau / sigma) - floor) / norm * alpha
+            else:
+                dom = (1.0 - floor) / norm * alpha
+            row = get(j)
+            if row is None:
+                acc[j] = {cls: dom}
+            elif cls in row:
+                row[cls] += dom
+            else:
+                row[cls] = dom
 
     def _finalize(self, hi: int, trailing: tuple[float, float] | None) -> None:
         """Normalise the raw rows of frames up to ``hi``: nothing more can reach them but the
@@ -746,25 +761,20 @@ class StreamSampler:
         base = self._raw_first
         taps = self._taps
         smooth = self._smooth
-        centre = self._centre
-        span = self._span
+        claims = self._claims
         frame_ms = self._frame_ms
         names = _NAMES
         classes_of = _CLASSES_OF
+        or_ = operator.or_
         out: list[VisemeFrame] = []
         for j in range(first, last + 1):
             i = j - k - base
-            c = centre.pop(j, None)
-            spanned = span.pop(j, None)
-            if c is None:
-                c = spanned
+            c = claims.pop(j, None)
             if c is not None:
                 values = self._reach_closure(smooth(raw[i : i + taps], _ALL), c)
                 classes: Sequence[int] = _ALL[1:]
             else:
-                mask = 0
-                for m in masks[i : i + taps]:
-                    mask |= m
+                mask = reduce(or_, masks[i : i + taps])
                 if not mask:  # silence all around: Rest
                     out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
                     continue
@@ -786,6 +796,8 @@ class StreamSampler:
             del raw[:drop]
             del masks[:drop]
             self._raw_first = base + drop
+        if len(self._centre) > 64:  # claims of emitted frames are never looked up again
+            self._centre = {j: c for j, c in self._centre.items() if j >= self._next}
         return out
 
     def _reach_closure(self, row: list[float], c: int) -> list[float]:
