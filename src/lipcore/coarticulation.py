@@ -585,6 +585,9 @@ class StreamSampler:
         self._k = len(kernel) // 2
         self._taps = len(kernel)
         self._smooth = _smoother(kernel)
+        self._kernel = kernel
+        #: (viseme, phoneme) → class, is closure, dominance magnitude, minimum hold
+        self._kinds: dict[tuple[str, str], tuple[int, bool, float, float]] = {}
         self._segs: list[VisemeSegment] = []  # every segment so far, sorted by time
         self._last_key = (-math.inf, -math.inf)
         self._raw_next = -self._k  # first frame whose raw row is not final yet
@@ -634,12 +637,14 @@ class StreamSampler:
             self._deposit(self._rest_start, start, _REST, self._alpha[_REST])
         if end > self._rest_start:
             self._rest_start = end
-        cls = _CLASS_INDEX[s.viseme]
-        closure = self._closure[cls]
-        hold = self._closure_hold if closure else self._min_hold
+        kind = self._kinds.get((s.viseme, s.phoneme))
+        if kind is None:
+            kind = self._kinds[(s.viseme, s.phoneme)] = self._kind(s)
+        cls, closure, alpha, hold = kind
         centre = (start + end) / 2.0
-        half = max((end - start) / 2.0, hold / 2.0)
-        alpha = self._alpha[cls] * (dominance_scale(s.phoneme) if s.phoneme else 1.0)
+        half = (end - start) / 2.0
+        if half < hold / 2.0:
+            half = hold / 2.0
         self._deposit(centre - half, centre + half, cls, alpha)
         if not closure:
             return
@@ -656,6 +661,13 @@ class StreamSampler:
         for j in range(max(0, math.ceil(start / frame_ms)), math.floor(end / frame_ms) + 1):
             if j not in claims:
                 claims[j] = cls
+
+    def _kind(self, s: VisemeSegment) -> tuple[int, bool, float, float]:
+        cls = _CLASS_INDEX[s.viseme]
+        closure = self._closure[cls]
+        hold = self._closure_hold if closure else self._min_hold
+        alpha = self._alpha[cls] * (dominance_scale(s.phoneme) if s.phoneme else 1.0)
+        return cls, closure, alpha, hold
 
     def _deposit(self, start: float, end: float, cls: int, alpha: float) -> None:
         """Add one segment's dominance to the pending frames it reaches."""
@@ -766,6 +778,7 @@ class StreamSampler:
         names = _NAMES
         classes_of = _CLASSES_OF
         or_ = operator.or_
+        five = self._kernel if taps == 5 else None
         out: list[VisemeFrame] = []
         for j in range(first, last + 1):
             i = j - k - base
@@ -779,7 +792,15 @@ class StreamSampler:
                     out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
                     continue
                 classes = classes_of[mask]
-                values = smooth(raw[i : i + taps], classes)
+                if five is not None:  # the usual kernel (24-30 fps), inlined: same sums
+                    w0, w1, w2, w3, w4 = five
+                    r0, r1, r2, r3, r4 = raw[i : i + 5]
+                    values = [
+                        r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4
+                        for c in classes
+                    ]
+                else:
+                    values = smooth(raw[i : i + taps], classes)
             total = sum(values)
             if total > 1.0:  # float round-off only; the contract says "at most 1"
                 values = [v / total for v in values]

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import ClassVar
 
-import numpy as np
-
 from lipcore import _espeak
 from lipcore.coarticulation import (
     CoarticulationParams,
@@ -80,12 +78,19 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch in "'’-"
 
 
+@lru_cache(maxsize=4096)
+def _visible_classes(phoneme: str) -> tuple[str, ...]:
+    """The viseme classes of ``phoneme``; none for silence and for what maps to Rest."""
+    if is_silence(phoneme):
+        return ()
+    classes = phoneme_visemes(phoneme)
+    return () if classes == ("Rest",) else classes
+
+
 def _segments_for(ph: PhonemeTiming | tuple[str, float, float]) -> list[VisemeSegment]:
     name, start, end = (ph.phoneme, ph.start_ms, ph.end_ms) if isinstance(ph, PhonemeTiming) else ph
-    if is_silence(name) or end < start:
-        return []
-    classes = phoneme_visemes(name)
-    if classes == ("Rest",):
+    classes = _visible_classes(name)
+    if not classes or end < start:
         return []
     if len(classes) == 1:
         return [VisemeSegment(classes[0], start, end, name)]
@@ -103,12 +108,26 @@ def _word_segments(chars: Sequence[CharTiming], language: str) -> list[VisemeSeg
     phonemes = g2p_word(word, language)
     if not phonemes or end <= start:
         return []
-    w = np.array([_VOWEL_WEIGHT if is_vowel(p) else 1.0 for p in phonemes])
-    edges = start + (end - start) * np.concatenate(([0.0], np.cumsum(w) / w.sum()))
+    span = end - start
+    edges = [start + span * f for f in _word_fractions(phonemes)]
     out: list[VisemeSegment] = []
     for i, p in enumerate(phonemes):
-        out.extend(_segments_for((p, float(edges[i]), float(edges[i + 1]))))
+        out.extend(_segments_for((p, edges[i], edges[i + 1])))
     return out
+
+
+@lru_cache(maxsize=20000)
+def _word_fractions(phonemes: tuple[str, ...]) -> tuple[float, ...]:
+    """Where each phoneme of a word starts and the last ends, as fractions of the word's
+    span (vowels weigh :data:`_VOWEL_WEIGHT` consonants); cached with the G2P result."""
+    weights = [_VOWEL_WEIGHT if is_vowel(p) else 1.0 for p in phonemes]
+    total = math.fsum(weights)
+    out = [0.0]
+    acc = 0.0
+    for w in weights:
+        acc += w
+        out.append(acc / total)
+    return tuple(out)
 
 
 class _CharWords:
