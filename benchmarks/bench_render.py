@@ -393,7 +393,7 @@ def body(overlay: dict[str, Any], say: dict[str, Any]) -> str:
         table,
         "",
         "Scaled to the target's 360×220 ROI by pixel count (the per-pixel work dominates):"
-        + ", ".join(
+        + ",".join(
             f" {k} {overlay['backends'][k]['median_ms'] * overlay['scale']:.2f} /"
             f" {overlay['backends'][k]['p95_ms'] * overlay['scale']:.2f} ms"
             for k in ("sprites", "mesh")
