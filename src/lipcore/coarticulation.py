@@ -35,16 +35,12 @@ from lipcore.visemes import VISEME_CLASSES, dominance_scale, is_closure
 __all__ = [
     "ClassShape",
     "CoarticulationParams",
-    "Row",
     "SegmentArrays",
     "SegmentLists",
     "StreamSampler",
-    "frames_from_rows",
     "frames_from_weights",
     "prepare_segment_lists",
     "prepare_segments",
-    "raw_rows",
-    "sample_rows",
     "sample_weights",
     "smooth_kernel",
 ]
@@ -171,8 +167,8 @@ def prepare_segments(
 
 @dataclass(frozen=True, slots=True)
 class SegmentLists:
-    """:class:`SegmentArrays` as plain lists: what the per-chunk path of a stream works on,
-    where a handful of segments and frames make numpy's per-call cost the whole cost."""
+    """:class:`SegmentArrays` as plain lists (the form :func:`prepare_segment_lists` builds
+    them in before :func:`prepare_segments` turns them into arrays)."""
 
     start: list[float]
     end: list[float]
@@ -389,51 +385,6 @@ def frames_from_weights(weights: FloatArray, *, fps: float, first: int) -> list[
     return [VisemeFrame(pts_ms=(first + i) * frame_ms, weights=d) for i, d in enumerate(dicts)]
 
 
-# ------------------------------------------------------------------ per-chunk (pure Python)
-# A live stream emits one or two frames per TTS chunk. numpy's fixed cost per call (~1-3 µs,
-# some 60 calls per chunk) would then be nearly all of the work, so the stream uses these
-# scalar versions of the same formulas. Rows are sparse ({class index: weight}; a frame has
-# three or four classes above zero, not twelve): a missing class adds exactly 0 in the array
-# version, so sums run over the same terms in the same order and agree to float round-off.
-
-#: A sparse row: class index → weight; absent classes are 0.
-Row = dict[int, float]
-
-
-def raw_rows(lists: SegmentLists, first: int, last: int, fps: float, epsilon: float) -> list[Row]:
-    """:func:`_raw_weights` for frames ``first … last`` (frame ``j`` at ``j·1000/fps`` ms)."""
-    frame_ms = 1000.0 / fps
-    n = last - first + 1
-    if n <= 0:
-        return []
-    acc: list[Row] = [{} for _ in range(n)]
-    t_first, t_last = first * frame_ms, last * frame_ms
-    exp = math.exp
-    for start, end, cls, alpha, sigma, window in zip(
-        lists.start, lists.end, lists.cls, lists.alpha, lists.sigma, lists.window, strict=True
-    ):
-        lo_t, hi_t = start - window, end + window
-        if hi_t < t_first or lo_t > t_last:
-            continue
-        lo = first if lo_t <= t_first else math.ceil(lo_t / frame_ms)
-        hi = last if hi_t >= t_last else math.floor(hi_t / frame_ms)
-        floor = exp(-window / sigma)
-        norm = 1.0 - floor
-        for j in range(max(lo, first), min(hi, last) + 1):
-            t = j * frame_ms
-            tau = start - t if t < start else (t - end if t > end else 0.0)
-            if tau < window:
-                row = acc[j - first]
-                row[cls] = row.get(cls, 0.0) + (exp(-tau / sigma) - floor) / norm * alpha
-    rows: list[Row] = []
-    for row in acc:
-        total = sum(row.values()) + epsilon
-        out = {c: v / total for c, v in row.items()}
-        out[_REST] = out.get(_REST, 0.0) + (1.0 - sum(out.values()))
-        rows.append(out)
-    return rows
-
-
 def smooth_kernel(params: CoarticulationParams, fps: float) -> list[float]:
     """The zero-phase smoothing kernel (2k+1 taps) :func:`sample_weights` uses."""
     frame_ms = 1000.0 / fps
@@ -441,64 +392,6 @@ def smooth_kernel(params: CoarticulationParams, fps: float) -> list[float]:
     kernel = [math.exp(-abs(i * frame_ms) / params.smooth_ms) for i in range(-k, k + 1)]
     total = sum(kernel)
     return [w / total for w in kernel]
-
-
-def sample_rows(
-    raw: Sequence[Row],
-    lists: SegmentLists,
-    params: CoarticulationParams,
-    kernel: Sequence[float],
-    *,
-    first: int,
-) -> list[Row]:
-    """:func:`sample_weights` from raw rows for frames ``first - k … last + k`` (k: half the
-    kernel): the smoothed, closure-lifted rows of frames ``first … last``."""
-    taps = len(kernel)
-    n = len(raw) - taps + 1
-    rows: list[Row] = []
-    for i in range(n):
-        # Σ w_tap · raw[frame + tap], summed from 0 in tap order like the array version.
-        acc: Row = {}
-        for w, src in zip(kernel, raw[i : i + taps], strict=True):
-            for c, v in src.items():
-                acc[c] = acc.get(c, 0.0) + w * v
-        rows.append(acc)
-    last = first + n - 1
-    for frame, c in zip(lists.closure_frame, lists.closure_cls, strict=True):
-        if not first <= frame <= last:
-            continue
-        row = rows[frame - first]
-        own = row.get(c, 0.0)
-        # The array version's argmax: the largest weight, the lowest class index on a tie.
-        best = max(row, key=lambda j: (row[j], -j))
-        if own >= params.reach and best == c:
-            continue
-        target = max(params.reach, own)
-        others = 1.0 - own
-        scale = (1.0 - target) / others if others > 0 else 0.0
-        for j in row:
-            row[j] *= scale
-        row[c] = target
-    # The array version clips to [0, 1] here; these rows leave [0, 1] by round-off only, and
-    # :func:`frames_from_rows` keeps what it emits inside.
-    return rows
-
-
-def frames_from_rows(rows: Sequence[Row], *, fps: float, first: int) -> list[VisemeFrame]:
-    """:func:`frames_from_weights` for sparse rows."""
-    frame_ms = 1000.0 / fps
-    names = VISEME_CLASSES
-    out: list[VisemeFrame] = []
-    for i, row in enumerate(rows):
-        total = sum(v for c, v in row.items() if c != _REST)
-        div = total if total > 1.0 else 1.0
-        weights = {}
-        for c in sorted(row):
-            v = row[c] / div if div != 1.0 else row[c]
-            if c != _REST and v >= 1e-3:
-                weights[names[c]] = min(v, 1.0)
-        out.append(VisemeFrame(pts_ms=(first + i) * frame_ms, weights=weights))
-    return out
 
 
 # ------------------------------------------------------------------ incremental (live stream)
@@ -548,7 +441,12 @@ def _smoother(kernel: tuple[float, ...]) -> Callable[[_Rows, Sequence[int]], lis
         def smooth7(rows: _Rows, classes: Sequence[int]) -> list[float]:
             r0, r1, r2, r3, r4, r5, r6 = rows
             return [
-                r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4 + r5[c] * w5
+                r0[c] * w0
+                + r1[c] * w1
+                + r2[c] * w2
+                + r3[c] * w3
+                + r4[c] * w4
+                + r5[c] * w5
                 + r6[c] * w6
                 for c in classes
             ]

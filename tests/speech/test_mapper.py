@@ -263,3 +263,76 @@ def test_bad_character_input_is_an_input_error() -> None:
     stream.finish()
     with pytest.raises(InputError, match="finished"):
         stream.push(horizon_ms=10.0)
+
+
+def assert_same_frames(got: Sequence[VisemeFrame], expected: Sequence[VisemeFrame]) -> None:
+    assert [f.pts_ms for f in got] == pytest.approx([f.pts_ms for f in expected])
+    for g, e in zip(got, expected, strict=True):
+        for k in set(g.weights) | set(e.weights):
+            assert g.weights.get(k, 0.0) == pytest.approx(e.weights.get(k, 0.0), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    phonemes=phoneme_tracks(),
+    # 12 and 20 fps: a 3-tap smoothing kernel; 24-30: 5 taps; 60: 7; 100: 11 (generic path)
+    fps=st.sampled_from([12.0, 20.0, 24.0, 30.0, 60.0, 100.0]),
+    lag=st.floats(min_value=0, max_value=80),
+)
+def test_stream_pushed_one_phoneme_at_a_time_gives_the_frames_sample_gives(
+    phonemes: list[PhonemeTiming], fps: float, lag: float
+) -> None:
+    """The session's real pattern: every TTS chunk brings a phoneme or two and the audio
+    horizon only a little beyond it; the incremental state must equal the whole track."""
+    expected = MAPPER.sample(MAPPER.track_from_phonemes(phonemes, language="de"), fps=fps)
+    stream = MAPPER.stream(language="de", fps=fps)
+    got: list[VisemeFrame] = []
+    for ph in phonemes:
+        got += stream.push(phonemes=[ph], horizon_ms=ph.end_ms + lag)
+    got += stream.finish()
+    assert_same_frames(got, expected)
+    check_frames(got, fps)
+
+
+def test_stream_takes_segments_out_of_time_order() -> None:
+    """TTS timings come in order, but a chunk that repeats or reorders phonemes must not
+    corrupt the stream: the frames still equal those of the sorted track."""
+    ph = [
+        PhonemeTiming(p, 100.0 + 80.0 * i, 180.0 + 80.0 * i, i)
+        for i, p in enumerate(["m", "ˈa", "m", "ˈa", "f", "uː", "b", "ə"])
+    ]
+    shuffled = [ph[0], ph[2], ph[1], ph[3], ph[5], ph[4], ph[6], ph[7]]
+    expected = MAPPER.sample(MAPPER.track_from_phonemes(ph, language="de"), fps=30)
+    stream = MAPPER.stream(language="de", fps=30)
+    got = stream.push(phonemes=shuffled[:3], horizon_ms=200.0)
+    got += stream.push(phonemes=shuffled[3:6], horizon_ms=400.0)
+    got += stream.push(phonemes=shuffled[6:], horizon_ms=800.0)
+    got += stream.finish()
+    assert_same_frames(got, expected)
+    mbp = [f for f in got if 100.0 <= f.pts_ms <= 180.0]
+    assert any(f.weights.get("MBP", 0.0) == pytest.approx(1.0) for f in mbp)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    words=st.lists(
+        st.sampled_from(["Mama", "Hallo", "Welt", "wie", "geht's", "Apfel", "Buch", "42"]),
+        min_size=1,
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(min_value=1, max_value=60), max_size=8),
+)
+def test_character_stream_gives_the_frames_sample_gives(words: list[str], cuts: list[int]) -> None:
+    """ElevenLabs-style character timings cut into chunks anywhere (inside words too)."""
+    chars = char_timings(" ".join(words) + ".", start=30.0)
+    expected = MAPPER.sample(
+        MAPPER.track_from_characters(chars, language="de"), fps=30, end_ms=chars[-1].end_ms
+    )
+    stream = MAPPER.stream(language="de", fps=30)
+    got: list[VisemeFrame] = []
+    bounds = sorted({0, len(chars), *(c for c in cuts if c < len(chars))})
+    for lo, hi in itertools.pairwise(bounds):
+        got += stream.push(chars=chars[lo:hi], horizon_ms=chars[hi - 1].end_ms)
+    got += stream.finish(chars[-1].end_ms)
+    assert_same_frames(got, expected)
+    check_frames(got, 30)
