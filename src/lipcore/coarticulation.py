@@ -684,21 +684,33 @@ class StreamSampler:
             if c is not None:
                 values = self._reach_closure(smooth(raw[i : i + taps], _ALL), c)
                 classes: Sequence[int] = _ALL[1:]
-            else:
-                mask = reduce(or_, masks[i : i + taps])
+            elif five is not None:
+                # The usual kernel (24-30 fps), inlined; the same sums as ``smooth``.
+                mask = masks[i] | masks[i + 1] | masks[i + 2] | masks[i + 3] | masks[i + 4]
                 if not mask:  # silence all around: Rest
                     out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
                     continue
                 classes = classes_of[mask]
-                if five is not None:  # the usual kernel (24-30 fps), inlined: same sums
-                    w0, w1, w2, w3, w4 = five
-                    r0, r1, r2, r3, r4 = raw[i : i + 5]
-                    values = [
-                        r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4
-                        for c in classes
-                    ]
-                else:
-                    values = smooth(raw[i : i + taps], classes)
+                w0, w1, w2, w3, w4 = five
+                r0, r1, r2, r3, r4 = raw[i : i + 5]
+                weights: dict[str, float] = {}
+                total = 0.0
+                for c in classes:
+                    v = r0[c] * w0 + r1[c] * w1 + r2[c] * w2 + r3[c] * w3 + r4[c] * w4
+                    total += v
+                    if v >= 1e-3:
+                        weights[names[c]] = v
+                if total <= 1.0:  # no class can exceed 1 (none is negative): done
+                    out.append(VisemeFrame(pts_ms=j * frame_ms, weights=weights))
+                    continue
+                values = smooth(raw[i : i + taps], classes)
+            else:
+                mask = reduce(or_, masks[i : i + taps])
+                if not mask:
+                    out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
+                    continue
+                classes = classes_of[mask]
+                values = smooth(raw[i : i + taps], classes)
             total = sum(values)
             if total > 1.0:  # float round-off only; the contract says "at most 1"
                 values = [v / total for v in values]
