@@ -24,7 +24,9 @@ What "plays everywhere" means here (browsers, Flutter's ``video_player`` on iOS 
 from __future__ import annotations
 
 import os
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import Colorspace
 
@@ -46,6 +49,8 @@ __all__ = [
     "mp4_top_level_boxes",
     "probe",
     "read_frames",
+    "rgb_to_i420",
+    "update_i420_region",
     "write_mp4",
 ]
 
@@ -109,6 +114,72 @@ def _as_rgb_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+# RGB → Y'CbCr, BT.709 limited range (Y' 16..235, Cb/Cr 16..240): the matrix the writer tags
+# its streams with. One row per output plane, the last column is the offset; cv2.transform
+# evaluates them in float and rounds with saturation. swscale does the same conversion ~2×
+# slower (it agrees within 1 level on Y'; chroma differs by a few levels at sharp colour edges,
+# where its siting differs from our 2×2 box average).
+_KR, _KB = 0.2126, 0.0722
+_KG = 1.0 - _KR - _KB
+_SY, _SC = 219.0 / 255.0, 224.0 / 255.0
+_M_Y = np.array([[_SY * _KR, _SY * _KG, _SY * _KB, 16.0]])
+_M_U = np.array([[-_SC * _KR / (2 - 2 * _KB), -_SC * _KG / (2 - 2 * _KB), _SC * 0.5, 128.0]])
+_M_V = np.array([[_SC * 0.5, -_SC * _KG / (2 - 2 * _KR), -_SC * _KB / (2 - 2 * _KR), 128.0]])
+
+
+def _i420_planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an ``(H·3/2)×W`` I420 buffer."""
+    h = i420.shape[0] * 2 // 3
+    w = i420.shape[1]
+    flat = i420.reshape(-1)
+    q = h * w // 4
+    y = i420[:h]
+    u = flat[h * w : h * w + q].reshape(h // 2, w // 2)
+    v = flat[h * w + q : h * w + 2 * q].reshape(h // 2, w // 2)
+    return y, u, v
+
+
+def rgb_to_i420(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """H×W×3 uint8 RGB (even H and W) → planar I420 (``yuv420p``), BT.709 limited range.
+
+    Returns an ``(H·3/2)×W`` uint8 array: the Y plane, then U and V (H/2×W/2 each), the layout
+    :meth:`VideoWriter.write_i420` and PyAV's ``yuv420p`` frames take. Chroma is the 2×2 box
+    average. ``out`` (same shape) is filled in place if given."""
+    h, w = rgb.shape[:2]
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or h % 2 or w % 2:
+        raise InputError(
+            f"rgb_to_i420 needs an H×W×3 uint8 frame with even sides, got {rgb.shape} {rgb.dtype}"
+        )
+    if out is None:
+        out = np.empty((h * 3 // 2, w), np.uint8)
+    elif out.shape != (h * 3 // 2, w) or out.dtype != np.uint8:
+        raise InputError(f"rgb_to_i420: out must be a ({h * 3 // 2}, {w}) uint8 array")
+    update_i420_region(out, rgb, 0, 0, w, h)
+    return out
+
+
+def update_i420_region(
+    i420: np.ndarray, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int
+) -> tuple[int, int, int, int]:
+    """Re-convert the rectangle ``[x0, x1) × [y0, y1)`` of ``rgb`` into ``i420`` in place.
+
+    The rectangle is widened to even coordinates (a chroma sample covers 2×2 pixels) and
+    clipped to the frame; returns the rectangle actually written. This is how a frame that
+    differs from a cached one only in a small region (the mouth) is converted cheaply."""
+    h, w = rgb.shape[:2]
+    x0, y0 = max(0, x0 - x0 % 2), max(0, y0 - y0 % 2)
+    x1, y1 = min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
+    if x1 <= x0 or y1 <= y0:
+        return x0, y0, x0, y0
+    yp, up, vp = _i420_planes(i420)
+    roi = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    yp[y0:y1, x0:x1] = cv2.transform(roi, _M_Y)
+    half = cv2.resize(roi, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
+    up[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = cv2.transform(half, _M_U)
+    vp[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = cv2.transform(half, _M_V)
+    return x0, y0, x1, y1
+
+
 def _pcm_to_float(audio: np.ndarray | bytes) -> np.ndarray:
     if isinstance(audio, bytes | bytearray | memoryview):
         if len(audio) % 2:
@@ -144,6 +215,10 @@ class VideoWriter:
 
     ``total_frames`` (optional) makes ``progress`` report a fraction in ``[0, 1]``.
     ``x264_params`` adds ``key=value:...`` options for libx264 (e.g. ``no-mbtree=1``).
+    ``threaded=True`` encodes on a thread of the writer's own, so the caller prepares the next
+    frame meanwhile; errors of that thread surface on the next ``write`` or on ``close``.
+    Frames are converted to BT.709 I420 by :func:`rgb_to_i420`; :meth:`write_i420` takes
+    frames already converted.
     """
 
     def __init__(
@@ -162,6 +237,7 @@ class VideoWriter:
         x264_params: str = "",
         total_frames: int | None = None,
         progress: ProgressCallback | None = None,
+        threaded: bool = False,
     ) -> None:
         self.path = Path(path)
         self.rate = _fps_fraction(fps)
@@ -183,6 +259,14 @@ class VideoWriter:
         self._audio_pos = 0
         self._audio_bitrate = audio_bitrate
         self._closed = False
+        self._encoded = 0
+        # threaded: frames go through a short queue to an encoder thread (see _work).
+        self._queue: queue.Queue[np.ndarray | None] | None = (
+            queue.Queue(maxsize=4) if threaded else None
+        )
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._aborting = False
         if audio is not None:
             if not sample_rate or sample_rate <= 0:
                 raise InputError("audio given without a positive sample_rate")
@@ -235,28 +319,106 @@ class VideoWriter:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, frame: np.ndarray) -> None:
-        """Encode one H×W×3 uint8 RGB frame (the next one at constant fps)."""
-        if self._closed:
-            raise MediaError(f"video {self.path} is already closed")
+        """Encode one H×W×3 uint8 RGB frame (the next one at constant fps).
+
+        With ``threaded=True`` the frame is converted and encoded on the writer's thread:
+        do not modify the array after handing it over."""
+        self._check_open()
         if self._container is None:
             if not isinstance(frame, np.ndarray) or frame.ndim != 3:
                 _as_rgb_frame(frame, 0, 0)  # raises the input error
             self._open(frame.shape[1], frame.shape[0])
         assert self._width is not None and self._height is not None
-        rgb = _as_rgb_frame(frame, self._width, self._height)
-        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        vf = vf.reformat(
-            format="yuv420p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709
-        )
-        vf.pts = self.frames_written
-        vf.time_base = 1 / self.rate
-        self._mux(self._vstream.encode(vf))
+        self._submit(_as_rgb_frame(frame, self._width, self._height))
+
+    def write_i420(self, i420: np.ndarray) -> None:
+        """Encode one frame given as planar I420 (BT.709 limited range), an ``(H·3/2)×W``
+        uint8 array as :func:`rgb_to_i420` makes: no colour conversion on the writer's side.
+
+        The array must not change until the frame is encoded (with ``threaded=True`` that is
+        later than this call returns); pass a copy if you reuse the buffer."""
+        self._check_open()
+        if (
+            not isinstance(i420, np.ndarray)
+            or i420.ndim != 2
+            or i420.dtype != np.uint8
+            or i420.shape[0] % 3
+            or (i420.shape[0] * 2 // 3) % 2
+            or i420.shape[1] % 2
+        ):
+            shape = getattr(i420, "shape", None)
+            raise InputError(
+                f"an I420 frame must be an (H·3/2)×W uint8 array with even H and W, got {shape}"
+            )
+        h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+        if self._container is None:
+            self._open(w, h)
+        if (w, h) != (self._width, self._height):
+            raise InputError(
+                f"all frames of a video must have one size: expected {self._width}×"
+                f"{self._height}, got an I420 frame of {w}×{h}"
+            )
+        self._submit(i420)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MediaError(f"video {self.path} is already closed")
+        self._raise_worker_error()
+
+    def _submit(self, frame: np.ndarray) -> None:
+        if self._queue is not None:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="lipcore-video-writer", daemon=True
+                )
+                self._worker.start()
+            self._queue.put(frame)
+        else:
+            self._encode(frame)
         self.frames_written += 1
-        # Interleave: audio up to the end of this frame goes in now.
-        self._push_audio(self.frames_written / self.fps)
         if self.progress is not None:
             total = self.total_frames
             self.progress(min(1.0, self.frames_written / total) if total else 0.0)
+
+    def _encode(self, frame: np.ndarray) -> None:
+        """RGB or I420 → one encoded video frame, then the audio up to its end."""
+        i420 = rgb_to_i420(frame) if frame.ndim == 3 else frame
+        vf = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        vf.pts = self._encoded
+        vf.time_base = 1 / self.rate
+        self._mux(self._vstream.encode(vf))
+        self._encoded += 1
+        # Interleave: audio up to the end of this frame goes in now.
+        self._push_audio(self._encoded / self.fps)
+
+    def _work(self) -> None:
+        # The encoder thread: PyAV releases the GIL inside libx264, so the caller renders the
+        # next frames while this one encodes (and x264's own threads use the other cores).
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._aborting:
+                continue  # drain: the caller learns of the error on its next call
+            try:
+                self._encode(item)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            self._closed = True
+            if isinstance(exc, LipcoreError):
+                raise exc
+            raise MediaError(f"encoding {self.path} failed: {exc}") from exc
+
+    def _join_worker(self) -> None:
+        if self._worker is not None and self._queue is not None:
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
 
     def write_many(self, frames: Iterable[np.ndarray]) -> None:
         for f in frames:
@@ -290,6 +452,12 @@ class VideoWriter:
         """Flush encoders and finish the file; returns its path."""
         if self._closed:
             return self.path
+        self._join_worker()
+        if self._error is not None:
+            try:
+                self._raise_worker_error()
+            finally:
+                self.abort()
         self._closed = True
         if self._container is None:
             raise MediaError(f"no frames were written to {self.path}: a video needs at least one")
@@ -305,6 +473,8 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop without finishing; the partial file is removed."""
         self._closed = True
+        self._aborting = True
+        self._join_worker()
         if self._container is not None:
             try:
                 self._container.close()

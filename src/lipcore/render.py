@@ -54,15 +54,28 @@ __all__ = [
 REST = "Rest"
 _EPS = 1e-3
 
-#: x264 options for talking videos. MB-tree spends bits on what later frames reference; a
-#: mouth shape held for a frame or two (a bilabial closure between two vowels at 25 fps) is
-#: referenced by little, so with MB-tree it decodes as a smear of the open neighbours (on a
-#: 40 px mouth, 3 of 8 closures survived at CRF 20). Without it a faint ghost of the teeth
-#: still showed between closed lips: veryfast's dead-zone quantiser drops the small residual;
-#: trellis quantisation keeps it. CRF 18 (not the writer's 20) leaves a margin: a closed
-#: frame measured aperture 0.012 before the encode, 0.04 after at CRF 20, 0.02 at CRF 18
-#: (closed < 0.05). Together ~2× the size of the writer's defaults; talking videos are short.
-TALK_X264_PARAMS = "no-mbtree=1:trellis=2"
+#: x264 options for talking videos (on top of the writer's preset, veryfast), chosen by
+#: measuring bilabial closures after the encode (``plugins/meshwarp/tests/test_sync_closure``:
+#: one closed frame between open vowels on a smiling photo, apertures by the landmarker, and
+#: the mean error of the decoded mouth against the rendered one).
+#:
+#: * ``no-mbtree``: MB-tree spends bits on what later frames reference; a mouth shape held for
+#:   a frame or two is referenced by little, so with MB-tree a closure decodes as a smear of
+#:   the open neighbours (x264's defaults at CRF 20: closed apertures up to 0.10, closed <
+#:   0.05).
+#: * ``bframes=0``: a one-frame closure coded as a B-frame gets a coarser quantiser (and
+#:   veryfast's dead zone drops the small residual: a faint ghost of the teeth between the
+#:   lips). As P-frames only, the closed mouth decodes closer to the render than trellis=2
+#:   with B-frames did (mean mouth error 2.2 vs 2.4–3.0 levels; closed apertures ≤ 0.009 vs
+#:   ≤ 0.017), without trellis.
+#: * ``rc-lookahead=0:me=dia:subme=1:partitions=none:weightp=0``: the photo barely moves, so
+#:   motion search and partition analysis buy little; this halves the encoder's CPU time per
+#:   frame (1024²: ~12 ms instead of ~25 ms), which is what lets offline ``say`` run ≥ 3× real
+#:   time on two cores. The price is size: ~2× the writer's defaults (~5 Mbit/s at 1024²,
+#:   CRF 18), acceptable for short talking videos.
+#:
+#: CRF 18 (not the writer's 20) leaves a margin on the closed mouth.
+TALK_X264_PARAMS = "no-mbtree=1:bframes=0:rc-lookahead=0:me=dia:subme=1:partitions=none:weightp=0"
 TALK_CRF = 18
 
 
@@ -240,6 +253,19 @@ class AvatarRenderer:
         ``stop_ms`` (utterance time) cuts the speech there with a ramp to Rest (barge-in).
         Around the speech the mouth is rendered even at Rest, so entering and leaving the
         overlay never pops; far from it the idle frames pass through untouched."""
+        for k, weights in self.schedule(frames, plan, stop_ms=stop_ms, ramp_ms=ramp_ms):
+            yield self.frame(k, weights)
+
+    def schedule(
+        self,
+        frames: Sequence[VisemeFrame],
+        plan: SpeechPlan,
+        *,
+        stop_ms: float | None = None,
+        ramp_ms: float = 150.0,
+    ) -> Iterator[tuple[int, dict[str, float] | None]]:
+        """``(k, weights)`` of every video frame of ``plan``, as :meth:`render_speech` renders
+        them: ``weights`` is ``None`` where the bare idle frame passes through."""
         track = ramp_to_rest(frames, stop_ms, ramp_ms) if stop_ms is not None else list(frames)
         timeline = VisemeTimeline(track)
         margin = 250.0
@@ -247,10 +273,57 @@ class AvatarRenderer:
         hi = max(plan.audio_ms, timeline.end_ms) + margin
         for k in range(plan.frames):
             t = plan.audio_time_ms(k)
-            if lo <= t <= hi:
-                yield self.frame(k, timeline.at(t))
-            else:
-                yield self.frame(k)
+            yield k, (timeline.at(t) if lo <= t <= hi else None)
+
+
+class _I420Frames:
+    """Finished frames as BT.709 I420, converting only what the overlay changed.
+
+    Each idle frame is converted once (kept while the cache stays under ``budget`` bytes);
+    a frame with the mouth composited is the cached idle frame with only the rectangle that
+    differs from the idle frame re-converted: a mouth ROI instead of the whole photo."""
+
+    def __init__(self, idle_frames: Sequence[np.ndarray], budget: int = 512 << 20) -> None:
+        from lipcore.media import rgb_to_i420
+
+        self._convert = rgb_to_i420
+        self.idle = idle_frames
+        h, w = idle_frames[0].shape[:2]
+        self.even = h % 2 == 0 and w % 2 == 0
+        self.enabled = self.even and len(idle_frames) * h * w * 3 // 2 <= budget
+        self._cache: dict[int, np.ndarray] = {}
+
+    def base(self, i: int) -> np.ndarray:
+        hit = self._cache.get(i)
+        if hit is None:
+            hit = self._convert(np.ascontiguousarray(self.idle[i][:, :, :3]))
+            if self.enabled:
+                self._cache[i] = hit
+        return hit
+
+    def frame(self, i: int, rgb: np.ndarray | None) -> np.ndarray:
+        """I420 of ``rgb`` (idle frame ``i`` with the overlay), or of idle frame ``i`` itself
+        for ``None``. The result may be shared with the cache: do not write into it."""
+        import cv2
+
+        from lipcore.media import update_i420_region
+
+        if rgb is None:
+            return self.base(i)
+        if not self.enabled:
+            return self._convert(np.ascontiguousarray(rgb[:, :, :3]))
+        idle = self.idle[i]
+        diff = cv2.absdiff(np.ascontiguousarray(rgb[:, :, :3]), idle[:, :, :3])
+        h, w = diff.shape[:2]
+        # Bounding box of the non-zero bytes (x in bytes: 3 per pixel); cv2.reduce is ~10×
+        # slower than this on a wide row.
+        bx, by, bw, bh = cv2.boundingRect(diff.reshape(h, w * 3))
+        if bw == 0 or bh == 0:
+            return self.base(i)
+        x0, y0, x1, y1 = bx // 3, by, (bx + bw - 1) // 3 + 1, by + bh
+        out = self.base(i).copy()
+        update_i420_region(out, rgb, x0, y0, x1, y1)
+        return out
 
 
 def open_avatar_renderer(
@@ -447,9 +520,20 @@ def render_talk(
         progress=progress,
         crf=TALK_CRF,
         x264_params=TALK_X264_PARAMS,
+        threaded=True,
     ) as writer:
-        for frame in renderer.render_speech(frames, plan):
-            writer.write(frame)
+        # The writer's thread encodes while this one composites the next frame; frames reach
+        # it as I420 with only the overlay's rectangle converted (see _I420Frames).
+        yuv = _I420Frames(renderer.idle_frames)
+        n = renderer.loop_frames
+        for k, weights in renderer.schedule(frames, plan):
+            rgb = renderer.frame(k, weights)
+            if not yuv.even:
+                writer.write(rgb)
+            elif rgb is renderer.idle_frames[k % n]:
+                writer.write_i420(yuv.frame(k % n, None))  # the bare idle frame: cached
+            else:
+                writer.write_i420(yuv.frame(k % n, rgb))
     t2 = time.perf_counter()
     timings_path = out.with_suffix(".timings.json")
     data = {
