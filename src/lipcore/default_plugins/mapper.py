@@ -238,7 +238,9 @@ class DefaultVisemeStream(VisemeStream):
         if segs:
             self.track.extend(segs)
             self._sampler.add(segs)
-            self._known_ms = max(self._known_ms, max(s.end_ms for s in segs))
+            for s in segs:
+                if s.end_ms > self._known_ms:
+                    self._known_ms = s.end_ms
 
     def push(
         self,
@@ -262,6 +264,8 @@ class DefaultVisemeStream(VisemeStream):
             known = min(known, min(c.start_ms for c in self._words.word))
         limit = min(horizon_ms, known) - self._lookahead
         last = math.floor(limit * self.fps / 1000.0)
+        if last < self._sampler.next_frame:
+            return []  # most chunks of a 30 fps stream: no frame is final yet
         # Spaces and punctuation after the last word are known silence: Rest up to there.
         return self._sampler.emit(last, closed=False, silent_until=known)
 
