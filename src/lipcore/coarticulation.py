@@ -528,6 +528,8 @@ class StreamSampler:
             self._reset()
             for seg in self._segs:
                 self._accept(seg)
+            # Claims of frames already out are never looked up again.
+            self._claims = {j: c for j, c in self._claims.items() if j >= self._next}
 
     def _accept(self, s: VisemeSegment) -> None:
         start, end = s.start_ms, s.end_ms
