@@ -14,8 +14,10 @@ symmetric exponential kernel (zero phase, so the mouth is never late), and every
 inside its span.
 
 Everything a frame depends on lies within :attr:`CoarticulationParams.lookahead_ms` of it, which
-is what lets :class:`lipcore.default_plugins.mapper.DefaultVisemeStream` emit frames
-incrementally with exactly the values :func:`sample_weights` gives for the whole track.
+is what lets :class:`StreamSampler` (behind
+:class:`lipcore.default_plugins.mapper.DefaultVisemeStream`) emit frames incrementally, each
+segment and frame computed once, with the values :func:`sample_weights` gives for the whole
+track.
 """
 
 from __future__ import annotations
@@ -678,7 +680,8 @@ class StreamSampler:
         names = _NAMES
         classes_of = _CLASSES_OF
         or_ = operator.or_
-        five = self._kernel if taps == 5 else None
+        five = taps == 5
+        w0, w1, w2, w3, w4 = self._kernel if five else (0.0,) * 5
         out: list[VisemeFrame] = []
         for j in range(first, last + 1):
             i = j - k - base
@@ -686,14 +689,13 @@ class StreamSampler:
             if c is not None:
                 values = self._reach_closure(smooth(raw[i : i + taps], _ALL), c)
                 classes: Sequence[int] = _ALL[1:]
-            elif five is not None:
+            elif five:
                 # The usual kernel (24-30 fps), inlined; the same sums as ``smooth``.
                 mask = masks[i] | masks[i + 1] | masks[i + 2] | masks[i + 3] | masks[i + 4]
                 if not mask:  # silence all around: Rest
                     out.append(VisemeFrame(pts_ms=j * frame_ms, weights={}))
                     continue
                 classes = classes_of[mask]
-                w0, w1, w2, w3, w4 = five
                 r0, r1, r2, r3, r4 = raw[i : i + 5]
                 weights: dict[str, float] = {}
                 total = 0.0
