@@ -264,6 +264,10 @@ class VideoWriter:
         self._queue: queue.Queue[np.ndarray | None] | None = (
             queue.Queue(maxsize=4) if threaded else None
         )
+        #: A frame handed to :meth:`write_i420` / :meth:`write` is read no later than this
+        #: many further frames have been handed over (the queue plus the one in the encoder):
+        #: a caller may recycle its buffers in a ring one longer than this.
+        self.frames_in_flight = 5 if threaded else 0
         self._worker: threading.Thread | None = None
         self._error: BaseException | None = None
         self._aborting = False
