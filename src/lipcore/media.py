@@ -413,7 +413,7 @@ class VideoWriter:
     def _raise_worker_error(self) -> None:
         if self._error is not None:
             exc, self._error = self._error, None
-            self._closed = True
+            self.abort()  # the file is unusable: remove it, as a failing ``with`` block does
             if isinstance(exc, LipcoreError):
                 raise exc
             raise MediaError(f"encoding {self.path} failed: {exc}") from exc
@@ -457,11 +457,7 @@ class VideoWriter:
         if self._closed:
             return self.path
         self._join_worker()
-        if self._error is not None:
-            try:
-                self._raise_worker_error()
-            finally:
-                self.abort()
+        self._raise_worker_error()
         self._closed = True
         if self._container is None:
             raise MediaError(f"no frames were written to {self.path}: a video needs at least one")

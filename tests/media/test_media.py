@@ -135,3 +135,119 @@ def test_bad_frames_and_files(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a video" * 10)
     with pytest.raises(media.MediaError, match="cannot read"):
         media.probe(junk)
+
+
+def _photo(h: int = 96, w: int = 128, noise: bool = True) -> np.ndarray:
+    # Smooth colours plus a few saturated blocks: where a wrong matrix or range shows most.
+    rng = np.random.default_rng(7)
+    ys, xs = np.mgrid[0:h, 0:w]
+    f = np.stack([xs * 255 // w, ys * 255 // h, (xs + ys) * 255 // (w + h)], axis=-1)
+    f = f.astype(np.uint8)
+    for c, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]):
+        f[8 + 20 * c : 24 + 20 * c, 8:40] = colour
+    if noise:
+        f[60:90, 60:120] = rng.integers(0, 256, (30, 60, 3), dtype=np.uint8)
+    return f
+
+
+def _swscale_i420(rgb: np.ndarray) -> np.ndarray:
+    import av
+    from av.video.reformatter import Colorspace
+
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    out = frame.reformat(
+        format="yuv420p", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709
+    )
+    return np.asarray(out.to_ndarray())
+
+
+def _decode_i420(i420: np.ndarray) -> np.ndarray:
+    import av
+    from av.video.reformatter import Colorspace
+
+    frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+    out = frame.reformat(
+        format="rgb24", src_colorspace=Colorspace.ITU709, dst_colorspace=Colorspace.ITU709
+    )
+    return np.asarray(out.to_ndarray())
+
+
+def test_rgb_to_i420_is_bt709_limited_range() -> None:
+    h = 96
+    for noise in (False, True):
+        rgb = _photo(noise=noise)
+        ours = media.rgb_to_i420(rgb).astype(int)
+        ref = _swscale_i420(rgb).astype(int)
+        # Luma agrees with FFmpeg's BT.709 conversion to the level. Chroma: FFmpeg filters
+        # 4:2:0 with other taps (and siting) than our 2×2 box, which only shows where colour
+        # changes from pixel to pixel (the noise block).
+        assert np.abs(ours[:h] - ref[:h]).max() <= 1
+        assert np.abs(ours[h:] - ref[h:]).mean() < (2.5 if noise else 1.0)
+        # Decoded back to RGB (BT.709, as players do), ours is as faithful as FFmpeg's.
+        back = [_decode_i420(x.astype(np.uint8)).astype(int) for x in (ours, ref)]
+        err_ours, err_ref = (float(np.abs(b - rgb).mean()) for b in back)
+        assert err_ours <= err_ref + 0.3, (err_ours, err_ref)
+    # Limited range: black → Y 16, white → Y 235, neutral chroma 128.
+    grey = np.zeros((4, 4, 3), np.uint8)
+    grey[:2] = 255
+    y = media.rgb_to_i420(grey)
+    assert y[0, 0] == 235 and y[3, 0] == 16 and set(y[4:].ravel()) == {128}
+
+
+def test_i420_region_update_matches_a_full_conversion() -> None:
+    base = _photo()
+    changed = base.copy()
+    changed[33:51, 47:90] = (200, 30, 60)  # odd corners: the update widens to even ones
+    i420 = media.rgb_to_i420(base)
+    box = media.update_i420_region(i420, changed, 47, 33, 90, 51)
+    assert box == (46, 32, 90, 52)
+    np.testing.assert_array_equal(i420, media.rgb_to_i420(changed))
+
+
+def test_rgb_to_i420_bad_input() -> None:
+    with pytest.raises(InputError, match="even sides"):
+        media.rgb_to_i420(np.zeros((5, 4, 3), np.uint8))
+    with pytest.raises(InputError, match="uint8"):
+        media.rgb_to_i420(np.zeros((4, 4, 3), np.float32))
+
+
+def test_threaded_writer_and_i420_frames_match_the_plain_writer(tmp_path: Path) -> None:
+    frames = _frames(20)
+    pcm = _tone(0.8, 22050)
+    plain = tmp_path / "plain.mp4"
+    with media.VideoWriter(plain, 25, audio=pcm, sample_rate=22050) as w:
+        w.write_many(frames)
+    threaded = tmp_path / "threaded.mp4"
+    with media.VideoWriter(threaded, 25, audio=pcm, sample_rate=22050, threaded=True) as w:
+        assert w.frames_in_flight > 0
+        for i, f in enumerate(frames):
+            # Half the frames as RGB, half already converted: one stream either way.
+            w.write(f) if i % 2 else w.write_i420(media.rgb_to_i420(f))
+    a, b = media.probe(plain), media.probe(threaded)
+    assert b.frames == 20 and b.audio_duration_s == pytest.approx(a.audio_duration_s, abs=0.03)
+    for x, y in zip(media.read_frames(plain), media.read_frames(threaded), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # The colours come back: BT.709 in, BT.709 tagged and decoded.
+    decoded = next(iter(media.read_frames(threaded)))
+    assert np.abs(decoded.astype(int) - frames[0]).mean() < 3.0
+
+
+def test_threaded_writer_reports_encoder_errors(tmp_path: Path) -> None:
+    path = tmp_path / "broken.mp4"
+    writer = media.VideoWriter(path, 25, threaded=True)
+    writer.write(_frames(1)[0])
+
+    class Failing:  # a codec failing mid-file
+        def encode(self, frame: object) -> list[object]:
+            raise RuntimeError("encoder exploded")
+
+    writer._vstream = Failing()
+    with pytest.raises(media.MediaError, match="encoder exploded"):
+        for f in _frames(10):
+            writer.write(f)  # the error surfaces on a later write ...
+        writer.close()  # ... or at the latest here
+    assert not path.exists(), "the partial file is removed"
+    with pytest.raises(media.MediaError, match="closed"):
+        writer.write(_frames(1)[0])
+    with pytest.raises(InputError, match="I420"):
+        media.VideoWriter(tmp_path / "x.mp4", 25).write_i420(np.zeros((5, 4), np.uint8))
