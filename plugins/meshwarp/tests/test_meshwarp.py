@@ -161,13 +161,6 @@ def _ring(g: np.ndarray) -> np.ndarray:
     return np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect of build_meshdef: the forward `targets` are an almost unregularised "
-    "least-squares fit of a field with a slit at the lips, so they ring (AI: control points "
-    "+47/−24 px, ROI-border points up to 12 px) and disagree with inverse_targets; clients "
-    "drawing the forward mesh (drawVertices) would fold the lips and move the ROI edge",
-)
 def test_forward_targets_are_smooth_and_keep_the_roi_border(
     avatar: Avatar, renderer: MeshWarpRenderer, mouth_model: MouthModel
 ) -> None:

@@ -133,6 +133,41 @@ def fit_grid_offsets(
     return fitter.fit(disp)
 
 
+def forward_from_backward(back: F64, roi_w: int, roi_h: int, *, iterations: int = 30) -> F64:
+    """Forward control-point offsets consistent with the backward grid ``back``.
+
+    A least-squares fit of the forward field itself rings: that field tears at the lips (the
+    upper lip rises, the lower one drops), which a bilinear grid cannot follow. The backward
+    field has no tear (every output pixel shows some texture point), so the forward offset of a
+    control point p is solved from it: ``F = −B(p + F)``, by fixed-point iteration on the
+    bilinearly interpolated backward grid. Clients that draw the forward mesh then agree with
+    the backward maps the server renders with, and the ROI border stays where it is.
+    """
+    rows, cols = back.shape[:2]
+    ry = _bilinear_matrix(roi_h, rows)
+    rx = _bilinear_matrix(roi_w, cols)
+    dense = [ry @ back[..., k] @ rx.T for k in range(2)]
+    gy, gx = np.meshgrid(
+        np.linspace(0.0, roi_h - 1.0, rows), np.linspace(0.0, roi_w - 1.0, cols), indexing="ij"
+    )
+    fx = np.zeros_like(gx)
+    fy = np.zeros_like(gy)
+    for _ in range(iterations):
+        qx = np.clip(gx + fx, 0.0, roi_w - 1.0).astype(np.float32)
+        qy = np.clip(gy + fy, 0.0, roi_h - 1.0).astype(np.float32)
+        bx = cv2.remap(dense[0].astype(np.float32), qx, qy, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        by = cv2.remap(dense[1].astype(np.float32), qx, qy, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        nx, ny = -bx.astype(np.float64), -by.astype(np.float64)
+        # Damped: near the lips the map folds and plain iteration can oscillate.
+        fx, fy = 0.5 * fx + 0.5 * nx, 0.5 * fy + 0.5 * ny
+    out = np.stack([fx, fy], axis=-1)
+    # The ROI's edge is where the patch meets the photo (the mask is ~0 there): it never moves.
+    out[0], out[-1], out[:, 0], out[:, -1] = 0.0, 0.0, 0.0, 0.0
+    return out
+
+
 def build_meshdef(mouth_model: MouthModel, out_dir: Path, *, grid: Grid = GRID) -> dict[str, str]:
     """Write ``meshdef.json``, ``mesh_texture.png``, ``interior.png`` (and the mask, if the
     mouth model has not saved it) into ``out_dir``; return the relative paths."""
@@ -151,8 +186,8 @@ def _build_meshdef(mouth_model: MouthModel, out_dir: Path, grid: Grid) -> dict[s
         if name == REST:
             offsets = back = np.zeros((grid.rows, grid.cols, 2))
         else:
-            offsets = fit_grid_offsets(mouth_model, w, grid, fitter=fitter)
             back = fit_grid_offsets(mouth_model, w, grid, backward=True, fitter=fitter)
+            offsets = forward_from_backward(back, mouth_model.roi.w, mouth_model.roi.h)
         targets[name] = [(round(float(dx), 3), round(float(dy), 3)) for dx, dy in
                          offsets.reshape(-1, 2)]  # fmt: skip
         inverse[name] = [(round(float(dx), 3), round(float(dy), 3)) for dx, dy in
