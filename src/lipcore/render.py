@@ -75,8 +75,15 @@ _EPS = 1e-3
 #:   time on two cores. The price is size: ~2× the writer's defaults (~5 Mbit/s at 1024²,
 #:   CRF 18), acceptable for short talking videos.
 #:
+#: * ``aq-mode=0``: adaptive quantisation moves bits from textured blocks (the lips and
+#:   teeth) to flat ones; without it the closed mouth decodes closer still (mean error 2.0
+#:   instead of 2.2 levels) and the encode takes ~7 % less CPU. At CRF 18 flat skin and
+#:   background get enough bits without it.
+#:
 #: CRF 18 (not the writer's 20) leaves a margin on the closed mouth.
-TALK_X264_PARAMS = "no-mbtree=1:bframes=0:rc-lookahead=0:me=dia:subme=1:partitions=none:weightp=0"
+TALK_X264_PARAMS = (
+    "no-mbtree=1:bframes=0:rc-lookahead=0:me=dia:subme=1:partitions=none:weightp=0:aq-mode=0"
+)
 TALK_CRF = 18
 
 
@@ -581,6 +588,9 @@ def render_talk(
         crf=TALK_CRF,
         x264_params=TALK_X264_PARAMS,
         threaded=True,
+        # FFmpeg's fast AAC coder: ~3× less CPU than twoloop, and on espeak speech at 96
+        # kbit/s its waveform error is lower (SNR 40 dB against 27 dB).
+        aac_coder="fast",
     ) as writer:
         # The writer's thread encodes while this one composites the next frame; frames reach
         # it as I420 with only the overlay's rectangle converted (see _I420Frames).
