@@ -393,3 +393,74 @@ def write_test_avatar(root: Path, avatar_id: str = "a_prebuilt_test_avatar") -> 
 # Names starting with "test" are not tests (pytest would collect them when imported).
 testing_engine.__test__ = False  # type: ignore[attr-defined]
 write_test_avatar.__test__ = False  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------- lipsync back-end test avatars
+
+
+def head_motion_affines(
+    width: int, height: int, n: int = 8
+) -> list[tuple[float, float, float, float, float, float]]:
+    """``n`` photo → frame affines of a small periodic head motion (±1.5° roll about the image
+    centre, 1 % scale, sub-pixel shifts): a mouth track for testing how a back end follows the
+    head, without building an idle loop."""
+    import cv2
+
+    out = []
+    for i in range(n):
+        ph = 2 * math.pi * i / n
+        m = cv2.getRotationMatrix2D(
+            (width / 2, height / 2), 1.5 * math.sin(ph), 1.0 + 0.01 * math.cos(ph)
+        )
+        m[0, 2] += 2.3 * math.sin(ph) + 0.37
+        m[1, 2] += 1.7 * math.cos(ph) - 0.61
+        a = [float(v) for v in m.ravel()]
+        out.append((a[0], a[1], a[2], a[3], a[4], a[5]))
+    return out
+
+
+def backend_test_avatar(
+    directory: Path,
+    photo: Any,
+    mouth_model: Any,
+    backend: Any,
+    *,
+    avatar_id: str,
+    frames: int = 8,
+) -> Any:
+    """An :class:`lipcore.avatar.store.Avatar` for testing a lipsync back end: ``backend``'s
+    real assets built from ``mouth_model`` into ``directory``, and a head-motion mouth track of
+    ``frames`` affines (no idle video is written; use :func:`moved_frames` for what it would
+    show)."""
+    from lipcore.avatar.store import Avatar
+    from lipcore.models import AvatarManifest, IdleInfo, MouthTrack, PhotoInfo
+
+    directory = Path(directory)
+    mouth_model.save(directory)
+    assets = backend.build_assets(mouth_model, directory)
+    h, w = photo.shape[:2]
+    track = MouthTrack(fps=25.0, affines=head_motion_affines(w, h, frames))
+    manifest = AvatarManifest(
+        avatar_id=avatar_id,
+        created_at="2026-01-01T00:00:00+00:00",
+        photo=PhotoInfo(file="photo.jpg", width=w, height=h),
+        roi=mouth_model.roi,
+        lipsync={"type": backend.type, **assets},
+        idle=IdleInfo(
+            file="idle.mp4", fps=25.0, frames=frames, seconds=frames / 25.0, mouth_track="t.json"
+        ),
+    )
+    return Avatar(directory, manifest, track)
+
+
+def moved_frames(photo: Any, affines: Sequence[Sequence[float]]) -> list[Any]:
+    """The photo moved by each affine (what an idle loop with that mouth track shows, mouth at
+    rest)."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    return [
+        cv2.warpAffine(photo, np.asarray(a, np.float64).reshape(2, 3), (w, h),
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        for a in affines
+    ]  # fmt: skip
