@@ -72,7 +72,7 @@ _EPS = 1e-3
 #: * ``rc-lookahead=0:me=dia:subme=1:partitions=none:weightp=0``: the photo barely moves, so
 #:   motion search and partition analysis buy little; this halves the encoder's CPU time per
 #:   frame (1024²: ~12 ms instead of ~25 ms), which is what lets offline ``say`` run ≥ 3× real
-#:   time on two cores. The price is size: ~2× the writer's defaults (~5 Mbit/s at 1024²,
+#:   time on two cores. The price is size: ~2× the writer's defaults (~3.6 Mbit/s at 1024²,
 #:   CRF 18), acceptable for short talking videos.
 #:
 #: * ``aq-mode=0``: adaptive quantisation moves bits from textured blocks (the lips and
