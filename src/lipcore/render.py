@@ -410,11 +410,7 @@ def open_avatar_renderer(
         engine = Engine()
     kind = backend or avatar.lipsync_type
     plugin = engine.lipsync_backend(kind, avatar=avatar.id)
-    if getattr(plugin, "driven_by", "visemes") != "visemes":
-        raise InputError(
-            f"the {kind!r} back end is driven by audio, not visemes; the offline renderer "
-            "composites viseme-driven back ends (sprites, mesh)"
-        )
+    audio_driven = getattr(plugin, "driven_by", "visemes") != "visemes"
     view = avatar if kind == avatar.lipsync_type else _AvatarAs(avatar, kind)
     try:
         mouth = plugin.open_renderer(view)
@@ -428,9 +424,48 @@ def open_avatar_renderer(
             f"no {kind!r} assets ({exc}). Avatarize the photo with `--backend {kind}` "
             f"(lipcore avatarize PHOTO --out DIR --backend {kind}) or drop --backend."
         ) from exc
+    if audio_driven:
+        if not (hasattr(mouth, "render_audio") and hasattr(mouth, "composite")):
+            raise InputError(
+                f"the {kind!r} back end is driven by audio but its renderer offers no "
+                "render_audio/composite, so the offline renderer cannot use it"
+            )
+        return AudioDrivenRenderer(
+            mouth, avatar.idle_frames(), float(avatar.manifest.idle.fps), backend=kind
+        )
     return AvatarRenderer(
         mouth, avatar.idle_frames(), float(avatar.manifest.idle.fps), backend=kind
     )
+
+
+class AudioDrivenRenderer(AvatarRenderer):
+    """Frames of a back end that renders the mouth from the audio (variant C, Wav2Lip).
+
+    :meth:`prepare_audio` renders the utterance's mouth patches once (the back end's offline
+    path: one mel, batched model runs); :meth:`frame` composites the patch of the audio time a
+    video frame shows, placed by that idle frame's mouth track. Viseme weights are ignored:
+    outside the speech the idle loop shows its own mouth.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._patches: dict[int, Any] = {}
+
+    def prepare_audio(self, pcm: np.ndarray, sample_rate: int, plan: SpeechPlan) -> None:
+        """Render the patches of ``pcm`` (the utterance's audio) for the video of ``plan``."""
+        # Patch i shows audio time i/fps; video frame k shows k/fps − offset: frame k gets the
+        # patch nearest its audio time, rendered against idle frame k (conditioning + track).
+        shift = round(plan.audio_offset_ms * self.fps / 1000.0)
+        patches = self.mouth.render_audio(pcm, sample_rate, idle_start=shift, queue=False)  # type: ignore[attr-defined]
+        self._patches = {int(p.frame) + shift: p for p in patches}
+
+    def frame(self, k: int, weights: Mapping[str, float] | None = None) -> np.ndarray:
+        i = k % len(self.idle_frames)
+        idle = self.idle_frames[i]
+        patch = self._patches.get(k)
+        if patch is None:
+            return idle
+        return np.asarray(self.mouth.composite(idle, patch, idle_index=i))  # type: ignore[attr-defined]
 
 
 class _AvatarAs:
@@ -571,6 +606,8 @@ def render_talk(
         audio_ms=audio_ms,
         tail_ms=max(tail_ms, last_pts - audio_ms),
     )
+    if isinstance(renderer, AudioDrivenRenderer):
+        renderer.prepare_audio(pcm, rate, plan)
     lead = round(offset_ms * rate / 1000.0)
     total = round(plan.frames / fps * rate)
     track = np.zeros(max(total, lead + len(pcm)), dtype=np.int16)
