@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -244,6 +245,21 @@ Auth = Depends(require_key)
 # --------------------------------------------------------------------------- routes
 
 
+async def _audio_driven_renderer(st: _State, rec: Any) -> Any:
+    """For an avatar whose back end renders the mouth from audio (variant C): its renderer,
+    opened in a worker thread (the model loads there); ``None`` for viseme-driven avatars."""
+    backend = st.engine.lipsync_backend(rec.lipsync_type, avatar=rec.avatar_id)
+    if getattr(backend, "driven_by", "visemes") == "visemes":
+        return None
+
+    def open_renderer() -> Any:
+        from lipcore.avatar.store import load_avatar
+
+        return backend.open_renderer(load_avatar(rec.directory))
+
+    return await asyncio.to_thread(open_renderer)
+
+
 def _routes() -> APIRouter:
     router = APIRouter()
 
@@ -347,8 +363,10 @@ def _routes() -> APIRouter:
         st = _state(request)
         rec = st.avatars.get(body.avatar_id)
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
+        patcher = await _audio_driven_renderer(st, rec)
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
                                            tts=body.tts, lipsync=lipsync)
+        session.patcher = patcher
         return SessionCreated(session_id=session.session_id,
                               ws_url=_ws_url(request, st, session))
 

@@ -367,6 +367,9 @@ class Session:
         self._utterance_counter = 0
         self._invalid = 0
         self._detaching: asyncio.Task[None] | None = None
+        # Variant C: the avatar's audio-driven renderer; each utterance's audio also becomes
+        # mouth patches (binary frames of kind 2) rendered in a worker thread.
+        self.patcher: Any = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -386,6 +389,13 @@ class Session:
         if self.outbox is not None:
             self.outbox.put(_Item(None, pack_frame(data, utterance=utterance, pts_ms=pts_ms),
                                   utterance, False, t_chunk, t_due))
+
+    def _send_patches(self, patches: Any, *, utterance: int) -> None:
+        """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
+        if self.outbox is None:
+            return
+        for p in patches:
+            self.outbox.put(_Item(None, p.encode(utterance=utterance), utterance, True))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -519,6 +529,7 @@ class Session:
         started = False
         single = self.viseme_mode == "single"
         steps = 0
+        patches: Any = None  # the utterance's patch stream (variant C), opened on first audio
         try:
             async for step in utt:
                 chunk = step.chunk
@@ -547,6 +558,11 @@ class Session:
                     self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
                                      t_chunk=t_chunk, t_due=t_due)
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
+                    if self.patcher is not None:
+                        if patches is None:
+                            patches = self.patcher.stream(sample_rate=chunk.sample_rate)
+                        done = await asyncio.to_thread(patches.push, chunk.audio, chunk.pts_ms)
+                        self._send_patches(done, utterance=n)
                 turn.sent_pts_ms = max(turn.sent_pts_ms, chunk.end_ms)
                 outbox = self.outbox
                 if outbox is not None:
@@ -557,6 +573,8 @@ class Session:
                 steps += 1
                 if steps % 4 == 0:
                     await asyncio.sleep(0)
+            if patches is not None:
+                self._send_patches(await asyncio.to_thread(patches.finish), utterance=n)
             if not started:  # the source produced nothing at all
                 self._send({"type": "utterance_start", "utterance": n,
                             "sample_rate": self.sample_rate, "text": turn.text,

@@ -1,0 +1,90 @@
+"""Variant C through the real server: a session on a Wav2Lip avatar receives, beside the audio,
+the mouth patches of each utterance as binary frames of kind 2 (docs/protocol.md), one per
+video frame of its audio, on the utterance's audio timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from lipcore_wav2lip.patches import decode_patch_frame
+from websockets.asyncio.client import connect
+
+from lipcore.server import ServerSettings, create_app
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    return url, server, thread
+
+
+def test_session_on_a_wav2lip_avatar_streams_mouth_patches(
+    grace_hopper_path: Path,
+    face_model_path: Path,
+    tiny_model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lipcore.avatar.store import build_avatar
+
+    monkeypatch.setenv("LIPCORE_WAV2LIP_MODEL", str(tiny_model_path))
+    data = tmp_path / "data"
+    build_avatar(grace_hopper_path, data / "avatars" / "a_w2l_test", backend="onnx",
+                 seconds=3.0, avatar_id="a_w2l_test", face_model=face_model_path)  # fmt: skip
+    url, server, thread = _serve(create_app(settings=ServerSettings(data_dir=data)))
+    try:
+
+        async def run() -> tuple[list[Any], list[bytes], dict[str, Any]]:
+            async with httpx.AsyncClient() as http:
+                s = (await http.post(f"{url}/session-2d",
+                                     json={"avatar_id": "a_w2l_test", "voice_id": "de"})).json()
+                patches: list[Any] = []
+                audio: list[bytes] = []
+                async with connect(s["ws_url"]) as ws:
+                    hello = json.loads(await ws.recv())
+                    assert hello["lipsync"]["type"] == "onnx"
+                    await ws.send(json.dumps({"type": "speak", "text": "Mama baut ein Boot."}))
+                    while True:
+                        msg = await asyncio.wait_for(ws.recv(), 30)
+                        if isinstance(msg, bytes):
+                            if msg[0] == 2:
+                                patches.append(decode_patch_frame(msg))
+                            else:
+                                audio.append(msg)
+                            continue
+                        ev = json.loads(msg)
+                        assert ev["type"] != "error", ev
+                        if ev["type"] == "utterance_end":
+                            return patches, audio, ev
+            raise AssertionError("unreachable")
+
+        patches, audio, end = asyncio.run(run())
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert audio, "no audio frames"
+    # One patch per 25 fps video frame of the utterance's audio, in order, on its timeline.
+    expected = end["duration_ms"] * 25 / 1000
+    assert abs(len(patches) - expected) <= 2, (len(patches), expected)
+    pts = [p.pts_ms for p in patches]
+    assert pts == sorted(pts) and pts[0] == 0.0
+    assert all(p.utterance == 1 for p in patches)
