@@ -55,10 +55,14 @@ def header(title: str) -> str:
 
 
 def write(name: str, title: str, body: str) -> Path:
-    """Write ``results/<name>.md`` (header + body) and echo it to stdout."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write ``results/<name>.md`` (header + body; ``results/quick/`` for a ``--quick`` run) and
+    echo it to stdout."""
+    # A --quick smoke run never replaces a measured result: it goes to results/quick/ (ignored
+    # by git and by collect.py).
+    folder = RESULTS / "quick" if "--quick" in sys.argv else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     text = header(title) + "\n" + body.strip() + "\n"
-    path = RESULTS / f"{name}.md"
+    path = folder / f"{name}.md"
     path.write_text(text, encoding="utf-8")
     print(text)
     return path
