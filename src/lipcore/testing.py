@@ -464,3 +464,108 @@ def moved_frames(photo: Any, affines: Sequence[Sequence[float]]) -> list[Any]:
                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         for a in affines
     ]  # fmt: skip
+
+
+# ------------------------------------------------- measuring where a back end puts the mouth
+
+
+def roi_coords(matrix: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """For every frame pixel, the ROI coordinate (u, v) it shows under ``matrix`` (ROI → frame)."""
+    import cv2
+
+    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    u = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
+    v = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
+    return u, v
+
+
+def change_map(rendered: Any, base: Any) -> Any:
+    """How much the overlay changed each pixel (sum over channels of |rendered − base|)."""
+    return np.abs(rendered.astype(np.float64) - base.astype(np.float64)).sum(axis=2)
+
+
+def centroid(weights: Any) -> Any:
+    """(x, y) centroid of a non-negative weight map."""
+    yy, xx = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]].astype(np.float64)
+    s = weights.sum()
+    return np.array([(weights * xx).sum() / s, (weights * yy).sum() / s])
+
+
+def apply_affine(affine: Sequence[float], p: Any) -> Any:
+    """The point ``p`` moved by a 2×3 affine given as six numbers."""
+    m = np.asarray(affine, dtype=np.float64).reshape(2, 3)
+    return m[:, :2] @ p + m[:, 2]
+
+
+@dataclass(frozen=True)
+class PlacementCheck:
+    """How exactly a renderer places the mouth by the mouth track (see
+    :func:`check_placement`)."""
+
+    worst_shift_px: float  # centroid of the change vs. the still render moved by the track
+    worst_relative_error: float  # pixel error / the error of a half-pixel misplacement
+    least_off_shift_px: float  # centroid shift the half-pixel misplacement shows (the scale)
+
+
+def check_placement(
+    renderer: Any,
+    still: Any,
+    open_with_track: Callable[[list[tuple[float, ...]]], Any],
+    photo: Any,
+    idle_frames: Sequence[Any],
+    affines: Sequence[Sequence[float]],
+    weights: Mapping[str, float],
+) -> PlacementCheck:
+    """Compare each idle frame's render with the still (identity-track) render of the photo
+    moved by that frame's affine; for scale, also render with the affine half a pixel off
+    (``open_with_track([affine])`` opens the back end's renderer on a one-frame track)."""
+    import cv2
+
+    base = still.render(photo, idle_index=0, weights=dict(weights))
+    h, w = photo.shape[:2]
+    roi = renderer.roi
+    rx, ry, rw, rh = (roi.x, roi.y, roi.w, roi.h) if hasattr(roi, "x") else roi
+    from lipcore.avatar.warp import patch_to_frame_affine
+
+    worst_shift, worst_rel, least_off = 0.0, 0.0, math.inf
+    for i, idle in enumerate(idle_frames):
+        affine = tuple(float(a) for a in affines[i])
+        moved = renderer.render(idle, idle_index=i, weights=dict(weights))
+        expect = cv2.warpAffine(base, np.asarray(affine).reshape(2, 3), (w, h),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        ce = centroid(change_map(expect, idle))
+        worst_shift = max(worst_shift, float(np.hypot(*(centroid(change_map(moved, idle)) - ce))))
+        u, v = roi_coords(patch_to_frame_affine(affine, rx, ry), idle.shape)
+        inside = (u >= 2) & (u <= rw - 3) & (v >= 2) & (v <= rh - 3)
+        err = float(np.abs(moved.astype(float) - expect)[inside].mean())
+        off = (*affine[:2], affine[2] + 0.5, *affine[3:])
+        wrong = open_with_track([off]).render(idle, idle_index=0, weights=dict(weights))
+        err_off = float(np.abs(wrong.astype(float) - expect)[inside].mean())
+        worst_rel = max(worst_rel, err / err_off)
+        least_off = min(least_off, float(np.hypot(*(centroid(change_map(wrong, idle)) - ce))))
+    return PlacementCheck(worst_shift, worst_rel, least_off)
+
+
+def landmark_follow_errors(
+    renderer: Any,
+    still: Any,
+    analyzer: Any,
+    photo: Any,
+    idle_frames: Sequence[Any],
+    affines: Sequence[Sequence[float]],
+    weights: Mapping[str, float],
+    frames: Sequence[int],
+) -> list[float]:
+    """Mean distance (px) between MediaPipe's lip landmarks on each talking idle frame and the
+    still render's lip landmarks moved by that frame's affine: whether the mouth swims."""
+    lips = [13, 14, 61, 291, 0, 17, 78, 308]
+    ref = analyzer.analyze(still.render(photo, idle_index=0, weights=dict(weights)))
+    ref_xy = ref.landmarks[lips, :2]
+    errs = []
+    for i in frames:
+        moved = renderer.render(idle_frames[i], idle_index=i, weights=dict(weights))
+        got = analyzer.analyze(moved).landmarks[lips, :2]
+        want = np.array([apply_affine(affines[i], p) for p in ref_xy])
+        errs.append(float(np.hypot(*(got - want).T).mean()))
+    return errs

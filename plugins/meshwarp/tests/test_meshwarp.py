@@ -29,6 +29,11 @@ from lipcore.engine import Engine
 from lipcore.errors import LipcoreError, PluginNotFoundError
 from lipcore.models import MeshDef, MouthTrack
 from lipcore.plugins import PluginRegistry, get_plugin_manager
+from lipcore.testing import (
+    check_placement,
+    landmark_follow_errors,
+    roi_coords,
+)
 
 CLASSES = ["Rest", "AI", "E", "U", "O", "MBP", "FV", "L", "WQ", "R", "CH", "TH"]
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -37,31 +42,6 @@ U8 = npt.NDArray[np.uint8]
 
 
 # ---------------------------------------------------------------------- measuring helpers
-
-
-def roi_coords(matrix: F64, shape: tuple[int, ...]) -> tuple[F64, F64]:
-    """For every frame pixel, the ROI coordinate (u, v) it shows under ``matrix`` (ROI → frame)."""
-    inv = cv2.invertAffineTransform(matrix)
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    u = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
-    v = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
-    return u, v
-
-
-def change_map(rendered: U8, base: U8) -> F64:
-    """How much the overlay changed each pixel (sum over channels of |rendered − base|)."""
-    return np.abs(rendered.astype(np.float64) - base.astype(np.float64)).sum(axis=2)
-
-
-def centroid(weights: F64) -> F64:
-    yy, xx = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]].astype(np.float64)
-    s = weights.sum()
-    return np.array([(weights * xx).sum() / s, (weights * yy).sum() / s])
-
-
-def apply(affine: tuple[float, ...], p: F64) -> F64:
-    m = np.asarray(affine, dtype=np.float64).reshape(2, 3)
-    return m[:, :2] @ p + m[:, 2]
 
 
 def meshdef_of(avatar: Avatar) -> MeshDef:
@@ -299,34 +279,20 @@ def test_overlay_follows_the_mouth_track_to_sub_pixel_accuracy(
     idle_frames: list[np.ndarray],
     avatar: Avatar,
 ) -> None:
-    weights = {"AI": 0.7, "O": 0.3}
-    base = still.render(photo, idle_index=0, weights=weights)
-    h, w = photo.shape[:2]
-    roi = renderer.roi
-    worst_shift, worst_rel = 0.0, 0.0
-    for i, idle in enumerate(idle_frames):
-        affine = avatar.mouth_track.affines[i]
-        moved = renderer.render(idle, idle_index=i, weights=weights)
-        # What the frame should show: the still talking photo moved by the same affine.
-        expect = cv2.warpAffine(base, np.asarray(affine).reshape(2, 3), (w, h),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-        ci = centroid(change_map(moved, idle))
-        ce = centroid(change_map(expect, idle))
-        worst_shift = max(worst_shift, float(np.hypot(*(ci - ce))))
-        m = patch_to_frame_affine(affine, roi.x, roi.y)
-        u, v = roi_coords(m, idle.shape)
-        inside = (u >= 2) & (u <= roi.w - 3) & (v >= 2) & (v <= roi.h - 3)
-        err = float(np.abs(moved.astype(float) - expect)[inside].mean())
-        off = (*affine[:2], affine[2] + 0.5, *affine[3:])
-        wrong = MeshWarpRenderer.from_directory(avatar.directory, [off]).render(
-            idle, idle_index=0, weights=weights
-        )
-        err_off = float(np.abs(wrong.astype(float) - expect)[inside].mean())
-        worst_rel = max(worst_rel, err / err_off)
-        assert float(np.hypot(*(centroid(change_map(wrong, idle)) - ce))) > 0.3
-    # Measured: 0.02 px from the expected place; pixels off by 1/20 of a half-pixel error.
-    assert worst_shift < 0.05, worst_shift
-    assert worst_rel < 0.25, worst_rel
+    check = check_placement(
+        renderer,
+        still,
+        lambda track: MeshWarpRenderer.from_directory(avatar.directory, track),
+        photo,
+        idle_frames,
+        avatar.mouth_track.affines,
+        {"AI": 0.7, "O": 0.3},
+    )
+    # Half a pixel off reads > 0.3 px; measured: within 0.02 px of the expected place, and the
+    # pixels differ by resampling only (1/20 of what half a pixel off gives).
+    assert check.least_off_shift_px > 0.3, check
+    assert check.worst_shift_px < 0.05, check
+    assert check.worst_relative_error < 0.25, check
 
 
 def test_landmarks_of_the_rendered_mouth_follow_the_head(
@@ -337,15 +303,10 @@ def test_landmarks_of_the_rendered_mouth_follow_the_head(
     avatar: Avatar,
     analyzer: FaceAnalyzer,
 ) -> None:
-    lips = [13, 14, 61, 291, 0, 17, 78, 308]
-    weights = {"AI": 0.8}
-    ref = analyzer.analyze(still.render(photo, idle_index=0, weights=weights)).landmarks[lips, :2]
-    errs = []
-    for i in (2, 4, 7):
-        moved = renderer.render(idle_frames[i], idle_index=i, weights=weights)
-        got = analyzer.analyze(moved).landmarks[lips, :2]
-        want = np.array([apply(avatar.mouth_track.affines[i], p) for p in ref])
-        errs.append(float(np.hypot(*(got - want).T).mean()))
+    errs = landmark_follow_errors(
+        renderer, still, analyzer, photo, idle_frames, avatar.mouth_track.affines,
+        {"AI": 0.8}, (2, 4, 7),
+    )  # fmt: skip
     # Measured 0.68–1.02 px over runs: MediaPipe's own jitter on re-rendered frames (the centroid
     # test above pins the placement itself to 0.02 px).
     assert max(errs) < 1.5, errs
