@@ -38,6 +38,38 @@ void main() {
     expect(t.finishedAt(150), isFalse);
   });
 
+  test('final frames replace provisional ones with the same pts; finals are never replaced', () {
+    final t = VisemeTrack(1)
+      ..addAll(const <VisemeFrame>[
+        VisemeFrame(0, <String, double>{'AI': 0.3}),
+        VisemeFrame(33, <String, double>{'AI': 0.5}),
+      ], provisional: true)
+      ..addAll(const <VisemeFrame>[
+        VisemeFrame(33, <String, double>{'AI': 0.7}),
+        VisemeFrame(66, <String, double>{'O': 0.4}),
+      ], provisional: true);
+    expect(t.pts, <double>[0, 33, 66]);
+    expect(t.weightsAt(33)['AI'], 0.7);
+    expect(t.provisionalCount, 3);
+    t.addAll(const <VisemeFrame>[
+      VisemeFrame(0, <String, double>{'AI': 0.2}),
+      VisemeFrame(33, <String, double>{'E': 0.6}),
+    ]);
+    expect(t.weightsAt(33), <String, double>{'E': 0.6});
+    expect(t.provisionalCount, 1);
+    t
+      ..addAll(const <VisemeFrame>[VisemeFrame(33, <String, double>{'U': 1})], provisional: true)
+      ..addAll(const <VisemeFrame>[VisemeFrame(33, <String, double>{'U': 1})]);
+    expect(t.weightsAt(33), <String, double>{'E': 0.6});
+    t.addAll(const <VisemeFrame>[
+      VisemeFrame(66, <String, double>{'MBP': 1}),
+      VisemeFrame(100, <String, double>{}),
+    ]);
+    expect(t.pts, <double>[0, 33, 66, 100]);
+    expect(t.weightsAt(66), <String, double>{'MBP': 1});
+    expect(t.provisionalCount, 0);
+  });
+
   test('barge-in ramps to Rest monotonically within 100–200 ms', () {
     final t = VisemeTrack(1)
       ..addAll(const <VisemeFrame>[

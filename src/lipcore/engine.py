@@ -93,10 +93,16 @@ def clean_text(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SpeechStep:
-    """One TTS chunk and the viseme frames that became final with it."""
+    """One TTS chunk and the viseme frames that became final with it.
+
+    ``provisional``: until an utterance's first frame is final (its look-ahead, ~240 ms of
+    audio at 30 fps, has not arrived yet), the mapper's best guess for the frames of the audio
+    received so far, so a client has a mouth for the first audio at once; the final frames for
+    the same times replace them when they come (see ``docs/protocol.md``)."""
 
     chunk: TTSChunk
     frames: Sequence[VisemeFrame]
+    provisional: Sequence[VisemeFrame] = ()
 
 
 class Utterance:
@@ -159,6 +165,7 @@ class Utterance:
         stream = self.mapper.stream(language=self.language, fps=self.fps)
         agen = self.source.synthesize(self.text, voice=self.voice, options=self.options)
         last_pts = -1.0
+        guessed_pts = -1.0
         try:
             async for chunk in agen:
                 if self.cancelled:
@@ -176,7 +183,17 @@ class Utterance:
                 if shifted:
                     last_pts = shifted[-1].pts_ms
                 self.frames.extend(shifted)
-                yield SpeechStep(chunk=chunk, frames=shifted)
+                guess: list[VisemeFrame] = []
+                if last_pts < 0 and not chunk.final and chunk.audio:
+                    # Nothing final yet: guess the new frames of this chunk's audio.
+                    guess = [
+                        f
+                        for f in self._shift(stream.preview(chunk.end_ms))
+                        if f.pts_ms > guessed_pts
+                    ]
+                    if guess:
+                        guessed_pts = guess[-1].pts_ms
+                yield SpeechStep(chunk=chunk, frames=shifted, provisional=guess)
                 if chunk.final:
                     return
             if not self.cancelled:

@@ -170,7 +170,8 @@ class VisemeStream(abc.ABC):
 
     ``push`` adds timings that arrived with a chunk and returns the frames that are final now:
     those whose look-ahead window lies before ``horizon_ms`` (the end of the audio received so
-    far). ``finish`` returns the rest, ending at Rest.
+    far). ``finish`` returns the rest, ending at Rest. ``preview`` guesses the frames that are
+    not final yet (the start of an utterance, before its look-ahead has arrived).
     """
 
     @abc.abstractmethod
@@ -184,6 +185,13 @@ class VisemeStream(abc.ABC):
 
     @abc.abstractmethod
     def finish(self, end_ms: float | None = None) -> list[VisemeFrame]: ...
+
+    def preview(self, until_ms: float) -> list[VisemeFrame]:
+        """Best-guess frames from the next final frame up to ``until_ms``, from what is known
+        now (the look-ahead beyond it is not). They are provisional: the frames ``push`` and
+        ``finish`` return later for the same times replace them. A stream that cannot guess
+        returns none (the default)."""
+        return []
 
 
 class VisemeMapper(abc.ABC):

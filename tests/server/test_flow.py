@@ -57,10 +57,18 @@ def test_speak_flow_rest_and_ws(server: RunningServer) -> None:
                 expected += len(payload) / 2 / 16000 * 1000
             end = rec.json("utterance_end")[0]
             assert end["duration_ms"] == pytest.approx(expected, abs=1)
-            frames = [f for m in rec.json("visemes") for f in m["frames"]]
+            frames = [f for m in rec.json("visemes") if not m.get("provisional")
+                      for f in m["frames"]]
             assert len(frames) > 20
             fpts = [f["pts_ms"] for f in frames]
             assert fpts == sorted(fpts) and len(set(fpts)) == len(fpts)
+            # The replay's 100 ms chunks are shorter than the mapper's look-ahead: the first
+            # audio leaves with a guess at its frames, each of which a final frame replaces.
+            guessed = [f["pts_ms"] for m in rec.json("visemes") if m.get("provisional")
+                       for f in m["frames"]]
+            assert guessed and set(guessed) <= set(fpts)
+            kinds = [i[1]["type"] if i[0] == "json" else "audio" for i in rec.items]
+            assert kinds.index("visemes") < kinds.index("audio")  # a mouth for the first audio
             assert any(f["weights"] for f in frames), "the mouth never moved"
             assert frames[-1]["weights"] == {} or sum(frames[-1]["weights"].values()) < 0.05
             # order: start before audio before end
@@ -185,5 +193,27 @@ def test_binary_header_is_16_bytes(server: RunningServer) -> None:
             assert msg[0] == 1 and msg[1] == 1 and msg[2:4] == b"\0\0"
             assert int.from_bytes(msg[4:8], "little") == 1
             assert (len(msg) - HEADER_SIZE) % 2 == 0
+
+    asyncio.run(body())
+
+
+def test_stop_after_the_utterance_finished_says_how_far_it_was_sent(
+    server: RunningServer,
+) -> None:
+    """The client may still be playing an utterance the server has finished sending: a stop
+    then names that utterance and where its audio ended (not 0)."""
+
+    async def body() -> None:
+        async with httpx.AsyncClient() as client:
+            s = await open_session(client, server)
+            rec = Received()
+            async with connect(s["ws_url"]) as ws:
+                await recv_one(ws, rec)
+                await ws.send('{"type": "speak", "text": "Oma baut Boote"}')
+                _, end = await recv_until(ws, rec, is_json("utterance_end", utterance=1))
+                await ws.send('{"type": "stop"}')
+                _, stop = await recv_until(ws, rec, is_json("stop"))
+            assert stop["utterance"] == 1
+            assert stop["at_pts_ms"] == pytest.approx(end["duration_ms"], abs=0.2)
 
     asyncio.run(body())

@@ -87,8 +87,12 @@ def test_barge_in_under_load(server: RunningServer) -> None:
         assert not leaked, f"session {i}: {len(leaked)} messages of a stopped utterance after stop"
         if i % 3 == 0:
             assert rec.json("utterance_start")[-1]["text"] == "Moment!"
-        else:  # the queued utterance was dropped too
+        elif stopped == 1:  # the queued utterance was dropped too
             assert all(m["text"] != "danach in der Schlange" for m in rec.json("utterance_start"))
+        else:
+            # An as-fast-as-possible TTS may have sent the long utterance in full before the
+            # stop arrived (a loaded machine delays the stop): then the stop hit the next one.
+            assert stopped == 2 and rec.json("utterance_end")[0]["utterance"] == 1
         # the stop says how far the server had sent, on the audio timeline
         sent = [h.pts_ms + len(p) / 32.0 for h, p in rec.audio(stopped)]
         assert stop["at_pts_ms"] == pytest.approx(max(sent), abs=0.2)

@@ -131,3 +131,32 @@ def test_control_characters_in_deltas_are_not_spoken() -> None:
     clean, _, _ = run(speak(deltas("Hallo Welt.")))
     dirty, _, _ = run(speak(deltas("Hal\x00lo", " \x1bWelt", ".")))
     assert names(dirty) == names(clean)
+
+
+def test_provisional_frames_cover_the_first_audio_until_frames_are_final() -> None:
+    """Short first chunks (a vendor's 100 ms pieces): the first steps carry no final frame, so
+    they carry a guess for their audio; each guessed pts later gets its final frame, and no
+    guess follows the first final frame."""
+    from lipcore.default_plugins.espeak import EspeakSource
+    from lipcore.default_plugins.mapper import DefaultVisemeMapper
+    from lipcore.engine import Utterance
+    from lipcore.testing import ReplayTTSSource
+
+    async def body() -> None:
+        replay = await ReplayTTSSource.record(
+            EspeakSource(), "Mama kauft Wurst.", voice="de", chunk_ms=100.0
+        )
+        utt = Utterance(replay, DefaultVisemeMapper(), "Mama kauft Wurst.", voice="de",
+                        language="de", fps=30.0, lead_ms=40.0)
+        steps = [s async for s in utt]
+        assert not steps[0].frames and steps[0].provisional
+        # The first guess reaches the end of the first chunk's audio (less the mouth's lead).
+        assert steps[0].provisional[-1].pts_ms >= steps[0].chunk.end_ms - 40.0 - 1000.0 / 30
+        first_final = next(i for i, s in enumerate(steps) if s.frames)
+        assert all(not s.provisional for s in steps[first_final:])
+        guessed = [f.pts_ms for s in steps for f in s.provisional]
+        assert guessed == sorted(set(guessed))  # each guessed once, in order
+        final = {round(f.pts_ms, 6) for f in utt.frames}
+        assert {round(p, 6) for p in guessed} <= final
+
+    run(body())

@@ -336,3 +336,56 @@ def test_character_stream_gives_the_frames_sample_gives(words: list[str], cuts: 
     got += stream.finish(chars[-1].end_ms)
     assert_same_frames(got, expected)
     check_frames(got, 30)
+
+
+def _visible(frame: VisemeFrame) -> list[float]:
+    return [frame.weights.get(k, 0.0) for k in VISEME_CLASSES[1:]]
+
+
+def test_preview_guesses_the_frames_no_one_can_finalise_yet() -> None:
+    """Before an utterance's first frame is final (its ~240 ms look-ahead has not arrived),
+    ``preview`` guesses the frames of the audio received so far from what is known, the word
+    still open at the end guessed from its letters. The guess is much nearer the final frames
+    than the Rest a client would otherwise show, and it does not disturb the final frames."""
+    errors: list[float] = []
+    rest_errors: list[float] = []
+    for text in ("Hallo Welt, wie geht's? Mama!", "Guten Morgen, lieber Freund.",
+                 "Wunderbar!", "Ich bin heute sehr froh."):
+        chars = char_timings(text, start=40.0)
+        expected = MAPPER.sample(
+            MAPPER.track_from_characters(chars, language="de"), fps=30, end_ms=chars[-1].end_ms
+        )
+        for horizon in (150.0, 200.0, 250.0, 300.0):
+            stream = MAPPER.stream(language="de", fps=30)
+            first = [c for c in chars if c.start_ms < horizon]
+            final = stream.push(chars=first, horizon_ms=horizon)  # mostly none yet
+            guess = stream.preview(horizon)
+            assert [f.pts_ms for f in final + guess] == pytest.approx(
+                [j * 1000.0 / 30 for j in range(math.floor(horizon * 30 / 1000) + 1)]
+            )
+            for f in guess:
+                assert all(0.0 <= w <= 1.0 for w in f.weights.values())
+                assert sum(f.weights.values()) <= 1.0 + 1e-9
+            for g in guess:
+                e = expected[round(g.pts_ms * 30 / 1000)]
+                pairs = zip(_visible(g), _visible(e), strict=True)
+                errors.append(sum(abs(a - b) for a, b in pairs))
+                rest_errors.append(sum(_visible(e)))
+            # The guess leaves the stream's own state alone: the final frames are unchanged.
+            got = final + stream.push(chars=chars[len(first) :], horizon_ms=chars[-1].end_ms)
+            got += stream.finish(chars[-1].end_ms)
+            assert_same_frames(got, expected)
+            assert stream.preview(horizon) == []  # nothing is left to guess once finished
+    mean, rest = sum(errors) / len(errors), sum(rest_errors) / len(rest_errors)
+    assert mean < 0.3 * rest, f"guess L1 {mean:.3f} vs Rest {rest:.3f}"
+
+
+def test_preview_starts_at_the_next_frame_not_final_yet() -> None:
+    phonemes = [PhonemeTiming("ˈa", 100.0 * i, 100.0 * i + 100.0, i) for i in range(20)]
+    stream = MAPPER.stream(language="de", fps=30)
+    final = stream.push(phonemes=phonemes[:10], horizon_ms=1000.0)
+    guess = stream.preview(1000.0)
+    assert final and guess
+    assert guess[0].pts_ms == pytest.approx(final[-1].pts_ms + 1000.0 / 30)
+    assert guess[-1].pts_ms == pytest.approx(1000.0)
+    assert stream.preview(final[-1].pts_ms) == []

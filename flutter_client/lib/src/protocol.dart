@@ -297,9 +297,11 @@ final class VisemeMessage extends ServerMessage {
   String get type => 'viseme';
 }
 
-/// `visemes`: the frames that became final with one audio chunk, strictly increasing pts.
+/// `visemes`: the frames that became final with one audio chunk, strictly increasing pts; or,
+/// with [provisional], the server's guess at frames not final yet (the start of an utterance),
+/// which later frames with the same pts replace.
 final class VisemesMessage extends ServerMessage {
-  const VisemesMessage({required this.utterance, required this.frames});
+  const VisemesMessage({required this.utterance, required this.frames, this.provisional = false});
 
   factory VisemesMessage.fromJson(Map<String, Object?> m,
       {List<String> classes = defaultClasses}) {
@@ -321,11 +323,15 @@ final class VisemesMessage extends ServerMessage {
       last = pts.toDouble();
       frames.add(VisemeFrame(last, parseWeights(f['weights'], classes: classes, where: 'frame $i')));
     }
-    return VisemesMessage(utterance: _int(m, 'utterance', min: 1), frames: frames);
+    final provisional = m['provisional'] ?? false;
+    if (provisional is! bool) _bad(m, 'provisional', 'true or false');
+    return VisemesMessage(
+        utterance: _int(m, 'utterance', min: 1), frames: frames, provisional: provisional);
   }
 
   final int utterance;
   final List<VisemeFrame> frames;
+  final bool provisional;
 
   @override
   String get type => 'visemes';

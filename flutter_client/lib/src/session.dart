@@ -173,8 +173,8 @@ class LipcoreSession {
           'utterance': utterance, 'text': text, 'server_to_client_ms': oneWay});
       case VisemeMessage(:final utterance, :final frame):
         _tracks[utterance]?.addAll(<VisemeFrame>[frame]);
-      case VisemesMessage(:final utterance, :final frames):
-        _tracks[utterance]?.addAll(frames);
+      case VisemesMessage(:final utterance, :final frames, :final provisional):
+        _tracks[utterance]?.addAll(frames, provisional: provisional);
       case UtteranceEnd(:final utterance, :final durationMs):
         _tracks[utterance]?.end(durationMs);
         _log('utterance_end', <String, Object?>{'utterance': utterance});

@@ -104,18 +104,35 @@ class VisemeTrack {
   double? get endMs => _endMs;
   StopPoint? get stoppedAt => _stop;
 
-  /// Append frames; duplicates are dropped and late ones inserted in order.
-  void addAll(Iterable<VisemeFrame> frames) {
+  /// pts of provisional frames no final frame has replaced yet.
+  final Set<double> _guessed = <double>{};
+
+  /// How many provisional frames are still waiting for their final frame.
+  int get provisionalCount => _guessed.length;
+
+  /// Add frames; late ones are inserted in order. [provisional] frames (a `visemes` event with
+  /// `provisional: true`) are the server's guess before the look-ahead arrived: a frame with
+  /// the same pts replaces them; any other duplicate is dropped.
+  void addAll(Iterable<VisemeFrame> frames, {bool provisional = false}) {
     for (final f in frames) {
       if (_pts.isEmpty || f.ptsMs > _pts.last) {
         _pts.add(f.ptsMs);
         _weights.add(f.weights);
-        continue;
+      } else {
+        final i = _pts.indexWhere((p) => p >= f.ptsMs);
+        if (_pts[i] == f.ptsMs) {
+          if (!_guessed.contains(f.ptsMs)) continue;
+          _weights[i] = f.weights;
+        } else {
+          _pts.insert(i, f.ptsMs);
+          _weights.insert(i, f.weights);
+        }
       }
-      final i = _pts.indexWhere((p) => p >= f.ptsMs);
-      if (_pts[i] == f.ptsMs) continue;
-      _pts.insert(i, f.ptsMs);
-      _weights.insert(i, f.weights);
+      if (provisional) {
+        _guessed.add(f.ptsMs);
+      } else {
+        _guessed.remove(f.ptsMs);
+      }
     }
   }
 

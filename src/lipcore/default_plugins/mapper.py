@@ -233,6 +233,7 @@ class DefaultVisemeStream(VisemeStream):
         self._finished = False
         self._lookahead = self.params.lookahead_ms(fps)
         self._sampler = StreamSampler(self.params, fps)
+        self._known_now = 0.0  # how far the track was known at the last push
 
     def _add(self, segs: Sequence[VisemeSegment]) -> None:
         if segs:
@@ -262,12 +263,34 @@ class DefaultVisemeStream(VisemeStream):
         if chars and self._words.word:
             # The held word starts where it starts: nothing after that is known yet.
             known = min(known, min(c.start_ms for c in self._words.word))
+        self._known_now = known
         limit = min(horizon_ms, known) - self._lookahead
         last = math.floor(limit * self.fps / 1000.0)
         if last < self._sampler.next_frame:
             return []  # most chunks of a 30 fps stream: no frame is final yet
         # Spaces and punctuation after the last word are known silence: Rest up to there.
         return self._sampler.emit(last, closed=False, silent_until=known)
+
+    def preview(self, until_ms: float) -> list[VisemeFrame]:
+        """Frames ``next_frame … until_ms`` from the track known now, the word still open at
+        the end of the last chunk guessed from its letters so far; the segments beyond are
+        unknown, so their anticipation is missing. Whole-track work, meant for the few frames
+        at the start of an utterance before the first one is final."""
+        if self._finished:
+            return []
+        first = self._sampler.next_frame
+        last = math.floor(until_ms * self.fps / 1000.0)
+        if last < first:
+            return []
+        track = list(self.track)
+        if self._words.word:
+            track.extend(_word_segments(self._words.word, self.language))
+            track.sort(key=lambda s: (s.start_ms, s.end_ms))
+        arr = prepare_segments(
+            track, self.params, fps=self.fps, closed=False, silent_until=self._known_now
+        )
+        weights = sample_weights(arr, self.params, fps=self.fps, first=first, last=last)
+        return frames_from_weights(weights, fps=self.fps, first=first)
 
     def finish(self, end_ms: float | None = None) -> list[VisemeFrame]:
         if self._finished:

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AUDIO_KIND",
@@ -147,11 +155,14 @@ class Viseme(_Msg):
 
 
 class Visemes(_Msg):
-    """The batched form: the frames that became final with one audio chunk."""
+    """The batched form: the frames that became final with one audio chunk, or, with
+    ``provisional``, a guess at frames not final yet (the start of an utterance), which frames
+    with the same ``pts_ms`` in a later event replace."""
 
     type: Literal["visemes"] = "visemes"
     utterance: int = Field(ge=1)
     frames: list[FrameModel] = Field(min_length=1)
+    provisional: StrictBool = False
 
     @model_validator(mode="after")
     def _increasing(self) -> Visemes:
@@ -374,8 +385,15 @@ _SERVER_VECTORS: dict[str, dict[str, list[dict[str, Any]]]] = {
                 "type": "visemes", "utterance": 1,
                 "frames": [{"pts_ms": 0.0, "weights": {}},
                            {"pts_ms": 33.3, "weights": {"MBP": 0.8, "O": 0.2}}]}},
+            {"name": "provisional", "message": {
+                "type": "visemes", "utterance": 1, "provisional": True,
+                "frames": [{"pts_ms": 0.0, "weights": {"AI": 0.4}},
+                           {"pts_ms": 33.3, "weights": {"AI": 0.7}}]}},
         ],
         "invalid": [
+            {"name": "provisional not a boolean", "reason": "provisional is true or false",
+             "message": {"type": "visemes", "utterance": 1, "provisional": "yes",
+                         "frames": [{"pts_ms": 0.0, "weights": {}}]}},
             {"name": "not increasing", "reason": "frames strictly increasing by pts_ms",
              "message": {"type": "visemes", "utterance": 1,
                          "frames": [{"pts_ms": 33.3, "weights": {}},

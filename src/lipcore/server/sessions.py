@@ -361,6 +361,7 @@ class Session:
         self._turns: deque[_Turn] = deque()
         self._turn_ready = asyncio.Event()
         self._current: _Turn | None = None
+        self._finished: _Turn | None = None  # the turn that ran before the current one
         self._stream_turn: _TextStream | None = None
         self._speaker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -483,8 +484,12 @@ class Session:
             turn.task.cancel()
             await asyncio.wait({turn.task})
             self.usage.stopped += 1
-        if turn is not None:
-            at_pts = turn.sent_pts_ms
+        # How far the server had sent of the utterance the stop names: the running one, or
+        # the last one when it finished before the stop came (the client may still play it).
+        for t in (turn, self._finished):
+            if t is not None and t.utterance and t.utterance == self._utterance_counter:
+                at_pts = t.sent_pts_ms
+                break
         if self.outbox is not None:
             self.outbox.purge_utterances()
         if notify:
@@ -506,6 +511,7 @@ class Session:
             finally:
                 if self._current is turn:
                     self._current = None
+                self._finished = turn
 
     async def _speak_turn(self, turn: _Turn) -> None:
         text = turn.text if turn.text is not None else turn.stream
@@ -554,6 +560,15 @@ class Session:
                             frames.append({"pts_ms": ev["pts_ms"], "weights": ev["weights"]})
                         self._send({"type": "visemes", "utterance": n, "frames": frames},
                                    utterance=n, viseme=True)
+                if step.provisional and not single:
+                    # The contract's one-frame events stay final-only; the batched form may
+                    # carry a guess that later frames with the same pts replace.
+                    frames = []
+                    for f in step.provisional:
+                        ev = f.to_event()
+                        frames.append({"pts_ms": ev["pts_ms"], "weights": ev["weights"]})
+                    self._send({"type": "visemes", "utterance": n, "frames": frames,
+                                "provisional": True}, utterance=n, viseme=True)
                 if chunk.audio:
                     self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
                                      t_chunk=t_chunk, t_due=t_due)

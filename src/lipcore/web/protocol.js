@@ -132,6 +132,7 @@ const SERVER_DECODERS = {
   visemes(m, classes) {
     need(m, "utterance", isUtterance, "an integer >= 1");
     const frames = need(m, "frames", Array.isArray, "a list of {pts_ms, weights}");
+    optional(m, "provisional", (v) => typeof v === "boolean", "true or false");
     return { ...m, frames: checkFrames(m, frames, classes) };
   },
   utterance_end(m) {
@@ -380,25 +381,36 @@ export class VisemeTrack {
     this.utterance = utterance;
     this.pts = [];
     this.weights = [];
+    this.guessed = new Set(); // pts of provisional frames a final frame has not replaced yet
     this.endMs = null; // set by utterance_end (duration) or a stop
     this.stoppedAt = null; // {ptsMs, rampMs} after a barge-in
   }
 
-  /** Append frames (sorted, strictly increasing; late or duplicate frames are dropped). */
-  add(frames) {
+  /**
+   * Add frames (sorted, strictly increasing). `provisional` frames (a `visemes` event with
+   * `provisional: true`) are the server's guess before the look-ahead arrived: a frame with the
+   * same pts replaces them; any other duplicate is dropped.
+   */
+  add(frames, provisional = false) {
     for (const f of frames) {
       const last = this.pts.length ? this.pts[this.pts.length - 1] : -Infinity;
       if (f.pts_ms > last) {
         this.pts.push(f.pts_ms);
         this.weights.push(f.weights);
-      } else if (f.pts_ms < last) {
-        // Out of order within an utterance breaks the protocol's promise; insert anyway so one
-        // bad frame cannot freeze the mouth.
-        let i = this.pts.findIndex((p) => p >= f.pts_ms);
-        if (this.pts[i] === f.pts_ms) continue;
-        this.pts.splice(i, 0, f.pts_ms);
-        this.weights.splice(i, 0, f.weights);
+      } else {
+        // At or before the end: a replacement of a guess, else out of order (which breaks the
+        // protocol's promise; inserted anyway so one bad frame cannot freeze the mouth).
+        const i = this.pts.findIndex((p) => p >= f.pts_ms);
+        if (this.pts[i] === f.pts_ms) {
+          if (!this.guessed.has(f.pts_ms)) continue;
+          this.weights[i] = f.weights;
+        } else {
+          this.pts.splice(i, 0, f.pts_ms);
+          this.weights.splice(i, 0, f.weights);
+        }
       }
+      if (provisional) this.guessed.add(f.pts_ms);
+      else this.guessed.delete(f.pts_ms);
     }
   }
 

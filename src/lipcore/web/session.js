@@ -104,7 +104,7 @@ export class LiveSession extends EventTarget {
         const track = this.tracks.get(id);
         if (track) {
           const frames = framesOf(msg);
-          track.add(frames);
+          track.add(frames, msg.provisional === true);
           if (!track.loggedFirst && frames.length) {
             track.loggedFirst = true;
             this.log("first_visemes", { utterance: id, pts_ms: frames[0].pts_ms });

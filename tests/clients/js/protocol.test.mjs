@@ -140,6 +140,32 @@ test("out-of-order and duplicate frames do not break the track", () => {
   assert.equal(t.weightsAt(40).AI, 1);
 });
 
+test("final frames replace provisional ones with the same pts; finals are never replaced", () => {
+  const t = new VisemeTrack(1);
+  t.add([{ pts_ms: 0, weights: { AI: 0.3 } }, { pts_ms: 33, weights: { AI: 0.5 } },
+    { pts_ms: 66, weights: { AI: 0.6 } }], true);
+  // A later guess updates the guess and extends it.
+  t.add([{ pts_ms: 66, weights: { AI: 0.7 } }, { pts_ms: 100, weights: { O: 0.4 } }], true);
+  assert.deepEqual(t.pts, [0, 33, 66, 100]);
+  assert.equal(t.weightsAt(66).AI, 0.7);
+  // The final frames arrive: they replace the guesses at their times, the rest stays a guess.
+  t.add([{ pts_ms: 0, weights: { AI: 0.2 } }, { pts_ms: 33, weights: { E: 0.6 } }]);
+  assert.deepEqual(t.pts, [0, 33, 66, 100]);
+  assert.deepEqual(t.weightsAt(33), { E: 0.6 });
+  assert.equal(t.weightsAt(0).AI, 0.2);
+  // A guess never overrides a final frame, a duplicate final is dropped ...
+  t.add([{ pts_ms: 33, weights: { U: 1 } }], true);
+  t.add([{ pts_ms: 33, weights: { U: 1 } }]);
+  assert.deepEqual(t.weightsAt(33), { E: 0.6 });
+  // ... and the remaining guesses are replaced as their finals come.
+  t.add([{ pts_ms: 66, weights: { MBP: 1 } }, { pts_ms: 100, weights: {} },
+    { pts_ms: 133, weights: { AI: 1 } }]);
+  assert.deepEqual(t.pts, [0, 33, 66, 100, 133]);
+  assert.deepEqual(t.weightsAt(66), { MBP: 1 });
+  assert.deepEqual(t.weightsAt(100), {});
+  assert.equal(t.guessed.size, 0);
+});
+
 test("barge-in ramps from the current shape to Rest over 100–200 ms, monotonically", () => {
   const t = new VisemeTrack(1);
   t.add([{ pts_ms: 0, weights: { AI: 1 } }, { pts_ms: 1000, weights: { AI: 1 } }]);
