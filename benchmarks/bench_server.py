@@ -92,6 +92,7 @@ def _summary(samples: Sequence[float]) -> dict[str, float]:
         "p90_ms": q(0.9),
         "p99_ms": q(0.99),
         "max_ms": round(s[-1], 3),
+        "total_ms": round(sum(s), 3),
     }
 
 
@@ -208,6 +209,8 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
 
     if os.environ.get("LIPCORE_BENCH_NO_GC_TUNING") is None:
         tune_gc()  # as `lipcore serve` does
+    if os.environ.get("LIPCORE_BENCH_GC_THRESHOLD"):  # experiments: "gen0,gen1,gen2"
+        gc.set_threshold(*(int(x) for x in os.environ["LIPCORE_BENCH_GC_THRESHOLD"].split(",")))
 
     async def main() -> None:
         ws_impl = os.environ.get("LIPCORE_BENCH_WS", "websockets")  # as `lipcore serve`
@@ -241,7 +244,7 @@ def _voices() -> Any:
 class Client:
     """All client sessions of this process and what they measured."""
 
-    def __init__(self, base: str, sample_rate: int) -> None:
+    def __init__(self, base: str, sample_rate: int, mode: str = "inline") -> None:
         self.base = base
         self.sample_rate = sample_rate
         self.ws_base = "ws://" + base.split("://", 1)[1]
@@ -254,6 +257,7 @@ class Client:
         self.tasks: list[asyncio.Task[None]] = []
         self.stop = asyncio.Event()
         self.loop_lag: list[float] = []
+        self.mode = mode
 
     async def session(self, http: Any, ready: asyncio.Event, stagger_s: float) -> None:
         from websockets.asyncio.client import connect
@@ -262,7 +266,7 @@ class Client:
             f"{self.base}/session-2d", json={"avatar_id": AVATAR_ID, "voice_id": "en"}
         )
         r.raise_for_status()
-        ws_url = r.json()["ws_url"]
+        ws_url = r.json()["ws_url"] + "&visemes=" + self.mode
         speak = json.dumps({"type": "speak", "text": TEXT})
         unpack = struct.Struct("<d").unpack_from
         try:
@@ -289,7 +293,10 @@ class Client:
                             if self.measuring:
                                 pts_ms = unpack(msg, 8)[0]
                                 self.lag.append((now - t_speak) * 1000.0 - pts_ms)
-                                self.audio_s += (len(msg) - 16) / 2 / self.sample_rate
+                                pcm = len(msg) - 16
+                                if msg[0] == 3:  # audio with its viseme event in front
+                                    pcm -= 4 + int.from_bytes(msg[16:20], "little")
+                                self.audio_s += pcm / 2 / self.sample_rate
                         elif '"utterance_end"' in msg:
                             break
                         elif '"type":"error"' in msg:
@@ -334,12 +341,13 @@ async def run_client(
     sample_rate: int,
     *,
     profile: bool = False,
+    mode: str = "inline",
 ) -> dict[str, Any]:
     """Grow the sessions step by step and measure each step's window (with the server's
-    profiler on during the windows when ``profile``)."""
+    profiler on during the windows when ``profile``); ``mode``: the clients' viseme form."""
     import httpx
 
-    client = Client(base, sample_rate)
+    client = Client(base, sample_rate, mode)
     probe = asyncio.create_task(client.probe())
     results: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as http:
@@ -380,6 +388,7 @@ async def run_client(
                 "gc": after["gc"],
                 "client_lag": _summary(client.lag),
                 "client_loop_lag": _summary(client.loop_lag),
+                "wall_s": round(wall, 3),
                 "server_cpu": round(cpu, 3),
                 "cpu_wait": round(wait, 3),
                 "load": round(os.getloadavg()[0], 2),
@@ -434,6 +443,11 @@ _PARTS = [
     ),
     ("WebSocket sends (uvicorn + websockets)", "websockets_impl.py", ("asgi_send",)),
     ("JSON encoding of events", "json/encoder.py", ("encode",)),
+    (
+        "viseme event encoding (lipcore)",
+        "server/protocol.py",
+        ("encode_visemes", "encode_viseme"),
+    ),
 ]
 
 
@@ -456,7 +470,7 @@ def profile_breakdown(path: Path) -> list[tuple[str, float]]:
     own = sum(
         tt
         for (file, _l, _f), (_c, _n, tt, _ct, _cl) in raw.items()
-        if file.endswith(("server/sessions.py", "server/protocol.py"))
+        if file.endswith("server/sessions.py")
     )
     shares.append(("lipcore session code (sessions, outbox; own time)", 100.0 * own / busy))
     shares.append(
@@ -468,6 +482,13 @@ def profile_breakdown(path: Path) -> list[tuple[str, float]]:
     return shares
 
 
+def _gc_share(r: dict[str, Any]) -> str:
+    """The share of the measured window the garbage collector had the loop stopped."""
+    total = sum(g.get("total_ms", 0.0) for g in r["gc"].values())
+    wall = r.get("wall_s")
+    return f"{100 * total / (1000 * wall):.0f} %" if wall else "–"
+
+
 def _fmt(stats: dict[str, Any], key: str) -> str:
     v = stats.get(key)
     return "–" if v is None else f"{v:.2f}"
@@ -476,6 +497,7 @@ def _fmt(stats: dict[str, Any], key: str) -> str:
 def report(
     res: dict[str, Any],
     *,
+    batched: dict[str, Any] | None = None,
     quick: bool,
     audio_s: float,
     cpus: str,
@@ -499,6 +521,7 @@ def report(
                 _fmt(r["client_lag"], "p99_ms"),
                 _fmt(r["loop_lag"], "p99_ms"),
                 f"{max((g.get('max_ms', 0.0) for g in r['gc'].values()), default=0.0):.0f}",
+                _gc_share(r),
                 f"{100 * r['server_cpu']:.0f} %",
                 f"{100 * r['cpu_wait']:.0f} %",
                 r["cpu_us_per_chunk"] if r["cpu_us_per_chunk"] is not None else "–",
@@ -535,7 +558,9 @@ def report(
         f"to CPU {cpus.split('/')[0]}; clients: `websockets` in another process on CPU "
         f"{cpus.split('/')[1]}. TTS: espeak-ng speech ({audio_s:.1f} s, 22.05 kHz) replayed in "
         f"real time in {chunk_ms:g} ms chunks; every session speaks it again as soon as it ends. "
-        "Batched viseme events (one `visemes` message + one binary audio frame per chunk).",
+        "Clients ask for `visemes=inline` (as lipcore's web and Flutter clients do): one binary "
+        "frame per chunk carrying its audio and its viseme event (kind 3). GC: `tune_gc()` "
+        "thresholds (100, 5, 1000).",
         "",
         _report.table(
             [
@@ -548,6 +573,7 @@ def report(
                 "client lag p99 ms",
                 "loop lag p99 ms",
                 "longest GC pause ms",
+                "GC time",
                 "server CPU",
                 "CPU taken by others",
                 "CPU µs/chunk",
@@ -614,6 +640,34 @@ def report(
         ]
     )
     body += [_report.table(["target", "goal", "measured", "met"], targets), ""]
+    if batched is not None:
+        # The two viseme forms side by side: same server build, same machine, one run.
+        inline_by_n = {r["sessions"]: r for r in steps}
+        cmp_rows = []
+        for r in batched["steps"]:
+            if r.get("connect_failed"):
+                continue
+            for mode, row in (("inline (1 message/chunk)", inline_by_n.get(r["sessions"])),
+                              ("batched (2 messages/chunk)", r)):
+                if row is None:
+                    continue
+                ok = row["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and row["audio_rt"] > 0.95
+                cmp_rows.append([
+                    row["sessions"], mode, f"{100 * row['server_cpu']:.0f} %",
+                    row["cpu_us_per_chunk"] if row["cpu_us_per_chunk"] is not None else "–",
+                    _fmt(row["lag"], "p99_ms"), _gc_share(row), "✅" if ok else "❌",
+                ])  # fmt: skip
+        body += [
+            "The viseme forms side by side (the batched sweep ran right after the inline one, "
+            "on the same machine):",
+            "",
+            _report.table(
+                ["sessions", "viseme form", "server CPU", "CPU µs/chunk", "lag p99 ms",
+                 "GC time", "p99 lag < 20 ms"],
+                cmp_rows,
+            ),
+            "",
+        ]
     if breakdown:
         body += [
             f"Where the server's CPU goes (cProfile of the server at {profile_n} sessions, "
@@ -709,7 +763,17 @@ def main(argv: list[str] | None = None) -> None:
             speech,
             server_cpu,
             client_cpu,
-            lambda base: run_client(base, steps, warm, window, rate),
+            lambda base: run_client(base, steps, warm, window, rate, mode="inline"),
+            args.chunk_ms,
+        )
+        # The same server with the clients on the two-message form, side by side.
+        compare_steps = [10, 30] if args.quick else [300, 400, 500, 600]
+        batched = _with_server(
+            data_dir,
+            speech,
+            server_cpu,
+            client_cpu,
+            lambda base: run_client(base, compare_steps, warm, window, rate, mode="batched"),
             args.chunk_ms,
         )
         breakdown = None
@@ -727,6 +791,7 @@ def main(argv: list[str] | None = None) -> None:
             breakdown = profile_breakdown(prof)
     report(
         res,
+        batched=batched,
         quick=args.quick,
         audio_s=audio_s,
         cpus=f"{server_cpu}/{client_cpu}",

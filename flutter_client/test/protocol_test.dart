@@ -59,6 +59,12 @@ void main() {
       expect(f.utterance, h['utterance']);
       expect(f.ptsMs, (h['pts_ms']! as num).toDouble());
       expect(f.samples().toList(), (c['samples']! as List<Object?>).cast<int>());
+      expect(f.visemesJson, c['visemes_json']);
+      if (f.visemesJson != null) {
+        final msg = ServerMessage.decode(f.visemesJson!);
+        expect(msg, isA<VisemesMessage>());
+        expect((msg as VisemesMessage).utterance, h['utterance']);
+      }
       expect(f.encode(), bytes);
     }
     for (final c in (vec['invalid']! as List<Object?>).cast<Map<String, Object?>>()) {

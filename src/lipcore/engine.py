@@ -109,7 +109,10 @@ class Utterance:
     """One spoken text: iterate for :class:`SpeechStep` s; ``cancel()`` stops it at once.
 
     After the iteration, ``phonemes`` / ``chars`` hold every timing the source gave and
-    ``frames`` every frame sent (handy for offline rendering and evaluation).
+    ``frames`` every frame sent (handy for offline rendering and evaluation), unless made with
+    ``record=False``: a live server forwards each step and keeps nothing, since hundreds of
+    speaking sessions each holding every frame of their utterance made the garbage collector
+    walk them over and over (its pauses were the server's worst event lags).
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class Utterance:
         fps: float,
         lead_ms: float,
         options: Mapping[str, Any] | None = None,
+        record: bool = True,
     ) -> None:
         self.source = source
+        self.record = record
         self.mapper = mapper
         self.text = text
         self.voice = voice
@@ -150,8 +155,11 @@ class Utterance:
         # The mouth leads the audio: a frame computed for audio time t is shown at t - lead.
         # Frames that would land before the audio starts collapse onto 0; of those only the
         # latest is kept, so pts stay strictly increasing.
-        if not self.lead_ms:
+        lead = self.lead_ms
+        if not lead or not frames:
             return list(frames)
+        if frames[0].pts_ms > lead:  # past the start: nothing collapses (the usual case)
+            return [VisemeFrame(f.pts_ms - lead, f.weights) for f in frames]
         out: list[VisemeFrame] = []
         for f in frames:
             shifted = VisemeFrame(pts_ms=max(0.0, f.pts_ms - self.lead_ms), weights=f.weights)
@@ -166,23 +174,28 @@ class Utterance:
         agen = self.source.synthesize(self.text, voice=self.voice, options=self.options)
         last_pts = -1.0
         guessed_pts = -1.0
+        record = self.record
         try:
             async for chunk in agen:
                 if self.cancelled:
                     return
                 self.sample_rate = chunk.sample_rate
-                self.phonemes.extend(chunk.phonemes)
-                self.chars.extend(chunk.chars)
+                if record:
+                    self.phonemes.extend(chunk.phonemes)
+                    self.chars.extend(chunk.chars)
                 self.audio_ms = max(self.audio_ms, chunk.end_ms)
                 frames = stream.push(
                     phonemes=chunk.phonemes, chars=chunk.chars, horizon_ms=chunk.end_ms
                 )
                 if chunk.final:
                     frames += stream.finish(self.audio_ms)
-                shifted = [f for f in self._shift(frames) if f.pts_ms > last_pts]
+                shifted = self._shift(frames)
+                if shifted and shifted[0].pts_ms <= last_pts:  # collapsed onto a sent frame
+                    shifted = [f for f in shifted if f.pts_ms > last_pts]
                 if shifted:
                     last_pts = shifted[-1].pts_ms
-                self.frames.extend(shifted)
+                    if record:
+                        self.frames.extend(shifted)
                 guess: list[VisemeFrame] = []
                 if last_pts < 0 and not chunk.final and chunk.audio:
                     # Nothing final yet: guess the new frames of this chunk's audio.
@@ -198,7 +211,8 @@ class Utterance:
                     return
             if not self.cancelled:
                 tail = [f for f in self._shift(stream.finish(self.audio_ms)) if f.pts_ms > last_pts]
-                self.frames.extend(tail)
+                if record:
+                    self.frames.extend(tail)
                 if tail:
                     empty = TTSChunk(
                         audio=b"",
@@ -285,8 +299,10 @@ class Engine:
         lead_ms: float | None = None,
         mapper: str | None = None,
         options: Mapping[str, Any] | None = None,
+        record: bool = True,
     ) -> Utterance:
-        """Validate the input and prepare an utterance (iterate it to synthesize)."""
+        """Validate the input and prepare an utterance (iterate it to synthesize);
+        ``record=False``: do not keep its timings and frames (see :class:`Utterance`)."""
         if isinstance(text, str):
             text = clean_text(text, max_chars=self.settings.max_text_chars)
         v = await self.resolve_voice(voice, tts)
@@ -299,6 +315,7 @@ class Engine:
             fps=self.settings.fps if fps is None else fps,
             lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
             options=options,
+            record=record,
         )
 
     async def speak(

@@ -18,7 +18,12 @@ import pytest
 import uvicorn
 
 from lipcore.server import ServerSettings, create_app
-from lipcore.server.protocol import unpack_frame, validate_server_message
+from lipcore.server.protocol import (
+    AUDIO_VISEMES_KIND,
+    split_audio_visemes,
+    unpack_frame,
+    validate_server_message,
+)
 from lipcore.testing import (
     FailingTTSSource,
     ReplayTTSSource,
@@ -128,6 +133,11 @@ async def recv_one(ws: Any, received: Received, timeout: float = 10.0) -> tuple[
     msg = await asyncio.wait_for(ws.recv(), timeout)
     if isinstance(msg, bytes):
         header, payload = unpack_frame(msg)
+        if header.kind == AUDIO_VISEMES_KIND:  # visemes=inline: the event, then the audio
+            event, payload = split_audio_visemes(payload)
+            data = json.loads(event)
+            validate_server_message(data)
+            received.items.append(("json", data, "inline"))
         item: tuple[Any, ...] = ("audio", header, payload)
     else:
         data = json.loads(msg)

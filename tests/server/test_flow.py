@@ -217,3 +217,34 @@ def test_stop_after_the_utterance_finished_says_how_far_it_was_sent(
             assert stop["at_pts_ms"] == pytest.approx(end["duration_ms"], abs=0.2)
 
     asyncio.run(body())
+
+
+def test_inline_visemes_ride_in_the_audio_frames(server: RunningServer) -> None:
+    """visemes=inline: each chunk's frames travel in front of its audio in one binary frame
+    (kind 3); the frames, the audio and their timing are those of the batched form."""
+
+    async def session(mode: str) -> Received:
+        async with httpx.AsyncClient() as client:
+            s = await open_session(client, server)
+            rec = Received()
+            async with connect(s["ws_url"] + "&visemes=" + mode) as ws:
+                _, hello = await recv_one(ws, rec)
+                assert hello["viseme_events"] == mode
+                await ws.send('{"type": "speak", "text": "Oma baut Boote am Meer"}')
+                await recv_until(ws, rec, is_json("utterance_end"))
+            return rec
+
+    async def body() -> None:
+        inline, batched = await session("inline"), await session("batched")
+        carried = [i for i in inline.items if len(i) == 3 and i[0] == "json"]
+        assert len(carried) > 10
+        # Only a last step without audio (the mouth closing after the sound) comes as text.
+        assert len(inline.json("visemes")) - len(carried) <= 1
+        assert inline.json("visemes") == batched.json("visemes")
+        assert [(h.pts_ms, p) for h, p in inline.audio(1)] == [
+            (h.pts_ms, p) for h, p in batched.audio(1)
+        ]
+        kinds = {h.kind for h, _ in inline.audio(1)}
+        assert kinds <= {1, 3} and 3 in kinds
+
+    asyncio.run(body())

@@ -160,3 +160,28 @@ def test_provisional_frames_cover_the_first_audio_until_frames_are_final() -> No
         assert {round(p, 6) for p in guessed} <= final
 
     run(body())
+
+
+def test_an_utterance_made_not_to_record_keeps_nothing_and_sends_the_same() -> None:
+    """The server's utterances keep no timings or frames (they were garbage-collector work at
+    hundreds of sessions); what they send is the same."""
+    from lipcore.default_plugins.espeak import EspeakSource
+    from lipcore.default_plugins.mapper import DefaultVisemeMapper
+    from lipcore.engine import Utterance
+    from lipcore.testing import ReplayTTSSource
+
+    async def body() -> None:
+        replay = await ReplayTTSSource.record(EspeakSource(), "Mama kauft Wurst.", voice="de")
+        sent = {}
+        utts = {}
+        for record in (True, False):
+            utt = Utterance(replay, DefaultVisemeMapper(), "Mama kauft Wurst.", voice="de",
+                            language="de", fps=30.0, lead_ms=40.0, record=record)
+            sent[record] = [(f.pts_ms, dict(f.weights)) async for s in utt for f in s.frames]
+            utts[record] = utt
+        assert sent[False] == sent[True] and len(sent[True]) > 20
+        assert utts[True].frames and utts[True].phonemes
+        assert utts[False].frames == [] and utts[False].phonemes == []
+        assert utts[False].chars == [] and utts[False].audio_ms == utts[True].audio_ms
+
+    run(body())

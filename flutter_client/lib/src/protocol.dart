@@ -16,6 +16,10 @@ const int headerBytes = 16;
 const int kindAudio = 1;
 const int kindPatch = 2;
 
+/// Audio with the `visemes` event of its span in front (`visemes=inline`): after the header a
+/// u32 byte length, the UTF-8 JSON event, then the PCM.
+const int kindAudioVisemes = 3;
+
 /// The viseme class that is the remainder of every frame.
 const String rest = 'Rest';
 
@@ -223,8 +227,8 @@ final class Hello extends ServerMessage {
       _bad(m, 'classes', 'a list of class names');
     }
     final events = m['viseme_events'] ?? 'batched';
-    if (events != 'batched' && events != 'single') {
-      _bad(m, 'viseme_events', '"batched" or "single"');
+    if (events != 'batched' && events != 'single' && events != 'inline') {
+      _bad(m, 'viseme_events', '"batched", "single" or "inline"');
     }
     return Hello(
       sessionId: _string(m, 'session_id'),
@@ -549,6 +553,7 @@ class BinaryFrame {
     required this.payload,
     this.version = protocolVersion,
     this.flags = 0,
+    this.visemesJson,
   });
 
   /// Decode a frame; throws [ProtocolException] if it is malformed.
@@ -563,11 +568,30 @@ class BinaryFrame {
     if (version != protocolVersion) {
       throw ProtocolException('binary frame version $version, expected $protocolVersion');
     }
-    if (kind != kindAudio && kind != kindPatch) {
-      throw ProtocolException('binary frame kind $kind is unknown (1 = audio, 2 = patch)');
+    if (kind != kindAudio && kind != kindPatch && kind != kindAudioVisemes) {
+      throw ProtocolException(
+          'binary frame kind $kind is unknown (1 = audio, 2 = patch, 3 = audio with visemes)');
     }
-    final payload = Uint8List.sublistView(bytes, headerBytes);
-    if (kind == kindAudio && payload.lengthInBytes.isOdd) {
+    var start = headerBytes;
+    String? visemesJson;
+    if (kind == kindAudioVisemes) {
+      if (bytes.lengthInBytes < headerBytes + 4) {
+        throw const ProtocolException(
+            'audio+visemes frame is shorter than its 4-byte event length');
+      }
+      final n = view.getUint32(headerBytes, Endian.little);
+      start = headerBytes + 4 + n;
+      if (start > bytes.lengthInBytes) {
+        throw ProtocolException("audio+visemes event of $n bytes runs past the frame's end");
+      }
+      try {
+        visemesJson = utf8.decode(Uint8List.sublistView(bytes, headerBytes + 4, start));
+      } on FormatException {
+        throw const ProtocolException('audio+visemes event is not UTF-8');
+      }
+    }
+    final payload = Uint8List.sublistView(bytes, start);
+    if (kind != kindPatch && payload.lengthInBytes.isOdd) {
       throw ProtocolException(
           'audio payload of ${payload.lengthInBytes} bytes is not whole s16 samples');
     }
@@ -578,6 +602,7 @@ class BinaryFrame {
       utterance: view.getUint32(4, Endian.little),
       ptsMs: view.getFloat64(8, Endian.little),
       payload: payload,
+      visemesJson: visemesJson,
     );
   }
 
@@ -588,9 +613,15 @@ class BinaryFrame {
 
   /// Where the payload starts on the utterance's audio timeline.
   final double ptsMs;
+
+  /// The PCM (audio, kind 1 and 3) or the patch (kind 2).
   final Uint8List payload;
 
-  bool get isAudio => kind == kindAudio;
+  /// Kind 3: the `visemes` event that rides in front of the audio (decode it with
+  /// [ServerMessage.decode]); null otherwise.
+  final String? visemesJson;
+
+  bool get isAudio => kind == kindAudio || kind == kindAudioVisemes;
 
   /// The payload as mono s16le samples (a copy, so alignment never matters).
   Int16List samples() {
@@ -602,16 +633,22 @@ class BinaryFrame {
     return out;
   }
 
-  /// The frame's bytes (header + payload).
+  /// The frame's bytes (header, the visemes event for kind 3, payload).
   Uint8List encode() {
-    final out = Uint8List(headerBytes + payload.lengthInBytes);
-    ByteData.sublistView(out)
+    final event = visemesJson == null ? null : utf8.encode(visemesJson!);
+    final front = event == null ? 0 : 4 + event.length;
+    final out = Uint8List(headerBytes + front + payload.lengthInBytes);
+    final view = ByteData.sublistView(out)
       ..setUint8(0, kind)
       ..setUint8(1, version)
       ..setUint16(2, flags, Endian.little)
       ..setUint32(4, utterance, Endian.little)
       ..setFloat64(8, ptsMs, Endian.little);
-    out.setRange(headerBytes, out.length, payload);
+    if (event != null) {
+      view.setUint32(headerBytes, event.length, Endian.little);
+      out.setRange(headerBytes + 4, headerBytes + front, event);
+    }
+    out.setRange(headerBytes + front, out.length, payload);
     return out;
   }
 }

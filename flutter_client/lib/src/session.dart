@@ -80,7 +80,15 @@ class LipcoreSession {
 
   /// Connect and wait for `hello`.
   Future<Hello> connect() async {
-    final channel = WebSocketChannel.connect(wsUrl);
+    // visemes=inline: each audio chunk's frames in the same binary message as its sound
+    // (one message per chunk instead of two; docs/protocol.md).
+    final url = wsUrl.queryParameters.containsKey('visemes')
+        ? wsUrl
+        : wsUrl.replace(queryParameters: <String, String>{
+            ...wsUrl.queryParameters,
+            'visemes': 'inline',
+          });
+    final channel = WebSocketChannel.connect(url);
     _channel = channel;
     await channel.ready;
     final greeted = Completer<Hello>();
@@ -191,6 +199,11 @@ class LipcoreSession {
   Future<void> _onBinary(Uint8List bytes) async {
     final frame = BinaryFrame.decode(bytes);
     if (!frame.isAudio) return; // variant C patches are not drawn by this client
+    final event = frame.visemesJson;
+    if (event != null) {
+      // visemes=inline: the chunk's frames ride in front of its audio.
+      _onMessage(ServerMessage.decode(event, classes: hello?.classes ?? defaultClasses));
+    }
     final track = _tracks[frame.utterance];
     if (track == null || track.stoppedAt != null) return;
     final first = audio.ptsHeard(frame.utterance) == null;

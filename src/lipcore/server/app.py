@@ -429,8 +429,8 @@ def _routes() -> APIRouter:
             await transport.close(4401, "missing or wrong session token")
             return
         mode = websocket.query_params.get("visemes")
-        viseme_mode: Literal["batched", "single"] | None = (
-            mode if mode in ("batched", "single") else None  # type: ignore[assignment]
+        viseme_mode: Literal["batched", "single", "inline"] | None = (
+            mode if mode in ("batched", "single", "inline") else None  # type: ignore[assignment]
         )
         rec = st.avatars.get(session.avatar_id)
         await session.serve(transport, viseme_mode=viseme_mode,
@@ -451,10 +451,14 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     # Full collections walk every live object (all sessions' state); a busy server pays that as
-    # a loop stall that grows with its session count (70-190 ms at 200-400 sessions). Young
-    # cycles are still collected as often as before; long-lived garbage waits 100x longer.
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, 1000)
+    # a loop stall that grows with its session count (70-190 ms at 200-400 sessions), so they
+    # are made 100x rarer. Young collections: with CPython's default (700, 10) the young
+    # generations of a server with 400-500 speaking sessions fill with thousands of objects
+    # that live for one TTS wait (suspended coroutines, futures, timer handles) and each
+    # collection stopped the loop for 20-45 ms, the worst of the server's event lags. Small,
+    # frequent ones (100, 5) pause 1-2 ms (young) and under 10 ms (middle) for about the same
+    # total work (docs/benchmarks.md, server).
+    gc.set_threshold(100, 5, 1000)
 
 
 def create_app(

@@ -43,8 +43,12 @@ from lipcore.server.protocol import (
     StopRequest,
     TextDelta,
     TextEnd,
+    encode_viseme,
+    encode_visemes,
+    pack_audio_visemes,
     pack_frame,
     parse_client_message,
+    strip_visemes,
 )
 from lipcore.server.settings import ServerSettings
 
@@ -52,7 +56,7 @@ __all__ = ["LatencyStats", "Outbox", "Session", "SessionManager", "Usage"]
 
 logger = logging.getLogger("lipcore.server.sessions")
 
-VisemeMode = Literal["batched", "single"]
+VisemeMode = Literal["batched", "single", "inline"]
 
 
 def _now_ms() -> float:
@@ -104,18 +108,29 @@ class Usage:
 # --------------------------------------------------------------------------- outbox
 
 
-@dataclass(slots=True)
 class _Item:
-    text: str | None
-    data: bytes | None
-    utterance: int  # 0: not part of an utterance (hello, pong, error, stop)
-    viseme: bool = False
-    t_chunk: float | None = None  # perf_counter when the TTS yielded the chunk (audio only)
-    t_due: float | None = None  # perf_counter when the chunk was due on the TTS's schedule
+    """One queued message (a plain class: one is made per message, and a dataclass's
+    generated ``__init__`` plus a computed ``size`` cost measurably at hundreds of sessions)."""
 
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else len(self.text or "")
+    __slots__ = ("data", "inline", "size", "t_chunk", "t_due", "text", "utterance", "viseme")
+
+    def __init__(
+        self,
+        text: str | None,
+        data: bytes | None,
+        utterance: int,  # 0: not part of an utterance (hello, pong, error, stop)
+        viseme: bool = False,
+        t_chunk: float | None = None,  # perf_counter when the TTS yielded the chunk (audio)
+        t_due: float | None = None,  # perf_counter when the chunk was due on the TTS's schedule
+    ) -> None:
+        self.text = text
+        self.data = data
+        self.utterance = utterance
+        self.viseme = viseme
+        self.t_chunk = t_chunk
+        self.t_due = t_due
+        self.size = len(data) if data is not None else len(text or "")
+        self.inline = False  # audio with its viseme event in front (kind 3)
 
 
 class Outbox:
@@ -179,19 +194,31 @@ class Outbox:
 
     def _drop_visemes(self, need: int, fraction: float = 1.0) -> None:
         kept: deque[_Item] = deque()
-        dropped = 0
+        dropped = stripped = 0
         for it in self._items:
-            over = (len(self._items) - dropped >= self.max_messages * fraction
-                    or self._bytes + need > self.max_bytes * fraction)
+            over_bytes = self._bytes + need > self.max_bytes * fraction
+            over = over_bytes or len(self._items) - dropped >= self.max_messages * fraction
             if it.viseme and over:
                 dropped += 1
                 self._bytes -= it.size
-            else:
-                kept.append(it)
+                continue
+            if it.inline and over_bytes and it.data is not None:
+                # Audio with its frames in front (kind 3): keep the audio, drop the frames.
+                it.data = strip_visemes(it.data)
+                it.inline = False
+                self._bytes -= it.size - len(it.data)
+                it.size = len(it.data)
+                stripped += 1
+            kept.append(it)
         if dropped:
             self._items = kept
-            if self.usage is not None:
-                self.usage.dropped_viseme_messages += dropped
+        if (dropped or stripped) and self.usage is not None:
+            self.usage.dropped_viseme_messages += dropped + stripped
+
+    @property
+    def over_high_water(self) -> bool:
+        """More than half full: the producer should call :meth:`backpressure`."""
+        return self._over(0.5)
 
     def _over(self, fraction: float) -> bool:
         return (len(self._items) > self.max_messages * fraction
@@ -385,11 +412,22 @@ class Session:
         if self.outbox is not None:
             self.outbox.put(_Item(_dumps(msg), None, utterance, viseme))
 
-    def _send_audio(self, data: bytes, *, utterance: int, pts_ms: float,
-                    t_chunk: float | None, t_due: float | None = None) -> None:
+    def _send_text(self, text: str, *, utterance: int, viseme: bool) -> None:
         if self.outbox is not None:
-            self.outbox.put(_Item(None, pack_frame(data, utterance=utterance, pts_ms=pts_ms),
-                                  utterance, False, t_chunk, t_due))
+            self.outbox.put(_Item(text, None, utterance, viseme))
+
+    def _send_audio(self, data: bytes, *, utterance: int, pts_ms: float,
+                    t_chunk: float | None, t_due: float | None = None,
+                    visemes: str | None = None) -> None:
+        if self.outbox is None:
+            return
+        if visemes is None:
+            frame = pack_frame(data, utterance=utterance, pts_ms=pts_ms)
+        else:
+            frame = pack_audio_visemes(visemes, data, utterance=utterance, pts_ms=pts_ms)
+        item = _Item(None, frame, utterance, False, t_chunk, t_due)
+        item.inline = visemes is not None
+        self.outbox.put(item)
 
     def _send_patches(self, patches: Any, *, utterance: int) -> None:
         """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
@@ -520,7 +558,7 @@ class Session:
             source = self.engine.tts(self.tts)
             options = {"session_id": self.session_id} if source.capabilities.sessions else None
             utt = await self.engine.utterance(
-                text, voice=self.voice_id, tts=self.tts, options=options
+                text, voice=self.voice_id, tts=self.tts, options=options, record=False
             )
         except LipcoreError as exc:
             self.usage.errors += 1
@@ -534,6 +572,7 @@ class Session:
             self.usage.tts_characters += len(turn.text)
         started = False
         single = self.viseme_mode == "single"
+        inline = self.viseme_mode == "inline"
         steps = 0
         patches: Any = None  # the utterance's patch stream (variant C), opened on first audio
         try:
@@ -547,31 +586,26 @@ class Session:
                 # Sources that stamp their chunks (lipcore.testing) let us measure ourselves.
                 t_chunk = getattr(chunk, "yielded_at", None)
                 t_due = getattr(chunk, "due_at", None)
-                if step.frames:
-                    if single:
-                        for f in step.frames:
-                            ev = f.to_event()
-                            ev["utterance"] = n
-                            self._send(ev, utterance=n, viseme=True)
-                    else:
-                        frames = []
-                        for f in step.frames:
-                            ev = f.to_event()
-                            frames.append({"pts_ms": ev["pts_ms"], "weights": ev["weights"]})
-                        self._send({"type": "visemes", "utterance": n, "frames": frames},
-                                   utterance=n, viseme=True)
-                if step.provisional and not single:
-                    # The contract's one-frame events stay final-only; the batched form may
-                    # carry a guess that later frames with the same pts replace.
-                    frames = []
-                    for f in step.provisional:
-                        ev = f.to_event()
-                        frames.append({"pts_ms": ev["pts_ms"], "weights": ev["weights"]})
-                    self._send({"type": "visemes", "utterance": n, "frames": frames,
-                                "provisional": True}, utterance=n, viseme=True)
-                if chunk.audio:
+                # The contract's one-frame events stay final-only; the batched and inline forms
+                # may carry a guess that later frames with the same pts replace.
+                event = None
+                if single:
+                    for f in step.frames:
+                        self._send_text(encode_viseme(n, f), utterance=n, viseme=True)
+                elif step.frames:
+                    event = encode_visemes(n, step.frames)
+                elif step.provisional:
+                    event = encode_visemes(n, step.provisional, provisional=True)
+                if event is not None and inline and chunk.audio:
+                    # One message per chunk: its frames and its sound together.
                     self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
-                                     t_chunk=t_chunk, t_due=t_due)
+                                     t_chunk=t_chunk, t_due=t_due, visemes=event)
+                else:
+                    if event is not None:
+                        self._send_text(event, utterance=n, viseme=True)
+                    if chunk.audio:
+                        self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
+                                         t_chunk=t_chunk, t_due=t_due)
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
                     if self.patcher is not None:
                         if patches is None:
@@ -580,7 +614,7 @@ class Session:
                         self._send_patches(done, utterance=n)
                 turn.sent_pts_ms = max(turn.sent_pts_ms, chunk.end_ms)
                 outbox = self.outbox
-                if outbox is not None:
+                if outbox is not None and outbox.over_high_water:
                     await outbox.backpressure()
                 # A TTS that yields without suspending must not starve the other sessions: give
                 # the loop a turn every 4 chunks (~a few ms of work). A real-time TTS suspends

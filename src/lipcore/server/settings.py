@@ -50,7 +50,7 @@ class ServerSettings:
     reconnect_grace_s: float = 30.0
     stream_idle_timeout_s: float = 30.0
     stop_ramp_ms: float = 150.0
-    viseme_events: Literal["batched", "single"] = "batched"
+    viseme_events: Literal["batched", "single", "inline"] = "batched"
     # connections
     transport: str = "websocket"
     send_queue_max_messages: int = 512

@@ -9,6 +9,8 @@ export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 16;
 export const KIND_AUDIO = 1;
 export const KIND_PATCH = 2;
+/** Audio with the `visemes` event of its span in front (`visemes=inline`). */
+export const KIND_AUDIO_VISEMES = 3;
 export const REST = "Rest";
 export const DEFAULT_CLASSES = Object.freeze([
   "Rest", "AI", "E", "U", "O", "MBP", "FV", "L", "WQ", "R", "CH", "TH",
@@ -112,8 +114,8 @@ const SERVER_DECODERS = {
     need(m, "server_time_ms", isNum, "a number");
     optional(m, "lead_ms", isNum, "a number");
     optional(m, "resumed", isBool, "a boolean");
-    optional(m, "viseme_events", (v) => v === "batched" || v === "single",
-      '"batched" or "single"');
+    optional(m, "viseme_events", (v) => ["batched", "single", "inline"].includes(v),
+      '"batched", "single" or "inline"');
     return m;
   },
   utterance_start(m) {
@@ -264,32 +266,55 @@ export function decodeBinaryFrame(buf) {
   if (version !== PROTOCOL_VERSION) {
     throw new ProtocolError(`binary frame version ${version}, expected ${PROTOCOL_VERSION}`);
   }
-  if (kind !== KIND_AUDIO && kind !== KIND_PATCH) {
-    throw new ProtocolError(`binary frame kind ${kind} is unknown (1 = audio, 2 = patch)`);
+  if (kind !== KIND_AUDIO && kind !== KIND_PATCH && kind !== KIND_AUDIO_VISEMES) {
+    throw new ProtocolError(
+      `binary frame kind ${kind} is unknown (1 = audio, 2 = patch, 3 = audio with visemes)`);
   }
   const flags = view.getUint16(2, true);
   const utterance = view.getUint32(4, true);
   const ptsMs = view.getFloat64(8, true);
-  const payload = new Uint8Array(view.buffer, view.byteOffset + HEADER_BYTES,
-    view.byteLength - HEADER_BYTES);
-  if (kind === KIND_AUDIO && payload.byteLength % 2 !== 0) {
+  let start = HEADER_BYTES;
+  let visemesJson = null;
+  if (kind === KIND_AUDIO_VISEMES) {
+    if (view.byteLength < HEADER_BYTES + 4) {
+      throw new ProtocolError("audio+visemes frame is shorter than its 4-byte event length");
+    }
+    const n = view.getUint32(HEADER_BYTES, true);
+    start = HEADER_BYTES + 4 + n;
+    if (start > view.byteLength) {
+      throw new ProtocolError(`audio+visemes event of ${n} bytes runs past the frame's end`);
+    }
+    visemesJson = new TextDecoder().decode(
+      new Uint8Array(view.buffer, view.byteOffset + HEADER_BYTES + 4, n));
+  }
+  const payload = new Uint8Array(view.buffer, view.byteOffset + start, view.byteLength - start);
+  if (kind !== KIND_PATCH && payload.byteLength % 2 !== 0) {
     throw new ProtocolError(`audio payload of ${payload.byteLength} bytes is not whole s16 samples`);
   }
-  return { kind, version, flags, utterance, ptsMs, payload };
+  // kind 3: `payload` is the PCM; `visemesJson` the event (decode it with decodeServerMessage).
+  return { kind, version, flags, utterance, ptsMs, payload, visemesJson };
 }
 
 /** Encode a binary frame (the fixture server and tests use it; the client only decodes). */
-export function encodeBinaryFrame({ kind = KIND_AUDIO, utterance, ptsMs, payload, flags = 0 }) {
+export function encodeBinaryFrame({
+  kind = KIND_AUDIO, utterance, ptsMs, payload, flags = 0, visemesJson = null,
+}) {
   const bytes = payload instanceof Uint8Array ? payload
     : new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
-  const out = new Uint8Array(HEADER_BYTES + bytes.byteLength);
+  const event = visemesJson === null ? null : new TextEncoder().encode(visemesJson);
+  const front = event === null ? 0 : 4 + event.byteLength;
+  const out = new Uint8Array(HEADER_BYTES + front + bytes.byteLength);
   const view = new DataView(out.buffer);
-  view.setUint8(0, kind);
+  view.setUint8(0, event === null ? kind : KIND_AUDIO_VISEMES);
   view.setUint8(1, PROTOCOL_VERSION);
   view.setUint16(2, flags, true);
   view.setUint32(4, utterance, true);
   view.setFloat64(8, ptsMs, true);
-  out.set(bytes, HEADER_BYTES);
+  if (event !== null) {
+    view.setUint32(HEADER_BYTES, event.byteLength, true);
+    out.set(event, HEADER_BYTES + 4);
+  }
+  out.set(bytes, HEADER_BYTES + front);
   return out;
 }
 

@@ -4,7 +4,7 @@
 import { AudioOut } from "./audio.js";
 import {
   activity, ClockSync, clientMessages, decodeBinaryFrame, decodeServerMessage, framesOf,
-  KIND_AUDIO, pcm16ToFloat32, VisemeTrack,
+  KIND_AUDIO, KIND_AUDIO_VISEMES, pcm16ToFloat32, VisemeTrack,
 } from "./protocol.js";
 
 const PING_EVERY_MS = 2000;
@@ -30,7 +30,11 @@ export class LiveSession extends EventTarget {
 
   connect() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.wsUrl);
+      // visemes=inline: each audio chunk's frames in the same binary message as its sound
+      // (one message per chunk instead of two; docs/protocol.md).
+      const url = new URL(this.wsUrl);
+      if (!url.searchParams.has("visemes")) url.searchParams.set("visemes", "inline");
+      const ws = new WebSocket(url.href);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let greeted = false;
@@ -138,7 +142,12 @@ export class LiveSession extends EventTarget {
 
   onBinary(buf) {
     const frame = decodeBinaryFrame(buf);
-    if (frame.kind !== KIND_AUDIO) return; // variant C patches are not drawn by this client
+    if (frame.kind === KIND_AUDIO_VISEMES) {
+      // The chunk's frames ride in front of its audio: handle them as the text event first.
+      this.onMessage(decodeServerMessage(frame.visemesJson));
+    } else if (frame.kind !== KIND_AUDIO) {
+      return; // variant C patches are not drawn by this client
+    }
     const track = this.tracks.get(frame.utterance);
     if (track?.stoppedAt) return; // nothing of a stopped utterance plays
     const u = this.audio.begin(frame.utterance, this.audio.get(frame.utterance)?.sampleRate

@@ -58,9 +58,16 @@ test("binary header vectors: valid frames decode to the stated header and sample
     assert.deepEqual([...f.payload], [...hex(c.payload_hex)], c.name);
     const samples = [...pcm16ToFloat32(f.payload)].map((x) => Math.round(x * 32768));
     assert.deepEqual(samples, c.samples, c.name);
+    // kind 3 carries a visemes event in front of the audio: a valid server message.
+    assert.equal(f.visemesJson, c.visemes_json ?? null, c.name);
+    if (f.visemesJson !== null) {
+      const msg = decodeServerMessage(f.visemesJson);
+      assert.equal(msg.type, "visemes");
+      assert.equal(msg.utterance, c.header.utterance);
+    }
     // Our encoder writes the very same bytes.
     const again = encodeBinaryFrame({ utterance: c.header.utterance, ptsMs: c.header.pts_ms,
-      payload: hex(c.payload_hex) });
+      payload: hex(c.payload_hex), visemesJson: c.visemes_json ?? null });
     assert.deepEqual([...again], [...hex(c.hex)], c.name);
   }
   for (const c of vec.invalid) {
