@@ -96,7 +96,7 @@ async def _latency_client(
     import httpx
     from websockets.asyncio.client import connect
 
-    from lipcore.server.protocol import unpack_frame
+    from lipcore.server.protocol import AUDIO_VISEMES_KIND, split_audio_visemes, unpack_frame
 
     out: dict[tuple[float, str], dict[str, list[float]]] = {}
     async with httpx.AsyncClient() as http:
@@ -113,7 +113,9 @@ async def _latency_client(
                 for k in ("audio", "viseme", "final", "inbound", "vendor", "outbound", "server",
                           "cold", "guess_l1", "guess_margin")
             }
-            async with connect(session["ws_url"], compression=None) as ws:
+            # visemes=inline, as lipcore's web and Flutter clients connect: a chunk's frames
+            # ride in its audio frame (binary kind 3).
+            async with connect(session["ws_url"] + "&visemes=inline", compression=None) as ws:
                 hello = json.loads(await ws.recv())
                 assert hello["type"] == "hello"
                 for i in range(reps + 1):  # the first one opens the vendor socket (cold)
@@ -128,9 +130,11 @@ async def _latency_client(
                         msg = await asyncio.wait_for(ws.recv(), 15)
                         now = time.perf_counter()
                         if isinstance(msg, bytes):
-                            unpack_frame(msg)
+                            header, payload = unpack_frame(msg)
                             t_audio = t_audio or now
-                            continue
+                            if header.kind != AUDIO_VISEMES_KIND:
+                                continue
+                            msg = split_audio_visemes(payload)[0]  # its visemes event
                         data = json.loads(msg)
                         kind = data["type"]
                         if kind in ("visemes", "viseme"):
@@ -462,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
 Target: with the vendor mock's first audio at {FIRST_AUDIO_MS:.0f} ms, the first audio frame
 and the first viseme event reach a WebSocket client of `lipcore serve --tts elevenlabs` within
 {FIRST_AUDIO_MS:.0f} + {BUDGET_MS:.0f} ms. Timed from the client sending `speak` to the first
-binary audio frame / first `visemes` event at the client; {reps} utterances per language and
+binary audio frame / first viseme event at the client (connected with `visemes=inline`, as
+lipcore's clients are: a chunk's frames ride in its audio frame); {reps} utterances per language and
 vendor chunk size (p95 judged), on the session's already-open vendor socket (every utterance but
 a session's first). The mock sends its frames 8× faster than real time, as the vendor does.
 
