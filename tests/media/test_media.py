@@ -225,8 +225,12 @@ def test_threaded_writer_and_i420_frames_match_the_plain_writer(tmp_path: Path) 
             w.write(f) if i % 2 else w.write_i420(media.rgb_to_i420(f))
     a, b = media.probe(plain), media.probe(threaded)
     assert b.frames == 20 and b.audio_duration_s == pytest.approx(a.audio_duration_s, abs=0.03)
+    # The same pictures. Not bit for bit: x264's own frame threads may make a different
+    # decision for a few macroblocks when the machine is loaded (seen once in CI: 2 % of one
+    # frame's pixels, within 5 grey levels).
     for x, y in zip(media.read_frames(plain), media.read_frames(threaded), strict=True):
-        np.testing.assert_array_equal(x, y)
+        diff = np.abs(x.astype(int) - y.astype(int))
+        assert diff.mean() < 0.5 and diff.max() <= 16
     # The colours come back: BT.709 in, BT.709 tagged and decoded.
     decoded = next(iter(media.read_frames(threaded)))
     assert np.abs(decoded.astype(int) - frames[0]).mean() < 3.0
