@@ -560,7 +560,7 @@ def report(
         f"real time in {chunk_ms:g} ms chunks; every session speaks it again as soon as it ends. "
         "Clients ask for `visemes=inline` (as lipcore's web and Flutter clients do): one binary "
         "frame per chunk carrying its audio and its viseme event (kind 3). GC: `tune_gc()` "
-        "thresholds (100, 5, 1000).",
+        "thresholds (100, 5, 10000).",
         "",
         _report.table(
             [
@@ -742,7 +742,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps:
         steps = [int(x) for x in args.steps.split(",")]
     else:
-        steps = [10, 30] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600, 800, 1000]
+        steps = [10, 30] if args.quick else [50, 100, 150, 200, 300, 400, 450, 500, 600, 800, 1000]
     window = args.window or (3.0 if args.quick else 10.0)
     warm = 1.5 if args.quick else 3.0
     cpus = sorted(os.sched_getaffinity(0))
@@ -767,7 +767,7 @@ def main(argv: list[str] | None = None) -> None:
             args.chunk_ms,
         )
         # The same server with the clients on the two-message form, side by side.
-        compare_steps = [10, 30] if args.quick else [300, 400, 500, 600]
+        compare_steps = [10, 30] if args.quick else [300, 400, 450, 500]
         batched = _with_server(
             data_dir,
             speech,

@@ -90,3 +90,18 @@ def test_a_congested_queue_sheds_the_frames_of_inline_audio_and_keeps_the_sound(
         assert it.data is not None and it.data.endswith(pcm)
     assert box.queued_bytes == sum(len(it.data or b"") for it in box._items) <= 9000
     assert usage.dropped_viseme_messages == kinds.count(AUDIO_KIND)
+
+
+def test_tune_gc_freezes_the_start_up_heap_and_sets_small_young_generations() -> None:
+    import gc
+
+    from lipcore.server.app import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (100, 5, 10_000)
+        assert gc.get_freeze_count() > 1000  # the imported modules, the app, the engine
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
