@@ -537,9 +537,17 @@ def report(
         for r in steps
         if r["lag"].get("p99_ms", 1e9) < LAG_TARGET_MS and r["audio_rt"] > 0.95
     ]
-    held = max(passing) if passing else 0
+    # What one core holds: the largest step such that it and every smaller step kept the lag
+    # target (a step that passes above a failed one is luck of the window, not capacity).
+    held = 0
+    for r in sorted(steps, key=lambda r: r["sessions"]):
+        if r["sessions"] not in passing:
+            break
+        held = r["sessions"]
     failing = [r["sessions"] for r in steps if r["sessions"] > held] + unreachable
     breaks = min(failing) if failing else None
+    # Steps above that which passed anyway (the lag flips around the target there): said too.
+    lucky = [n for n in passing if n > held]
 
     at100 = next((r for r in steps if r["sessions"] == 100), None)
     base_rss = res["baseline"]["rss_kb"]
@@ -610,7 +618,9 @@ def report(
         [
             "speaking sessions one server core holds (p99 lag < 20 ms)",
             "≥ 500",
-            f"{held}" + (f" (breaks at {breaks})" if breaks else " (largest step)"),
+            f"{held}"
+            + (f" (breaks at {breaks})" if breaks else " (largest step)")
+            + (f"; {', '.join(map(str, lucky))} passed too, above a failed step" if lucky else ""),
             "✅" if held >= 500 else "❌",
         ]
     )
@@ -681,6 +691,13 @@ def report(
     verdict = f"One server core kept {held} sessions speaking in real time with p99 event lag " + (
         f"under {LAG_TARGET_MS:g} ms" + (f"; at {breaks} it did not" if breaks else "") + ". "
     )
+    if lucky:
+        verdict += (
+            f"Above that the result flips from window to window: {', '.join(map(str, lucky))} "
+            f"sessions passed although {breaks} did not (a lag burst of the shared VM or a "
+            "collector pause inside a 10 s window decides it); repeated runs differ by about a "
+            "step. "
+        )
     if projected is not None:
         mapper = next((v for label, v in breakdown or [] if label.startswith("viseme")), None)
         verdict += (
