@@ -223,6 +223,8 @@ def test_inline_visemes_ride_in_the_audio_frames(server: RunningServer) -> None:
     """visemes=inline: each chunk's frames travel in front of its audio in one binary frame
     (kind 3); the frames, the audio and their timing are those of the batched form."""
 
+    usage: dict[str, dict[str, Any]] = {}
+
     async def session(mode: str) -> Received:
         async with httpx.AsyncClient() as client:
             s = await open_session(client, server)
@@ -232,10 +234,17 @@ def test_inline_visemes_ride_in_the_audio_frames(server: RunningServer) -> None:
                 assert hello["viseme_events"] == mode
                 await ws.send('{"type": "speak", "text": "Oma baut Boote am Meer"}')
                 await recv_until(ws, rec, is_json("utterance_end"))
-            return rec
+            r = await client.get(f"{server.url}/session-2d/{s['session_id']}/usage")
+            usage[mode] = r.json()
+        return rec
 
     async def body() -> None:
         inline, batched = await session("inline"), await session("batched")
+        # The session's usage counts the audio whichever form carried it.
+        assert usage["inline"]["audio_seconds"] == pytest.approx(
+            usage["batched"]["audio_seconds"]
+        )
+        assert usage["inline"]["audio_seconds"] > 1.0
         carried = [i for i in inline.items if len(i) == 3 and i[0] == "json"]
         assert len(carried) > 10
         # Only a last step without audio (the mouth closing after the sound) comes as text.

@@ -453,8 +453,9 @@ def tune_gc() -> None:
     # Full collections walk every live object (all sessions' state); a busy server pays that as
     # a loop stall that grows with its session count (70-200 ms at 200-450 sessions), so they
     # are made 1000x rarer (several minutes apart under load; cyclic garbage of closed sessions
-    # waits that long: RSS stayed flat over minutes at 450 speaking sessions). Young collections: with CPython's default (700, 10) the young
-    # generations of a server with 400-500 speaking sessions fill with thousands of objects
+    # waits that long: RSS stayed flat over minutes at 450 speaking sessions).
+    # Young collections: with CPython's default (700, 10) the young generations of a server
+    # with 400-500 speaking sessions fill with thousands of objects
     # that live for one TTS wait (suspended coroutines, futures, timer handles) and each
     # collection stopped the loop for 20-45 ms, the worst of the server's event lags. Small,
     # frequent ones (100, 5) pause 1-2 ms (young) and under 10 ms (middle) for about the same

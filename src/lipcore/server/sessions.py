@@ -606,6 +606,7 @@ class Session:
                     if chunk.audio:
                         self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
                                          t_chunk=t_chunk, t_due=t_due)
+                if chunk.audio:
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
                     if self.patcher is not None:
                         if patches is None:
