@@ -80,9 +80,8 @@ def test_a_congested_queue_sheds_the_frames_of_inline_audio_and_keeps_the_sound(
     pcm = bytes(range(256)) * 4  # 1 KiB of "audio" per chunk
     event = encode_visemes(1, [VisemeFrame(33.3 * i, {"AI": 0.5, "O": 0.25}) for i in range(3)])
     for i in range(8):
-        item = _Item(None, pack_audio_visemes(event, pcm, utterance=1, pts_ms=100.0 * i), 1)
-        item.inline = True
-        box.put(item)
+        frame = pack_audio_visemes(event, pcm, utterance=1, pts_ms=100.0 * i)
+        box.put(_Item(None, frame, 1, inline=True))
     assert not gave_up and len(box) == 8  # every chunk's audio is still queued ...
     kinds = [unpack_frame(it.data)[0].kind for it in box._items if it.data]
     assert kinds.count(AUDIO_KIND) >= 1  # ... the oldest without their frames

@@ -370,10 +370,9 @@ def split_audio_visemes(payload: bytes) -> tuple[str, bytes]:
 def strip_visemes(frame: bytes) -> bytes:
     """A kind-3 frame without its viseme event: the plain audio frame (kind 1) of the same
     chunk. The server's send queue does this to a congested client's frames (audio first)."""
-    _, _, flags, utterance, pts_ms = HEADER.unpack_from(frame)
-    (n,) = _JSON_LEN.unpack_from(frame, HEADER_SIZE)
-    audio = frame[HEADER_SIZE + _JSON_LEN.size + n :]
-    return HEADER.pack(AUDIO_KIND, PROTOCOL_VERSION, flags, utterance, pts_ms) + audio
+    _, _, _, utterance, pts_ms = HEADER.unpack_from(frame)
+    _, audio = split_audio_visemes(frame[HEADER_SIZE:])
+    return pack_frame(audio, utterance=utterance, pts_ms=pts_ms)
 
 
 def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:

@@ -122,6 +122,8 @@ class _Item:
         viseme: bool = False,
         t_chunk: float | None = None,  # perf_counter when the TTS yielded the chunk (audio)
         t_due: float | None = None,  # perf_counter when the chunk was due on the TTS's schedule
+        *,
+        inline: bool = False,  # audio with its viseme event in front (kind 3)
     ) -> None:
         self.text = text
         self.data = data
@@ -130,7 +132,7 @@ class _Item:
         self.t_chunk = t_chunk
         self.t_due = t_due
         self.size = len(data) if data is not None else len(text or "")
-        self.inline = False  # audio with its viseme event in front (kind 3)
+        self.inline = inline
 
 
 class Outbox:
@@ -388,7 +390,7 @@ class Session:
         self._turns: deque[_Turn] = deque()
         self._turn_ready = asyncio.Event()
         self._current: _Turn | None = None
-        self._finished: _Turn | None = None  # the turn that ran before the current one
+        self._finished: _Turn | None = None  # the turn that ran last (a stop may name it)
         self._stream_turn: _TextStream | None = None
         self._speaker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -425,9 +427,9 @@ class Session:
             frame = pack_frame(data, utterance=utterance, pts_ms=pts_ms)
         else:
             frame = pack_audio_visemes(visemes, data, utterance=utterance, pts_ms=pts_ms)
-        item = _Item(None, frame, utterance, False, t_chunk, t_due)
-        item.inline = visemes is not None
-        self.outbox.put(item)
+        self.outbox.put(
+            _Item(None, frame, utterance, False, t_chunk, t_due, inline=visemes is not None)
+        )
 
     def _send_patches(self, patches: Any, *, utterance: int) -> None:
         """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
@@ -596,17 +598,14 @@ class Session:
                     event = encode_visemes(n, step.frames)
                 elif step.provisional:
                     event = encode_visemes(n, step.provisional, provisional=True)
-                if event is not None and inline and chunk.audio:
-                    # One message per chunk: its frames and its sound together.
-                    self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
-                                     t_chunk=t_chunk, t_due=t_due, visemes=event)
-                else:
-                    if event is not None:
-                        self._send_text(event, utterance=n, viseme=True)
-                    if chunk.audio:
-                        self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
-                                         t_chunk=t_chunk, t_due=t_due)
+                # visemes=inline: the frames ride in the chunk's audio frame (one message).
+                carried = inline and bool(chunk.audio)
+                if event is not None and not carried:
+                    self._send_text(event, utterance=n, viseme=True)
                 if chunk.audio:
+                    self._send_audio(chunk.audio, utterance=n, pts_ms=chunk.pts_ms,
+                                     t_chunk=t_chunk, t_due=t_due,
+                                     visemes=event if carried else None)
                     self.usage.audio_seconds += chunk.duration_ms / 1000.0
                     if self.patcher is not None:
                         if patches is None:
