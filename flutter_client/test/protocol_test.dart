@@ -73,6 +73,28 @@ void main() {
     }
   });
 
+  test('mouth-patch vectors decode to their header and image; bad ones are refused', () {
+    final vec = loadVector('binary_patch.json');
+    expect(vec['header_size'], patchHeaderBytes);
+    for (final c in (vec['valid']! as List<Object?>).cast<Map<String, Object?>>()) {
+      final bytes = Uint8List.fromList(hexBytes(c['hex']! as String));
+      // The common header reads as kind 2 too (what the session dispatches on).
+      expect(BinaryFrame.decode(bytes).kind, kindPatch);
+      final p = PatchFrame.decode(bytes);
+      final h = c['header']! as Map<String, Object?>;
+      expect(p.utterance, h['utterance']);
+      expect(p.ptsMs, (h['pts_ms']! as num).toDouble());
+      expect(p.idleIndex, h['idle_index']);
+      expect(<int>[p.x, p.y, p.w, p.h], <Object?>[h['x'], h['y'], h['w'], h['h']]);
+      expect(p.format, h['format']);
+      expect(p.image.toList(), hexBytes(c['image_hex']! as String));
+    }
+    for (final c in (vec['invalid']! as List<Object?>).cast<Map<String, Object?>>()) {
+      expect(() => PatchFrame.decode(Uint8List.fromList(hexBytes(c['hex']! as String))),
+          throwsA(isA<ProtocolException>()), reason: '${c['name']}');
+    }
+  });
+
   test('a frame inside a larger buffer (offset view) decodes', () {
     final frame = BinaryFrame(kind: kindAudio, utterance: 9, ptsMs: 40,
         payload: Uint8List.fromList(<int>[5, 0, 251, 255])).encode();

@@ -147,4 +147,39 @@ void main() {
     expect(frameIndexAt(0.0399999, 25, 100), 1);
     expect(frameIndexAt(4, 25, 100), 0);
   });
+
+  test('patches: the one due at the audio clock; idle before, after the end and on a stop', () {
+    final t = PatchTimeline<int>();
+    expect(t.at(0), isNull);
+    for (final pts in <int>[40, 80, 120]) {
+      expect(t.add(pts.toDouble(), pts), isNull);
+    }
+    expect(t.at(39.9), isNull);
+    expect(t.at(40)!.item, 40);
+    expect(t.at(79)!.item, 40);
+    expect(t.at(500)!.item, 120); // the stream is catching up: the last one holds
+    expect(t.add(60, 60), isNull); // a late patch slots in by pts
+    expect(t.at(70)!.item, 60);
+    expect(t.add(60, 61), 60); // the same pts replaces; the old item comes back
+    t.end(130);
+    expect(t.at(129)!.item, 120);
+    expect(t.at(130), isNull);
+    expect(t.finishedAt(130), isTrue);
+  });
+
+  test('patches: older ones are released as the clock passes them; a stop shows idle', () {
+    final t = PatchTimeline<int>();
+    for (final pts in <int>[0, 40, 80, 120, 160]) {
+      t.add(pts.toDouble(), pts);
+    }
+    expect(t.prune(-5), isEmpty);
+    expect(t.prune(85), <int>[0, 40]);
+    expect(t.at(85)!.item, 80);
+    expect(t.length, 3);
+    t.stop(100);
+    expect(t.at(99)!.item, 80);
+    expect(t.at(100), isNull);
+    expect(t.prune(100), <int>[80, 120, 160]);
+    expect(t.length, 0);
+  });
 }

@@ -257,11 +257,11 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
 
     async def get_avatar(request: Request) -> JSONResponse:
         kind = request.path_params["avatar_id"].removeprefix("fixture_")
-        if kind == "onnx":
-            # A variant C avatar (server-rendered mouth patches), which the page does not draw.
+        if kind == "hologram":
+            # An avatar of a lip-sync type the page does not know (a newer plugin's).
             av = json.loads(json.dumps(avatars["sprites"]))
-            av["avatar_id"] = "fixture_onnx"
-            av["lipsync_assets"]["type"] = "onnx"
+            av["avatar_id"] = "fixture_hologram"
+            av["lipsync_assets"]["type"] = "hologram"
             return JSONResponse(av)
         if kind not in avatars:
             return JSONResponse({"detail": "no such avatar"}, status_code=404)

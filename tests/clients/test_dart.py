@@ -96,6 +96,21 @@ def test_dart_binary_header_matches_the_vectors() -> None:
         assert re.search(pattern, source), f"{field['name']}: no {call}({field['offset']}...)"
 
 
+def test_dart_patch_header_matches_the_vectors() -> None:
+    """The Dart reader of mouth patches (variant C) reads the fields where the vectors put
+    them (its behaviour is tested in test/protocol_test.dart against the same file)."""
+    vec = json.loads((VECTORS / "binary_patch.json").read_text(encoding="utf-8"))
+    source = (PKG / "lib" / "src" / "protocol.dart").read_text(encoding="utf-8")
+    assert f"const int patchHeaderBytes = {vec['header_size']};" in source
+    body = source[source.index("factory PatchFrame.decode"):]
+    for call, offset in [("getUint32", 4), ("getFloat64", 8), ("getUint32", 16),
+                         ("getUint16", 20), ("getUint16", 22), ("getUint16", 24),
+                         ("getUint16", 26), ("getUint8", 28)]:
+        assert re.search(rf"{call}\({offset}(, Endian\.little)?\)", body), (call, offset)
+    tests = (PKG / "test" / "protocol_test.dart").read_text(encoding="utf-8")
+    assert "loadVector('binary_patch.json')" in tests
+
+
 def test_pubspec_declares_the_packages_the_client_uses() -> None:
     pubspec = (PKG / "pubspec.yaml").read_text(encoding="utf-8")
     for dep in ("video_player", "web_socket_channel", "flutter_pcm_sound", "flutter_test"):

@@ -239,10 +239,11 @@ def test_an_avatar_the_page_cannot_draw_is_a_clear_error(browser: Any, fixture_u
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
-        page.goto(f"{fixture_url}/?avatar=fixture_onnx")
+        page.goto(f"{fixture_url}/?avatar=fixture_hologram")
         page.wait_for_function("window.lipcore && window.lipcore.state.error", timeout=30_000)
         error = page.evaluate("window.lipcore.state.error")
-        assert "fixture_onnx" in error and '"onnx"' in error and "sprites and mesh" in error
+        assert "fixture_hologram" in error and '"hologram"' in error
+        assert "sprites, mesh and onnx" in error
         assert page.inner_text("#toast") == error
         assert page.inner_text("#status") == "not connected"
         assert page.evaluate("window.lipcore.state.ready") is False

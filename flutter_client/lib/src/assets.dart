@@ -253,9 +253,13 @@ class LipcoreApi {
 class LoadedAvatar {
   /// Assets already in memory (tests, or an app that bundles an avatar); see [load].
   LoadedAvatar(this.info, this.track, {this.atlas, this.atlasImage, this.mesh,
-      this.texture, this.interior, this.mask})
-      : assert((atlas != null && atlasImage != null) || (mesh != null && texture != null),
-            'a sprites avatar needs atlas + atlasImage, a mesh avatar mesh + texture');
+      this.texture, this.interior, this.mask, this.patchRoi})
+      : assert(
+            (atlas != null && atlasImage != null) ||
+                (mesh != null && texture != null) ||
+                patchRoi != null,
+            'a sprites avatar needs atlas + atlasImage, a mesh avatar mesh + texture, an onnx '
+            'avatar its ROI');
 
   final AvatarInfo info;
   final MouthTrack track;
@@ -266,12 +270,27 @@ class LoadedAvatar {
   final ui.Image? interior;
   final ui.Image? mask;
 
+  /// Variant C (`onnx`): the ROI the server's mouth patches cover (from `lipsync_assets.roi`).
+  final Roi? patchRoi;
+
   static Future<LoadedAvatar> load(LipcoreApi api, AvatarInfo info) async {
     final lip = info.lipsync;
     Uri url(String key, String fallback) =>
         api.base.resolve((lip[key] as String?) ?? info.idleUrl.resolve(fallback).toString());
     final track = MouthTrack.fromJson(await api.getJson(url('mouth_track_url', 'mouth_track.json')));
     final maskUrl = lip['mask_url'] as String?;
+    if (info.backend == 'onnx') {
+      // Variant C: the server renders the mouth; only the ROI and the mask are needed here.
+      final roi = lip['roi'];
+      if (roi is! Map<String, Object?>) {
+        throw FormatException('avatar ${info.id}: an onnx avatar lacks lipsync_assets.roi');
+      }
+      final mask = maskUrl != null && maskUrl.isNotEmpty
+          ? await api.getImage(api.base.resolve(maskUrl)).then<ui.Image?>((i) => i,
+              onError: (Object _) => null)
+          : null;
+      return LoadedAvatar(info, track, patchRoi: Roi.fromJson(roi), mask: mask);
+    }
     if (info.backend == 'mesh') {
       final defUrl = url('meshdef_url', 'meshdef.json');
       final def = MeshDef.fromJson(await api.getJson(defUrl));
@@ -296,7 +315,7 @@ class LoadedAvatar {
     return LoadedAvatar(info, track, atlas: atlas, atlasImage: image, mask: mask);
   }
 
-  Roi get roi => atlas?.roi ?? mesh!.roi;
+  Roi get roi => atlas?.roi ?? mesh?.roi ?? patchRoi!;
 
   List<String> get classes => atlas?.classes ?? defaultClasses;
 }

@@ -140,11 +140,15 @@ class _OverlayDelegate extends CustomPainter {
   @override
   void paint(Canvas canvas, Size size) {
     final avatar = state.widget.avatar;
-    final MouthPainter painter = avatar.mesh != null
-        ? MeshPainter(avatar: avatar, weights: state._mouth.weights,
-            frameIndex: state._frameIndex, videoSize: videoSize)
-        : SpritePainter(avatar: avatar, weights: state._mouth.weights,
-            frameIndex: state._frameIndex, videoSize: videoSize);
+    final MouthPainter painter = avatar.patchRoi != null
+        ? PatchPainter(avatar: avatar, weights: state._mouth.weights,
+            frameIndex: state._frameIndex, videoSize: videoSize,
+            patch: state.widget.session?.patch)
+        : avatar.mesh != null
+            ? MeshPainter(avatar: avatar, weights: state._mouth.weights,
+                frameIndex: state._frameIndex, videoSize: videoSize)
+            : SpritePainter(avatar: avatar, weights: state._mouth.weights,
+                frameIndex: state._frameIndex, videoSize: videoSize);
     painter.paint(canvas, size);
   }
 

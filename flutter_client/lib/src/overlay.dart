@@ -9,6 +9,7 @@ import 'package:flutter/rendering.dart';
 
 import 'assets.dart';
 import 'protocol.dart';
+import 'session.dart';
 import 'timeline.dart';
 
 /// Column-major 4×4 of the affine `[a, b, c, d, e, f]` (photo px → idle frame px).
@@ -103,6 +104,52 @@ class SpritePainter extends MouthPainter {
     }
     canvas.restore();
   }
+}
+
+/// Variant C: the server-rendered mouth patch due now, through the mask; none: the idle
+/// loop's own mouth shows.
+class PatchPainter extends MouthPainter {
+  PatchPainter({
+    required super.avatar,
+    required super.weights,
+    required super.frameIndex,
+    required super.videoSize,
+    required this.patch,
+    super.repaint,
+  });
+
+  final PatchImage? patch;
+
+  @override
+  void paintMouth(Canvas canvas) {
+    final p = patch;
+    if (p == null) return;
+    final dst = ui.Rect.fromLTWH(p.x.toDouble(), p.y.toDouble(), p.w.toDouble(), p.h.toDouble());
+    canvas
+      ..saveLayer(dst, Paint())
+      ..drawImageRect(
+        p.image,
+        Offset.zero & Size(p.image.width.toDouble(), p.image.height.toDouble()),
+        dst,
+        Paint()..filterQuality = FilterQuality.medium,
+      );
+    final mask = avatar.mask;
+    if (mask != null) {
+      canvas.drawImageRect(
+        mask,
+        Offset.zero & Size(mask.width.toDouble(), mask.height.toDouble()),
+        dst,
+        Paint()
+          ..blendMode = BlendMode.dstIn
+          ..colorFilter = const ColorFilter.matrix(_lumaToAlpha),
+      );
+    }
+    canvas.restore();
+  }
+
+  @override
+  bool shouldRepaint(covariant MouthPainter old) =>
+      super.shouldRepaint(old) || (old is PatchPainter && old.patch?.seq != patch?.seq);
 }
 
 /// A grey mask's luminance as alpha (white = opaque).

@@ -652,3 +652,91 @@ class BinaryFrame {
     return out;
   }
 }
+
+// --------------------------------------------------------------------------- mouth patches
+
+/// Size of a mouth-patch header (kind 2, variant C): the common 16 bytes plus 16 more.
+const int patchHeaderBytes = 32;
+
+/// Image format codes of a mouth patch.
+const Map<int, String> patchFormats = <int, String>{1: 'jpeg', 2: 'webp', 3: 'png'};
+
+/// A mouth patch (variant C): the server-rendered image of one video frame's mouth, the size
+/// of the avatar's ROI, in photo pixels (docs/protocol.md, "Mouth patches").
+@immutable
+class PatchFrame {
+  const PatchFrame({
+    required this.utterance,
+    required this.ptsMs,
+    required this.idleIndex,
+    required this.x,
+    required this.y,
+    required this.w,
+    required this.h,
+    required this.format,
+    required this.image,
+  });
+
+  /// Decode a kind-2 frame; throws [ProtocolException] if it is malformed.
+  factory PatchFrame.decode(Uint8List bytes) {
+    if (bytes.lengthInBytes < patchHeaderBytes) {
+      throw ProtocolException('mouth-patch frame of ${bytes.lengthInBytes} bytes is shorter '
+          'than its $patchHeaderBytes-byte header');
+    }
+    final view = ByteData.sublistView(bytes);
+    final kind = view.getUint8(0);
+    if (kind != kindPatch) {
+      throw ProtocolException('binary frame kind $kind is not a mouth patch ($kindPatch)');
+    }
+    final version = view.getUint8(1);
+    if (version != protocolVersion) {
+      throw ProtocolException('mouth-patch frame version $version, expected $protocolVersion');
+    }
+    final code = view.getUint8(28);
+    final format = patchFormats[code];
+    if (format == null) {
+      throw ProtocolException(
+          'mouth-patch image format $code is unknown (1 = JPEG, 2 = WebP, 3 = PNG)');
+    }
+    final w = view.getUint16(24, Endian.little);
+    final h = view.getUint16(26, Endian.little);
+    if (w < 1 || h < 1) {
+      throw ProtocolException('mouth-patch box of $w×$h pixels is empty');
+    }
+    if (bytes.lengthInBytes == patchHeaderBytes) {
+      throw const ProtocolException('mouth-patch frame carries no image');
+    }
+    return PatchFrame(
+      utterance: view.getUint32(4, Endian.little),
+      ptsMs: view.getFloat64(8, Endian.little),
+      idleIndex: view.getUint32(16, Endian.little),
+      x: view.getUint16(20, Endian.little),
+      y: view.getUint16(22, Endian.little),
+      w: w,
+      h: h,
+      format: format,
+      image: Uint8List.sublistView(bytes, patchHeaderBytes),
+    );
+  }
+
+  final int utterance;
+
+  /// The frame's time on the utterance's audio timeline.
+  final double ptsMs;
+
+  /// The idle-loop frame the server rendered it for (a live client places it by the frame it
+  /// shows).
+  final int idleIndex;
+
+  /// The box in photo pixels (the avatar's ROI).
+  final int x;
+  final int y;
+  final int w;
+  final int h;
+
+  /// 'jpeg', 'webp' or 'png'.
+  final String format;
+
+  /// The encoded image.
+  final Uint8List image;
+}

@@ -3,6 +3,7 @@
 
 import 'dart:async';
 import 'dart:typed_data';
+import 'dart:ui' as ui;
 
 import 'package:flutter/foundation.dart';
 import 'package:web_socket_channel/web_socket_channel.dart';
@@ -13,6 +14,23 @@ import 'timeline.dart';
 
 /// The mouth at one instant: weights, the utterance heard, and its audio clock.
 typedef MouthState = ({Weights weights, int? utterance, double? ptsMs});
+
+/// A decoded mouth patch (variant C), ready to paint: its image and box in photo pixels.
+class PatchImage {
+  PatchImage(this.image, {required this.x, required this.y, required this.w, required this.h,
+      required this.seq});
+
+  final ui.Image image;
+  final int x;
+  final int y;
+  final int w;
+  final int h;
+
+  /// Its number among the session's patches (a new one means: repaint).
+  final int seq;
+
+  void dispose() => image.dispose();
+}
 
 /// Something that happened in the session (for logs, readouts and tests).
 typedef SessionEvent = ({String type, Map<String, Object?> fields});
@@ -33,6 +51,10 @@ class LipcoreSession {
   final Stopwatch _since;
 
   final Map<int, VisemeTrack> _tracks = <int, VisemeTrack>{};
+  final Map<int, PatchTimeline<PatchImage>> _patches = <int, PatchTimeline<PatchImage>>{};
+  int _patchSeq = 0;
+  final Set<int> _patchLogged = <int>{};
+  PatchImage? _patch;
   final List<int> _order = <int>[];
   final Map<int, int> _rates = <int, int>{};
 
@@ -48,6 +70,9 @@ class LipcoreSession {
 
   /// Every event: hello, utterance_start, first_audio, stopped, error, closed, …
   Stream<SessionEvent> get events => _events.stream;
+
+  /// Variant C: the server-rendered mouth due at the last [mouthNow] (null: the idle mouth).
+  PatchImage? get patch => _patch;
 
   /// The utterance the server started last.
   int? get currentUtterance => _current;
@@ -172,6 +197,7 @@ class LipcoreSession {
           _order.add(utterance);
           return VisemeTrack(utterance);
         });
+        _patches.putIfAbsent(utterance, PatchTimeline<PatchImage>.new);
         _current = utterance;
         // The server's stamp put on our clock by ping/pong: the one-way delay server → here.
         final oneWay = clock.best != null && serverTimeMs != null
@@ -185,6 +211,7 @@ class LipcoreSession {
         _tracks[utterance]?.addAll(frames, provisional: provisional);
       case UtteranceEnd(:final utterance, :final durationMs):
         _tracks[utterance]?.end(durationMs);
+        _patches[utterance]?.end(durationMs);
         _log('utterance_end', <String, Object?>{'utterance': utterance});
       case StopMessage(:final utterance, :final rampMs, :final reason):
         // The server's last word on its utterance: also after our own stop (a confirmation)
@@ -198,7 +225,8 @@ class LipcoreSession {
 
   Future<void> _onBinary(Uint8List bytes) async {
     final frame = BinaryFrame.decode(bytes);
-    if (!frame.isAudio) return; // variant C patches are not drawn by this client
+    if (frame.kind == kindPatch) return _onPatch(bytes);
+    if (!frame.isAudio) return;
     final event = frame.visemesJson;
     if (event != null) {
       // visemes=inline: the chunk's frames ride in front of its audio.
@@ -212,10 +240,40 @@ class LipcoreSession {
     if (first) _log('first_audio', <String, Object?>{'utterance': frame.utterance});
   }
 
+  /// A mouth patch (variant C): decode its image and file it on its utterance's timeline; the
+  /// painter shows the one due at the audio clock.
+  Future<void> _onPatch(Uint8List bytes) async {
+    final p = PatchFrame.decode(bytes);
+    final timeline = _patches[p.utterance];
+    final track = _tracks[p.utterance];
+    if (timeline == null || track == null || track.stoppedAt != null) return;
+    final seq = ++_patchSeq;
+    final ui.Image image;
+    try {
+      final codec = await ui.instantiateImageCodec(p.image);
+      image = (await codec.getNextFrame()).image;
+      codec.dispose();
+    } on Exception catch (e) {
+      _log('patch_error', <String, Object?>{'utterance': p.utterance, 'error': '$e'});
+      return;
+    }
+    // Stopped or forgotten while the image decoded: nothing of it is shown.
+    if (!identical(_patches[p.utterance], timeline) || timeline.stopMs != null) {
+      image.dispose();
+      return;
+    }
+    final item = PatchImage(image, x: p.x, y: p.y, w: p.w, h: p.h, seq: seq);
+    timeline.add(p.ptsMs, item)?.dispose();
+    if (_patchLogged.add(p.utterance)) {
+      _log('first_patch', <String, Object?>{'utterance': p.utterance, 'pts_ms': p.ptsMs});
+    }
+  }
+
   void _stopUtterance(int id, double rampMs, String by) {
     final track = _tracks[id];
     if (track == null || track.stoppedAt != null) return;
     final pts = _ptsOf(id);
+    _patches[id]?.stop(pts == null || pts < 0 ? 0.0 : pts);
     track.stop(pts == null || pts < 0 ? 0.0 : pts, rampMs: rampMs);
     audio.fadeOut(id, rampMs: rampMs);
     _log('stopped', <String, Object?>{'utterance': id, 'by': by, 'at_pts_ms': pts});
@@ -235,15 +293,25 @@ class LipcoreSession {
       }
     }
     if (chosen == null || chosenPts == null) {
+      _patch = null;
       return (weights: const <String, double>{}, utterance: null, ptsMs: null);
     }
     final track = _tracks[chosen]!;
     final weights = track.weightsAt(chosenPts);
+    // Variant C: the patch due now; the clock only moves on, so older ones are released.
+    final timeline = _patches[chosen];
+    _patch = timeline?.at(chosenPts)?.item;
+    for (final old in timeline?.prune(chosenPts) ?? const <PatchImage>[]) {
+      old.dispose();
+    }
     if (track.finishedAt(chosenPts) && chosen != _current) _forget(chosen);
     return (weights: weights, utterance: chosen, ptsMs: chosenPts);
   }
 
   void _forget(int id) {
+    for (final old in _patches.remove(id)?.clear() ?? const <PatchImage>[]) {
+      old.dispose();
+    }
     _tracks.remove(id);
     _rates.remove(id);
     _order.remove(id);
@@ -266,6 +334,13 @@ class LipcoreSession {
 
   Future<void> close() async {
     _pinger?.cancel();
+    for (final timeline in _patches.values) {
+      for (final old in timeline.clear()) {
+        old.dispose();
+      }
+    }
+    _patches.clear();
+    _patch = null;
     await _sub?.cancel();
     await _channel?.sink.close();
     await audio.dispose();

@@ -246,3 +246,91 @@ int frameIndexAt(double mediaTimeS, double fps, int frames) {
   final i = (mediaTimeS * fps + 1e-3).floor();
   return ((i % frames) + frames) % frames;
 }
+
+// --------------------------------------------------------------------------- mouth patches
+
+/// The mouth patches (variant C) of one utterance on its audio timeline. At audio clock `t`
+/// the latest patch with `pts ≤ t` is shown; none before the first patch, none from the end of
+/// the utterance's audio or from a barge-in on (the idle loop's own mouth then). Between the
+/// last patch received and the end the last one holds (the stream is catching up). What [add]
+/// replaces and [prune] drops is returned so the caller can dispose of its images.
+class PatchTimeline<T> {
+  final List<double> _pts = <double>[];
+  final List<T> _items = <T>[];
+
+  /// End of the utterance's audio (utterance_end), once known.
+  double? endMs;
+
+  /// Where a barge-in stopped it, if one did.
+  double? stopMs;
+
+  int get length => _pts.length;
+
+  /// Add a patch; returns the item it replaced (the same pts), else null.
+  T? add(double ptsMs, T item) {
+    if (_pts.isEmpty || ptsMs > _pts.last) {
+      _pts.add(ptsMs);
+      _items.add(item);
+      return null;
+    }
+    final i = _pts.indexWhere((p) => p >= ptsMs);
+    if (_pts[i] == ptsMs) {
+      final old = _items[i];
+      _items[i] = item;
+      return old;
+    }
+    _pts.insert(i, ptsMs);
+    _items.insert(i, item);
+    return null;
+  }
+
+  void end(double durationMs) => endMs = durationMs;
+
+  void stop(double ptsMs) => stopMs ??= ptsMs;
+
+  int _indexAt(double tMs) {
+    if (stopMs != null && tMs >= stopMs!) return -1;
+    if (endMs != null && tMs >= endMs!) return -1;
+    if (_pts.isEmpty || tMs < _pts.first) return -1;
+    var lo = 0;
+    var hi = _pts.length;
+    while (hi - lo > 1) {
+      final mid = (lo + hi) >> 1;
+      if (_pts[mid] <= tMs) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  /// The patch to show at [tMs], or null for the idle mouth.
+  ({double ptsMs, T item})? at(double tMs) {
+    final i = _indexAt(tMs);
+    return i < 0 ? null : (ptsMs: _pts[i], item: _items[i]);
+  }
+
+  /// True once nothing more will be shown after [tMs].
+  bool finishedAt(double tMs) =>
+      tMs >= math.min(stopMs ?? double.infinity, endMs ?? double.infinity);
+
+  /// Drop the patches before the one shown at [tMs] (the clock only moves on); returns them.
+  List<T> prune(double tMs) {
+    final i = _indexAt(tMs);
+    final k = i < 0 ? (finishedAt(tMs) ? _pts.length : 0) : i;
+    if (k == 0) return <T>[];
+    _pts.removeRange(0, k);
+    final dropped = _items.sublist(0, k);
+    _items.removeRange(0, k);
+    return dropped;
+  }
+
+  /// Drop everything (the utterance is forgotten); returns the items.
+  List<T> clear() {
+    _pts.clear();
+    final all = List<T>.of(_items);
+    _items.clear();
+    return all;
+  }
+}

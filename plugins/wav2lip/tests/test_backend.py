@@ -316,3 +316,29 @@ def test_bad_patch_frames() -> None:
     audio_frame = bytes([1, 1, 0, 0]) + bytes(28)
     with pytest.raises(InputError, match="kind is 1"):
         decode_patch_frame(audio_frame)
+
+
+VECTORS = Path(__file__).resolve().parents[3] / "tests" / "vectors"
+
+
+def test_patch_frames_match_the_shared_vectors() -> None:
+    """The plugin's writer and reader agree with tests/vectors/binary_patch.json, the file the
+    web and Flutter clients test their readers against."""
+    vec = json.loads((VECTORS / "binary_patch.json").read_text(encoding="utf-8"))
+    assert vec["header_size"] == HEADER_SIZE
+    for case in vec["valid"]:
+        head = case["header"]
+        frame = decode_patch_frame(bytes.fromhex(case["hex"]))
+        assert (frame.utterance, frame.pts_ms, frame.idle_index, frame.format) == (
+            head["utterance"], head["pts_ms"], head["idle_index"], head["format"])
+        assert (frame.x, frame.y, frame.w, frame.h) == (head["x"], head["y"], head["w"], head["h"])
+        assert frame.data.hex() == case["image_hex"]
+        assert frame.image().shape == (head["h"], head["w"], 3)
+        # Written by the plugin from the same pixels and header fields: the same header bytes.
+        patch = MouthPatch(frame=0, pts_ms=head["pts_ms"], idle_index=head["idle_index"],
+                           roi=(head["x"], head["y"], head["w"], head["h"]), rgb=frame.image())
+        again = patch.encode(utterance=head["utterance"], fmt=head["format"])
+        assert again[:HEADER_SIZE].hex() == case["hex"][: 2 * HEADER_SIZE]
+    for case in vec["invalid"]:
+        with pytest.raises(InputError):
+            decode_patch_frame(bytes.fromhex(case["hex"]))

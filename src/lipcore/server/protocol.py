@@ -664,6 +664,60 @@ def _binary_vectors() -> dict[str, Any]:
     }
 
 
+#: The mouth-patch header (kind 2, variant C): the common 16 bytes, then idle_index u32, x, y, w,
+#: h u16, format u8, two reserved fields (docs/protocol.md, "Mouth patches"). The
+#: ``lipcore-wav2lip`` plugin writes it; the vectors let every client test its reader.
+PATCH_HEADER = struct.Struct("<BBHIdIHHHHBBH")
+PATCH_FORMATS = {1: "jpeg", 2: "webp", 3: "png"}
+#: a 2×2 RGB PNG (red, green / blue, white), written once: the vectors' image payload
+_TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001649444154789c"
+    "6338a1a1a17142834143e3c4af5fbf00225a063767f955d50000000049454e44ae426082"
+)
+
+
+def _patch_vectors() -> dict[str, Any]:
+    valid = []
+    for name, utt, pts, idle, box, fmt in [
+        ("png patch, utterance 1 at 40 ms on idle frame 7", 1, 40.0, 7, (410, 610, 2, 2), 3),
+        ("png patch, utterance 4 at 1000 ms on idle frame 0", 4, 1000.0, 0, (0, 0, 2, 2), 3),
+    ]:
+        x, y, w, h = box
+        frame = PATCH_HEADER.pack(PATCH_KIND, PROTOCOL_VERSION, 0, utt, pts, idle, x, y, w, h,
+                                  fmt, 0, 0) + _TINY_PNG
+        valid.append({
+            "name": name,
+            "hex": frame.hex(),
+            "header": {"kind": PATCH_KIND, "version": PROTOCOL_VERSION, "flags": 0,
+                       "utterance": utt, "pts_ms": pts, "idle_index": idle, "x": x, "y": y,
+                       "w": w, "h": h, "format": PATCH_FORMATS[fmt]},
+            "image_hex": _TINY_PNG.hex(),
+        })  # fmt: skip
+    head = PATCH_HEADER.pack(PATCH_KIND, 1, 0, 1, 0.0, 0, 0, 0, 2, 2, 3, 0, 0)
+    invalid = [
+        {"name": "short", "hex": head[:31].hex(), "reason": "shorter than the 32-byte header"},
+        {"name": "unknown image format",
+         "hex": (head[:28] + bytes([9]) + head[29:] + _TINY_PNG).hex(),
+         "reason": "format is 1 (JPEG), 2 (WebP) or 3 (PNG)"},
+        {"name": "not a patch", "hex": (bytes([AUDIO_KIND]) + head[1:] + _TINY_PNG).hex(),
+         "reason": "kind must be 2"},
+        {"name": "no image", "hex": head.hex(), "reason": "the image is missing"},
+        {"name": "empty box",
+         "hex": PATCH_HEADER.pack(PATCH_KIND, 1, 0, 1, 0.0, 0, 0, 0, 0, 2, 3, 0, 0).hex()
+         + _TINY_PNG.hex(),
+         "reason": "width and height are at least 1"},
+    ]  # fmt: skip
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "description": "mouth patch (kind 2): the 16-byte common header, then idle_index u32, "
+        "x, y, w, h u16 (photo pixels), format u8 (1 JPEG, 2 WebP, 3 PNG), reserved u8 and u16 "
+        "(struct '<BBHIdIHHHHBBH', 32 bytes); then the encoded image",
+        "header_size": PATCH_HEADER.size,
+        "valid": valid,
+        "invalid": invalid,
+    }
+
+
 def vectors() -> dict[str, Any]:
     """File name → content of every test vector file."""
     out: dict[str, Any] = {}
@@ -691,6 +745,7 @@ def vectors() -> dict[str, Any]:
                 "invalid": cases["invalid"],
             }
     out["binary_header.json"] = _binary_vectors()
+    out["binary_patch.json"] = _patch_vectors()
     out["close_codes.json"] = {
         "protocol": PROTOCOL_VERSION,
         "codes": [{"code": c, "meaning": m} for c, m in CLOSE_CODES.items()],

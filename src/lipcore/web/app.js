@@ -4,7 +4,7 @@
 
 import * as api from "./api.js";
 import { AudioOut } from "./audio.js";
-import { containFit, MeshOverlay, SpriteOverlay } from "./overlay.js";
+import { containFit, MeshOverlay, PatchOverlay, SpriteOverlay } from "./overlay.js";
 import { activity, affineAt, frameIndexAt } from "./protocol.js";
 import { LiveSession } from "./session.js";
 
@@ -32,6 +32,8 @@ const state = {
   firstAudioMs: null, // speak → first audio at the speaker
   firstMouthMs: null, // speak → first drawn frame with the mouth moving
   clockOffsetsMs: [], // per frame: pts drawn − pts heard when the frame shows (+ = mouth early)
+  patchesShown: 0, // variant C: distinct server-rendered mouth patches drawn so far
+  lastPatchSeq: null,
   error: null,
 };
 
@@ -192,6 +194,11 @@ const ui = {
 
 // ------------------------------------------------------------------------- avatar + session
 
+/** The lip-sync types this page draws, as the page names them. */
+const BACKEND_NAMES = Object.freeze({
+  sprites: "Sprites", mesh: "Mesh warp", onnx: "Wav2Lip (server-rendered)",
+});
+
 const video = $("#idle");
 const canvas2d = $("#overlay");
 const canvasGl = $("#overlay-gl");
@@ -212,10 +219,9 @@ async function loadAvatar(av) {
     session = null;
     state.ready = false;
     const assets = av.lipsync_assets;
-    if (!["sprites", "mesh"].includes(assets?.type)) {
-      // Variant C (server-rendered mouth patches, type "onnx") is not drawn here yet.
+    if (!Object.hasOwn(BACKEND_NAMES, assets?.type ?? "")) {
       throw new Error(`avatar ${av.avatar_id}: lip-sync type "${assets?.type}" is not shown by `
-        + "the web client (it draws sprites and mesh avatars)");
+        + "the web client (it draws sprites, mesh and onnx avatars)");
     }
     const trackUrl = assets.mouth_track_url
       ?? absolute(new URL("mouth_track.json", absolute(av.idle_url)).href);
@@ -232,13 +238,19 @@ async function loadAvatar(av) {
     const useGl = assets.type === "mesh";
     canvas2d.hidden = useGl;
     canvasGl.hidden = !useGl;
-    overlay = useGl
-      ? await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url) })
-      : await SpriteOverlay.load(canvas2d, { atlasJsonUrl: absolute(assets.atlas_url),
-        maskUrl: assets.mask_url ? absolute(assets.mask_url) : null });
+    const maskUrl = assets.mask_url ? absolute(assets.mask_url) : null;
+    if (useGl) {
+      overlay = await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url) });
+    } else if (assets.type === "onnx") {
+      // Variant C: the server renders the mouth; this page places its patches.
+      overlay = await PatchOverlay.load(canvas2d, { roi: assets.roi, maskUrl });
+    } else {
+      overlay = await SpriteOverlay.load(canvas2d, { atlasJsonUrl: absolute(assets.atlas_url),
+        maskUrl });
+    }
     state.avatar = av.avatar_id;
     state.backend = assets.type;
-    $("#backend").textContent = assets.type === "mesh" ? "Mesh warp" : "Sprites";
+    $("#backend").textContent = BACKEND_NAMES[assets.type];
     resize();
     await connect(av.avatar_id);
   } catch (e) {
@@ -342,7 +354,7 @@ function render(now) {
   if (!overlay || !mouthTrack || !video.videoWidth) return;
   const t0 = performance.now();
   const displayMs = now + lead;
-  const m = session ? session.mouthAt(displayMs) : { weights: {}, ptsMs: null };
+  const m = session ? session.mouthAt(displayMs) : { weights: {}, ptsMs: null, patch: null };
   // A paused (held or seeking) video shows the frame at currentTime; rVFC need not fire then.
   const mt = "requestVideoFrameCallback" in HTMLVideoElement.prototype && !video.paused
     ? mediaTime : video.currentTime;
@@ -352,12 +364,17 @@ function render(now) {
   // Draw only when something on it changed (idle frame, weights, size): at rest the idle
   // loop's 25–30 fps, not the display's 60, and nothing while the video is held.
   const { width: cw, height: ch } = overlay.canvas;
-  const key = `${idx}|${cw}x${ch}|${JSON.stringify(m.weights)}`;
+  const key = overlay.kind === "onnx" ? `${idx}|${cw}x${ch}|p${m.patch?.seq ?? 0}`
+    : `${idx}|${cw}x${ch}|${JSON.stringify(m.weights)}`;
   const drawn = key !== lastDrawKey || overlay !== lastOverlay;
   if (drawn) {
-    overlay.draw(affineAt(mouthTrack, idx), m.weights, fit);
+    overlay.draw(affineAt(mouthTrack, idx), m.weights, fit, m.patch ?? null);
     lastDrawKey = key;
     lastOverlay = overlay;
+    if (m.patch && m.patch.seq !== state.lastPatchSeq) {
+      state.lastPatchSeq = m.patch.seq;
+      state.patchesShown += 1;
+    }
   }
   const cost = performance.now() - t0;
 

@@ -140,6 +140,58 @@ export class SpriteOverlay {
   }
 }
 
+// ------------------------------------------------------------------------- patches (variant C)
+
+export class PatchOverlay {
+  /**
+   * Variant C: the server renders each video frame's mouth (Wav2Lip) and streams it as a patch
+   * the size of the ROI (photo px). Drawn like a sprite cell: through the mouth mask, placed by
+   * the mouth track's affine of the idle frame on screen. No patch: the idle loop's own mouth.
+   */
+  static async load(canvas, { roi, maskUrl = null }) {
+    const mask = maskUrl ? await loadImage(maskUrl) : null;
+    return new PatchOverlay(canvas, roi, mask);
+  }
+
+  constructor(canvas, roi, maskImg) {
+    this.kind = "onnx";
+    this.canvas = canvas;
+    this.g = canvas.getContext("2d");
+    this.roi = roi;
+    this.off = document.createElement("canvas");
+    this.off.width = roi.w;
+    this.off.height = roi.h;
+    this.og = this.off.getContext("2d");
+    this.mask = maskImg ? maskToAlpha(maskImg, roi.w, roi.h) : null;
+  }
+
+  /** Draw `patch` ({bitmap, x, y, w, h}, or null for the idle mouth) placed by `affine`. */
+  draw(affine, _weights, fit, patch = null) {
+    const g = this.g;
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    if (!patch) return;
+    const { og, off } = this;
+    if (off.width !== patch.w || off.height !== patch.h) {
+      // The server's box is the avatar's ROI; follow it should the two ever differ.
+      off.width = patch.w;
+      off.height = patch.h;
+      if (this.mask) this.mask = null;
+    }
+    og.globalCompositeOperation = "copy";
+    og.drawImage(patch.bitmap, 0, 0, patch.w, patch.h);
+    if (this.mask) {
+      og.globalCompositeOperation = "destination-in";
+      og.drawImage(this.mask, 0, 0);
+    }
+    og.globalCompositeOperation = "source-over";
+    g.setTransform(...canvasTransform(affine, fit));
+    g.imageSmoothingQuality = "high";
+    g.drawImage(off, patch.x, patch.y);
+    g.setTransform(1, 0, 0, 1, 0, 0);
+  }
+}
+
 // ------------------------------------------------------------------------- mesh (WebGL)
 
 const VERT = `

@@ -318,6 +318,152 @@ export function encodeBinaryFrame({
   return out;
 }
 
+// ------------------------------------------------------------------------- mouth patches
+
+/** Kind 2 (variant C): the common header plus 16 bytes (docs/protocol.md, "Mouth patches"). */
+export const PATCH_HEADER_BYTES = 32;
+export const PATCH_FORMATS = Object.freeze({ 1: "jpeg", 2: "webp", 3: "png" });
+
+/**
+ * Parse a mouth-patch frame (kind 2): {utterance, ptsMs, idleIndex, x, y, w, h, format, mime,
+ * image: Uint8Array (a view of `buf`)}. The box is in photo pixels.
+ */
+export function decodePatchFrame(buf) {
+  const view = asView(buf);
+  if (view.byteLength < PATCH_HEADER_BYTES) {
+    throw new ProtocolError(`mouth-patch frame of ${view.byteLength} bytes is shorter than its `
+      + `${PATCH_HEADER_BYTES}-byte header`);
+  }
+  const kind = view.getUint8(0);
+  if (kind !== KIND_PATCH) {
+    throw new ProtocolError(`binary frame kind ${kind} is not a mouth patch (${KIND_PATCH})`);
+  }
+  const version = view.getUint8(1);
+  if (version !== PROTOCOL_VERSION) {
+    throw new ProtocolError(`mouth-patch frame version ${version}, expected ${PROTOCOL_VERSION}`);
+  }
+  const code = view.getUint8(28);
+  const format = PATCH_FORMATS[code];
+  if (format === undefined) {
+    throw new ProtocolError(`mouth-patch image format ${code} is unknown `
+      + "(1 = JPEG, 2 = WebP, 3 = PNG)");
+  }
+  const w = view.getUint16(24, true);
+  const h = view.getUint16(26, true);
+  if (w < 1 || h < 1) throw new ProtocolError(`mouth-patch box of ${w}×${h} pixels is empty`);
+  if (view.byteLength === PATCH_HEADER_BYTES) {
+    throw new ProtocolError("mouth-patch frame carries no image");
+  }
+  return {
+    kind,
+    version,
+    utterance: view.getUint32(4, true),
+    ptsMs: view.getFloat64(8, true),
+    idleIndex: view.getUint32(16, true),
+    x: view.getUint16(20, true),
+    y: view.getUint16(22, true),
+    w,
+    h,
+    format,
+    mime: `image/${format}`,
+    image: new Uint8Array(view.buffer, view.byteOffset + PATCH_HEADER_BYTES,
+      view.byteLength - PATCH_HEADER_BYTES),
+  };
+}
+
+/**
+ * The mouth patches of one utterance on its audio timeline. At audio clock `t` the latest patch
+ * with `pts ≤ t` is shown; none before the first patch, none from the end of the utterance's
+ * audio or from a barge-in on (the idle loop's own mouth then). Between the last patch received
+ * and the end the last one holds (the stream is catching up). Items are opaque (ImageBitmaps in
+ * the page); what `add` replaces and `prune` drops is returned so the caller can release it.
+ */
+export class PatchTimeline {
+  constructor() {
+    this.pts = [];
+    this.items = [];
+    this.endMs = null;
+    this.stopMs = null;
+  }
+
+  get size() {
+    return this.pts.length;
+  }
+
+  /** Add a patch; returns the item it replaced (same pts), else null. */
+  add(ptsMs, item) {
+    const n = this.pts.length;
+    if (n === 0 || ptsMs > this.pts[n - 1]) {
+      this.pts.push(ptsMs);
+      this.items.push(item);
+      return null;
+    }
+    const i = this.pts.findIndex((p) => p >= ptsMs);
+    if (this.pts[i] === ptsMs) {
+      const old = this.items[i];
+      this.items[i] = item;
+      return old;
+    }
+    this.pts.splice(i, 0, ptsMs);
+    this.items.splice(i, 0, item);
+    return null;
+  }
+
+  /** The utterance's audio ends at `durationMs` (utterance_end). */
+  end(durationMs) {
+    this.endMs = durationMs;
+  }
+
+  /** A barge-in at `ptsMs`: no patch from there on. */
+  stop(ptsMs) {
+    if (this.stopMs === null) this.stopMs = ptsMs;
+  }
+
+  indexAt(tMs) {
+    if (this.stopMs !== null && tMs >= this.stopMs) return -1;
+    if (this.endMs !== null && tMs >= this.endMs) return -1;
+    const n = this.pts.length;
+    if (n === 0 || tMs < this.pts[0]) return -1;
+    let lo = 0;
+    let hi = n;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (this.pts[mid] <= tMs) lo = mid;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The patch to show at `tMs`: {ptsMs, item}, or null for the idle mouth. */
+  at(tMs) {
+    const i = this.indexAt(tMs);
+    return i < 0 ? null : { ptsMs: this.pts[i], item: this.items[i] };
+  }
+
+  /** True once nothing more will be shown after `tMs`. */
+  finishedAt(tMs) {
+    const stop = Math.min(this.stopMs ?? Infinity, this.endMs ?? Infinity);
+    return tMs >= stop;
+  }
+
+  /** Drop the patches before the one shown at `tMs` (the clock only moves on); returns them. */
+  prune(tMs) {
+    const i = this.indexAt(tMs);
+    const k = i < 0 ? (this.finishedAt(tMs) ? this.pts.length : 0) : i;
+    if (k === 0) return [];
+    this.pts.splice(0, k);
+    return this.items.splice(0, k);
+  }
+
+  /** Drop everything (the utterance is forgotten); returns the items. */
+  clear() {
+    this.pts = [];
+    const items = this.items;
+    this.items = [];
+    return items;
+  }
+}
+
 /** Mono s16le PCM bytes → Float32Array in [-1, 1). Copies, so odd offsets are fine. */
 export function pcm16ToFloat32(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

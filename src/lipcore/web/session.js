@@ -3,8 +3,9 @@
 
 import { AudioOut } from "./audio.js";
 import {
-  activity, ClockSync, clientMessages, decodeBinaryFrame, decodeServerMessage, framesOf,
-  KIND_AUDIO, KIND_AUDIO_VISEMES, pcm16ToFloat32, VisemeTrack,
+  activity, ClockSync, clientMessages, decodeBinaryFrame, decodePatchFrame, decodeServerMessage,
+  framesOf, KIND_AUDIO, KIND_AUDIO_VISEMES, KIND_PATCH, PatchTimeline, pcm16ToFloat32,
+  VisemeTrack,
 } from "./protocol.js";
 
 const PING_EVERY_MS = 2000;
@@ -19,6 +20,8 @@ export class LiveSession extends EventTarget {
     this.log = log;
     this.clock = new ClockSync();
     this.tracks = new Map(); // utterance id → VisemeTrack
+    this.patches = new Map(); // utterance id → PatchTimeline (variant C avatars)
+    this.patchSeq = 0; // mouth patches decoded so far (each gets its number)
     this.order = []; // utterance ids in arrival order
     this.hello = null;
     this.ws = null;
@@ -90,6 +93,7 @@ export class LiveSession extends EventTarget {
         const id = msg.utterance;
         if (!this.tracks.has(id)) {
           this.tracks.set(id, new VisemeTrack(id));
+          this.patches.set(id, new PatchTimeline());
           this.order.push(id);
         }
         this.audio.begin(id, msg.sample_rate);
@@ -119,6 +123,7 @@ export class LiveSession extends EventTarget {
       case "utterance_end": {
         const track = this.tracks.get(msg.utterance);
         if (track) track.end(msg.duration_ms);
+        this.patches.get(msg.utterance)?.end(msg.duration_ms ?? track?.lastPtsMs ?? 0);
         this.log("utterance_end", { utterance: msg.utterance, reason: msg.reason ?? "done",
           duration_ms: msg.duration_ms ?? null });
         break;
@@ -145,8 +150,11 @@ export class LiveSession extends EventTarget {
     if (frame.kind === KIND_AUDIO_VISEMES) {
       // The chunk's frames ride in front of its audio: handle them as the text event first.
       this.onMessage(decodeServerMessage(frame.visemesJson));
+    } else if (frame.kind === KIND_PATCH) {
+      this.onPatch(buf);
+      return;
     } else if (frame.kind !== KIND_AUDIO) {
-      return; // variant C patches are not drawn by this client
+      return;
     }
     const track = this.tracks.get(frame.utterance);
     if (track?.stoppedAt) return; // nothing of a stopped utterance plays
@@ -159,6 +167,32 @@ export class LiveSession extends EventTarget {
       this.log("first_audio", { utterance: frame.utterance, pts_ms: frame.ptsMs,
         ctx_start: when, heard_in_ms: (when - this.audio.heardTime()) * 1000 });
     }
+  }
+
+  /**
+   * A mouth patch (variant C): decode its image off the main path and file it on its
+   * utterance's timeline; the render loop shows the one due at the audio clock.
+   */
+  onPatch(buf) {
+    const p = decodePatchFrame(buf);
+    const timeline = this.patches.get(p.utterance);
+    const track = this.tracks.get(p.utterance);
+    if (!timeline || !track || track.stoppedAt) return; // unknown, stopped or forgotten
+    const seq = ++this.patchSeq;
+    createImageBitmap(new Blob([p.image], { type: p.mime })).then((bitmap) => {
+      // Stopped or forgotten while the image decoded: nothing of it is shown.
+      if (this.patches.get(p.utterance) !== timeline || timeline.stopMs !== null) {
+        bitmap.close();
+        return;
+      }
+      const item = { bitmap, x: p.x, y: p.y, w: p.w, h: p.h, idleIndex: p.idleIndex, seq };
+      timeline.add(p.ptsMs, item)?.bitmap.close();
+      if (timeline.size === 1 && !timeline.loggedFirst) {
+        timeline.loggedFirst = true;
+        this.log("first_patch", { utterance: p.utterance, pts_ms: p.ptsMs });
+      }
+    }, (e) => this.log("patch_error", { utterance: p.utterance, pts_ms: p.ptsMs,
+      message: String(e?.message ?? e) }));
   }
 
   speak(text, bargeIn = false) {
@@ -195,6 +229,7 @@ export class LiveSession extends EventTarget {
     const track = this.tracks.get(id);
     if (!track || track.stoppedAt) return;
     const pts = this.audio.ptsHeard(id);
+    this.patches.get(id)?.stop(Math.max(0, pts ?? 0));
     if (pts === null) {
       // Nothing heard yet: drop it silently.
       track.stop(0, rampMs);
@@ -218,14 +253,21 @@ export class LiveSession extends EventTarget {
       // The latest utterance whose timeline has begun (with 40 ms of ease-in) is the one heard.
       if (pts >= -40) chosen = { id, pts };
     }
-    if (!chosen) return { weights: {}, utterance: null, ptsMs: null };
+    if (!chosen) return { weights: {}, utterance: null, ptsMs: null, patch: null };
     const track = this.tracks.get(chosen.id);
     const weights = track.weightsAt(chosen.pts);
+    // Variant C: the patch due now (the clock only moves on: older ones are released).
+    const timeline = this.patches.get(chosen.id);
+    const patch = timeline?.at(chosen.pts)?.item ?? null;
+    if (timeline) for (const old of timeline.prune(chosen.pts)) old.bitmap.close();
     if (track.finishedAt(chosen.pts) && chosen.id !== this.current) this.forget(chosen.id);
-    return { weights, utterance: chosen.id, ptsMs: chosen.pts, activity: activity(weights) };
+    return { weights, utterance: chosen.id, ptsMs: chosen.pts, activity: activity(weights),
+      patch };
   }
 
   forget(id) {
+    for (const old of this.patches.get(id)?.clear() ?? []) old.bitmap.close();
+    this.patches.delete(id);
     this.tracks.delete(id);
     this.order = this.order.filter((x) => x !== id);
     this.audio.forget(id);

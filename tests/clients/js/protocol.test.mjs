@@ -10,9 +10,9 @@ import { fileURLToPath } from "node:url";
 
 import {
   activity, affineAt, blendMeshOffsets, ClockSync, clientMessages, CLIENT_MESSAGE_TYPES,
-  decodeBinaryFrame, decodeClientMessage, decodeServerMessage, encodeBinaryFrame,
-  frameIndexAt, pcm16ToFloat32, ProtocolError, rampToRest, SERVER_MESSAGE_TYPES, topCells,
-  VisemeTrack, withRest,
+  decodeBinaryFrame, decodeClientMessage, decodePatchFrame, decodeServerMessage,
+  encodeBinaryFrame, frameIndexAt, PatchTimeline, pcm16ToFloat32, ProtocolError, rampToRest,
+  SERVER_MESSAGE_TYPES, topCells, VisemeTrack, withRest,
 } from "../../../src/lipcore/web/protocol.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -73,6 +73,64 @@ test("binary header vectors: valid frames decode to the stated header and sample
   for (const c of vec.invalid) {
     assert.throws(() => decodeBinaryFrame(hex(c.hex)), ProtocolError, c.name);
   }
+});
+
+test("mouth-patch vectors: valid frames decode to the stated header and image", () => {
+  const vec = load("binary_patch.json");
+  assert.equal(vec.header_size, 32);
+  assert.ok(vec.valid.length > 0 && vec.invalid.length > 0);
+  for (const c of vec.valid) {
+    // The common header reads as kind 2 too (what the session dispatches on).
+    assert.equal(decodeBinaryFrame(hex(c.hex)).kind, 2, c.name);
+    const p = decodePatchFrame(hex(c.hex));
+    assert.deepEqual(
+      { kind: p.kind, version: p.version, flags: 0, utterance: p.utterance, pts_ms: p.ptsMs,
+        idle_index: p.idleIndex, x: p.x, y: p.y, w: p.w, h: p.h, format: p.format },
+      c.header, c.name,
+    );
+    assert.equal(p.mime, `image/${c.header.format}`);
+    assert.deepEqual([...p.image], [...hex(c.image_hex)], c.name);
+  }
+  for (const c of vec.invalid) {
+    assert.throws(() => decodePatchFrame(hex(c.hex)), ProtocolError, c.name);
+  }
+});
+
+test("patches: the latest one due at the audio clock, idle mouth before, after and on a stop", () => {
+  const t = new PatchTimeline();
+  assert.equal(t.at(0), null);
+  for (const pts of [40, 80, 120]) assert.equal(t.add(pts, { pts }), null);
+  assert.equal(t.at(39.9), null); // before the first patch: the idle mouth
+  assert.equal(t.at(40).item.pts, 40);
+  assert.equal(t.at(79).item.pts, 40);
+  assert.equal(t.at(80).item.pts, 80);
+  assert.equal(t.at(500).item.pts, 120); // the stream is catching up: the last one holds
+  // A late patch slots in by pts; one with the same pts replaces (the old item comes back).
+  assert.equal(t.add(60, { pts: 60 }), null);
+  assert.equal(t.at(70).item.pts, 60);
+  assert.deepEqual(t.add(60, { pts: 60, again: true }), { pts: 60 });
+  assert.equal(t.at(70).item.again, true);
+  // The end of the utterance's audio: idle from there on.
+  t.end(130);
+  assert.equal(t.at(129).item.pts, 120);
+  assert.equal(t.at(130), null);
+  assert.equal(t.finishedAt(130), true);
+});
+
+test("patches: the clock only moves on, so older ones are released; a stop shows idle", () => {
+  const t = new PatchTimeline();
+  for (const pts of [0, 40, 80, 120, 160]) t.add(pts, { pts });
+  assert.deepEqual(t.prune(-5), []); // before the first: nothing to release
+  assert.deepEqual(t.prune(85).map((i) => i.pts), [0, 40]);
+  assert.equal(t.at(85).item.pts, 80); // the one shown stays
+  assert.equal(t.size, 3);
+  t.stop(100);
+  assert.equal(t.at(99).item.pts, 80);
+  assert.equal(t.at(100), null);
+  assert.deepEqual(t.prune(100).map((i) => i.pts), [80, 120, 160]);
+  assert.equal(t.size, 0);
+  t.add(200, { pts: 200 });
+  assert.deepEqual(t.clear().map((i) => i.pts), [200]);
 });
 
 test("a binary frame inside a larger buffer (byteOffset) decodes", () => {

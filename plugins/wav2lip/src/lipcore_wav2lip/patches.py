@@ -126,4 +126,8 @@ def decode_patch_frame(data: bytes) -> PatchFrame:
         raise InputError(f"mouth-patch frame version {version} is not supported (only 1)")
     if fmt not in _FORMAT_NAMES:
         raise InputError(f"unknown mouth-patch image format code {fmt}")
+    if w < 1 or h < 1:
+        raise InputError(f"mouth-patch box of {w}×{h} pixels is empty")
+    if len(data) == HEADER_SIZE:
+        raise InputError("mouth-patch frame carries no image")
     return PatchFrame(utt, pts, idle, x, y, w, h, _FORMAT_NAMES[fmt], bytes(data[HEADER_SIZE:]))
