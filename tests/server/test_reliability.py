@@ -174,6 +174,55 @@ def test_reconnect_within_grace_resumes(make_server) -> None:  # type: ignore[no
     asyncio.run(body())
 
 
+class _SlowToCloseTTS(ReplayTTSSource):
+    """Real-time speech whose stream takes 0.4 s to wind down when cancelled, as a vendor's
+    socket does when it closes."""
+
+    def synthesize(self, text: Any, *, voice: str, options: Any = None) -> Any:
+        inner = super().synthesize(text, voice=voice, options=options)
+
+        async def run() -> Any:
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                await asyncio.sleep(0.4)
+
+        return run()
+
+
+def test_reconnect_while_the_old_connection_is_still_winding_down(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The client drops and comes back at once, while the server is still cancelling the
+    utterance of the dropped connection (its TTS takes a while to close): the new connection is
+    served (hello, pong, new speech), and nothing of the cancelled utterance reaches it."""
+    tts = {**make_tts(), "slow": _SlowToCloseTTS(realtime=True)}
+    srv: RunningServer = make_server(reconnect_grace_s=5.0, tts=tts)
+
+    async def body() -> None:
+        async with httpx.AsyncClient() as c:
+            s = (await c.post(f"{srv.url}/session-2d", json={**MK, "tts": "slow"})).json()
+            rec = Received()
+            async with connect(s["ws_url"]) as ws:
+                await recv_one(ws, rec)
+                await ws.send(json.dumps({"type": "speak", "text": LONG}))
+                await recv_until(ws, rec, lambda it: it[0] == "audio")
+            rec2 = Received()
+            async with connect(s["ws_url"]) as ws:  # at once: the old one is still closing
+                _, hello = await recv_until(ws, rec2, is_json("hello"), timeout=5)
+                assert hello["resumed"] is True
+                await ws.send('{"type": "ping", "id": 1, "client_time_ms": 0}')
+                await recv_until(ws, rec2, is_json("pong"), timeout=5)
+                await ws.send(json.dumps({"type": "speak", "text": "weiter"}))
+                _, st = await recv_until(ws, rec2, is_json("utterance_start"), timeout=5)
+                assert st["utterance"] == 2
+                await recv_until(ws, rec2, is_json("utterance_end"), timeout=10)
+                assert rec2.audio(2)
+                leaked = [it for it in rec2.items if _utterance_of(it) == 1]
+                assert not leaked, leaked
+
+    asyncio.run(body())
+
+
 def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[no-untyped-def]
     """A client that stops reading: the server's queue stays bounded, viseme messages are
     dropped first, and the client is disconnected with 4408 "client too slow"."""

@@ -112,7 +112,8 @@ class _Item:
     """One queued message (a plain class: one is made per message, and a dataclass's
     generated ``__init__`` plus a computed ``size`` cost measurably at hundreds of sessions)."""
 
-    __slots__ = ("data", "inline", "size", "t_chunk", "t_due", "text", "utterance", "viseme")
+    __slots__ = ("data", "inline", "pts_ms", "size", "t_chunk", "t_due", "text", "utterance",
+                 "viseme")
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class _Item:
         t_due: float | None = None,  # perf_counter when the chunk was due on the TTS's schedule
         *,
         inline: bool = False,  # audio with its viseme event in front (kind 3)
+        pts_ms: float | None = None,  # audio: where it starts on the utterance's timeline
     ) -> None:
         self.text = text
         self.data = data
@@ -133,6 +135,7 @@ class _Item:
         self.t_due = t_due
         self.size = len(data) if data is not None else len(text or "")
         self.inline = inline
+        self.pts_ms = pts_ms
 
 
 class Outbox:
@@ -238,10 +241,10 @@ class Outbox:
             self._drained.clear()
             await self._drained.wait()
 
-    def purge_utterances(self) -> int:
-        """Drop every queued message that belongs to an utterance (barge-in)."""
+    def purge_utterances(self) -> list[_Item]:
+        """Drop every queued message that belongs to an utterance (barge-in); returns them."""
         kept = deque(it for it in self._items if it.utterance == 0)
-        dropped = len(self._items) - len(kept)
+        dropped = [it for it in self._items if it.utterance != 0]
         self._items = kept
         self._bytes = sum(it.size for it in kept)
         return dropped
@@ -427,9 +430,8 @@ class Session:
             frame = pack_frame(data, utterance=utterance, pts_ms=pts_ms)
         else:
             frame = pack_audio_visemes(visemes, data, utterance=utterance, pts_ms=pts_ms)
-        self.outbox.put(
-            _Item(None, frame, utterance, False, t_chunk, t_due, inline=visemes is not None)
-        )
+        self.outbox.put(_Item(None, frame, utterance, False, t_chunk, t_due,
+                              inline=visemes is not None, pts_ms=pts_ms))
 
     def _send_patches(self, patches: Any, *, utterance: int) -> None:
         """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
@@ -524,14 +526,17 @@ class Session:
             turn.task.cancel()
             await asyncio.wait({turn.task})
             self.usage.stopped += 1
+        purged = self.outbox.purge_utterances() if self.outbox is not None else []
         # How far the server had sent of the utterance the stop names: the running one, or
         # the last one when it finished before the stop came (the client may still play it).
+        # Its audio still queued was just dropped: the client gets up to the first of that.
         for t in (turn, self._finished):
             if t is not None and t.utterance and t.utterance == self._utterance_counter:
                 at_pts = t.sent_pts_ms
+                for it in purged:
+                    if it.utterance == t.utterance and it.pts_ms is not None:
+                        at_pts = min(at_pts, it.pts_ms)
                 break
-        if self.outbox is not None:
-            self.outbox.purge_utterances()
         if notify:
             self._send({"type": "stop", "utterance": self._utterance_counter,
                         "at_pts_ms": round(at_pts, 1), "ramp_ms": self.settings.stop_ramp_ms,
@@ -668,10 +673,18 @@ class Session:
         """Run one client connection until it ends (the WebSocket endpoint calls this)."""
         if lipsync is not None:
             self.lipsync = lipsync
-        old = self.transport
-        if old is not None:
-            await self._detach(old, code=4409,
-                               reason="replaced by a newer connection to this session")
+        while True:
+            old = self.transport
+            if old is not None:
+                await self._detach(old, code=4409,
+                                   reason="replaced by a newer connection to this session")
+            # A detach of the previous connection still cancelling its utterance holds the
+            # lock: attach after it, so nothing of that utterance reaches this connection.
+            async with self._lock:
+                pass
+            if self.transport is None:  # (no other connection attached meanwhile)
+                break
+        # Nothing below awaits until the hello is queued.
         self.transport = transport
         self.viseme_mode = viseme_mode or self.settings.viseme_events
         self.disconnected_at = None
@@ -721,14 +734,15 @@ class Session:
         queue dropped; the session waits for a reconnect within the grace period."""
         if self.transport is not transport:
             return
-        self.transport = None  # from now on nothing is queued for this connection
-        async with self._lock:
-            await self._stop_locked(reason="server", notify=False)
+        # Take this connection's queue and writer before anything awaits: a reconnect may
+        # attach its own meanwhile, and those must not be the ones closed here.
         outbox, writer = self.outbox, self._writer
         self.transport, self.outbox, self._writer = None, None, None
         self.disconnected_at = time.monotonic()
         if outbox is not None:
-            outbox.close()
+            outbox.close()  # from now on nothing is sent on this connection
+        async with self._lock:  # a reconnect attaches only after this (serve takes the lock)
+            await self._stop_locked(reason="server", notify=False)
         if writer is not None:
             writer.cancel()
             with contextlib.suppress(BaseException):
