@@ -224,3 +224,42 @@ def test_barge_in_mid_sentence(browser: Any, real_server: Any) -> None:
         assert not page.errors, page.errors
     finally:
         page.context.close()
+
+
+def test_uploading_a_photo_builds_and_shows_a_new_avatar(browser: Any, real_server: Any,
+                                                         grace_hopper_path: Path,
+                                                         tmp_path: Path) -> None:
+    """The page's own upload: pick the lip-sync back end, choose a photo, and the new avatar is
+    built by the server, listed, selected and live. A file that is not a photo is refused with
+    the server's reason, and the avatar on screen stays."""
+    url, ids = real_server
+    page = open_page(browser, url, ids["sprites"])
+    try:
+        page.select_option("#upload-backend", "mesh")
+        page.set_input_files("#upload", str(grace_hopper_path))
+        page.wait_for_function(
+            f"window.lipcore.state.avatar !== {ids['sprites']!r} && window.lipcore.state.ready",
+            timeout=120_000)
+        s = page.evaluate("window.lipcore.state")
+        new_id = s["avatar"]
+        assert s["backend"] == "mesh" and page.inner_text("#backend") == "Mesh warp"
+        assert page.eval_on_selector("#avatar", "el => el.value") == new_id
+        options = page.eval_on_selector_all("#avatar option", "els => els.map(e => e.value)")
+        assert new_id in options and ids["sprites"] in options
+        # It speaks like any other.
+        page.evaluate("window.lipcore.speak('Hello there.')")
+        page.wait_for_function("window.lipcore.state.lastActivity > 0.3", timeout=15_000)
+
+        bogus = tmp_path / "notes.png"
+        bogus.write_bytes(b"this is not an image at all\n" * 20)
+        page.set_input_files("#upload", str(bogus))
+        page.wait_for_function(
+            "document.querySelector('#toast').classList.contains('show') && "
+            "document.querySelector('#toast').textContent.length > 0", timeout=30_000)
+        toast = page.inner_text("#toast")
+        assert "image" in toast.lower(), toast
+        assert page.evaluate("window.lipcore.state.avatar") == new_id
+        assert page.evaluate("window.lipcore.state.ready") is True
+        assert not page.errors, page.errors
+    finally:
+        page.context.close()

@@ -493,7 +493,7 @@ $("#upload").addEventListener("change", async (ev) => {
   if (!file) return;
   ui.busy(true, "Building the avatar (face analysis, idle loop, mouth)…");
   try {
-    const av = await api.avatarize(file);
+    const av = await api.avatarize(file, $("#upload-backend").value || null);
     await refreshAvatars(av.avatar_id);
     await loadAvatar(av);
   } catch (e) {
