@@ -91,17 +91,7 @@ class SpritePainter extends MouthPainter {
           ..color = Color.fromRGBO(255, 255, 255, cell.weight),
       );
     }
-    final mask = avatar.mask;
-    if (mask != null) {
-      canvas.drawImageRect(
-        mask,
-        Offset.zero & Size(mask.width.toDouble(), mask.height.toDouble()),
-        dst,
-        Paint()
-          ..blendMode = BlendMode.dstIn
-          ..colorFilter = const ColorFilter.matrix(_lumaToAlpha),
-      );
-    }
+    _cutByMask(canvas, avatar.mask, dst);
     canvas.restore();
   }
 }
@@ -133,23 +123,26 @@ class PatchPainter extends MouthPainter {
         dst,
         Paint()..filterQuality = FilterQuality.medium,
       );
-    final mask = avatar.mask;
-    if (mask != null) {
-      canvas.drawImageRect(
-        mask,
-        Offset.zero & Size(mask.width.toDouble(), mask.height.toDouble()),
-        dst,
-        Paint()
-          ..blendMode = BlendMode.dstIn
-          ..colorFilter = const ColorFilter.matrix(_lumaToAlpha),
-      );
-    }
+    _cutByMask(canvas, avatar.mask, dst);
     canvas.restore();
   }
 
   @override
   bool shouldRepaint(covariant MouthPainter old) =>
       super.shouldRepaint(old) || (old is PatchPainter && old.patch?.seq != patch?.seq);
+}
+
+/// Cut the layer being painted (the mouth at [dst], photo px) by [mask]'s luminance.
+void _cutByMask(Canvas canvas, ui.Image? mask, ui.Rect dst) {
+  if (mask == null) return;
+  canvas.drawImageRect(
+    mask,
+    Offset.zero & Size(mask.width.toDouble(), mask.height.toDouble()),
+    dst,
+    Paint()
+      ..blendMode = BlendMode.dstIn
+      ..colorFilter = const ColorFilter.matrix(_lumaToAlpha),
+  );
 }
 
 /// A grey mask's luminance as alpha (white = opaque).
@@ -196,17 +189,7 @@ class MeshPainter extends MouthPainter {
         textureCoordinates: grid.uv, indices: grid.indices);
     canvas.drawVertices(vertices, BlendMode.srcOver, grid.paint);
     vertices.dispose();
-    final mask = avatar.mask;
-    if (mask != null) {
-      canvas.drawImageRect(
-        mask,
-        Offset.zero & Size(mask.width.toDouble(), mask.height.toDouble()),
-        dst,
-        Paint()
-          ..blendMode = BlendMode.dstIn
-          ..colorFilter = const ColorFilter.matrix(_lumaToAlpha),
-      );
-    }
+    _cutByMask(canvas, avatar.mask, dst);
     canvas.restore();
   }
 }

@@ -6,6 +6,21 @@ import 'dart:typed_data';
 
 import 'protocol.dart';
 
+/// Index of the last of the increasing [pts] that is ≤ [t] (the caller ensures `pts[0] ≤ t`).
+int _lastAtOrBefore(List<double> pts, double t) {
+  var lo = 0;
+  var hi = pts.length;
+  while (hi - lo > 1) {
+    final mid = (lo + hi) >> 1;
+    if (pts[mid] <= t) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 /// The sum of the non-Rest weights: 0 is the mouth at rest.
 double activity(Weights weights) {
   var s = 0.0;
@@ -156,16 +171,8 @@ class VisemeTrack {
       return a <= 0 ? const <String, double>{} : mixWeights(const {}, _weights.first, a);
     }
     if (tMs >= _pts.last) return Map<String, double>.of(_weights.last);
-    var lo = 0;
-    var hi = _pts.length - 1;
-    while (hi - lo > 1) {
-      final mid = (lo + hi) >> 1;
-      if (_pts[mid] <= tMs) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
+    final lo = _lastAtOrBefore(_pts, tMs);
+    final hi = lo + 1;
     final a = (tMs - _pts[lo]) / (_pts[hi] - _pts[lo]);
     return mixWeights(_weights[lo], _weights[hi], a);
   }
@@ -292,17 +299,7 @@ class PatchTimeline<T> {
     if (stopMs != null && tMs >= stopMs!) return -1;
     if (endMs != null && tMs >= endMs!) return -1;
     if (_pts.isEmpty || tMs < _pts.first) return -1;
-    var lo = 0;
-    var hi = _pts.length;
-    while (hi - lo > 1) {
-      final mid = (lo + hi) >> 1;
-      if (_pts[mid] <= tMs) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    return lo;
+    return _lastAtOrBefore(_pts, tMs);
   }
 
   /// The patch to show at [tMs], or null for the idle mouth.

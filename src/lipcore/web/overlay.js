@@ -60,6 +60,26 @@ function hasAlpha(img) {
   return false;
 }
 
+/**
+ * The mouth image composed in `off` (ROI-sized, photo px): cut by `mask` (an alpha canvas, or
+ * null), then drawn alone on the overlay context `g` at (`x`, `y`) in photo px, placed by the
+ * mouth track's `affine` in a canvas fitted by `fit`.
+ */
+function placeMasked(g, off, mask, affine, fit, x, y) {
+  const og = off.getContext("2d");
+  if (mask) {
+    og.globalCompositeOperation = "destination-in";
+    og.drawImage(mask, 0, 0);
+  }
+  og.globalCompositeOperation = "source-over";
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, g.canvas.width, g.canvas.height);
+  g.setTransform(...canvasTransform(affine, fit));
+  g.imageSmoothingQuality = "high";
+  g.drawImage(off, x, y);
+  g.setTransform(1, 0, 0, 1, 0, 0);
+}
+
 function relative(base, name) {
   return new URL(name, new URL(base, location.href)).href;
 }
@@ -125,18 +145,7 @@ export class SpriteOverlay {
       og.drawImage(this.img, sx, sy, sw, sh, 0, 0, roi.w, roi.h);
     }
     og.globalAlpha = 1;
-    if (this.mask) {
-      og.globalCompositeOperation = "destination-in";
-      og.drawImage(this.mask, 0, 0);
-    }
-    og.globalCompositeOperation = "source-over";
-    const g = this.g;
-    g.setTransform(1, 0, 0, 1, 0, 0);
-    g.clearRect(0, 0, this.canvas.width, this.canvas.height);
-    g.setTransform(...canvasTransform(affine, fit));
-    g.imageSmoothingQuality = "high";
-    g.drawImage(off, roi.x, roi.y);
-    g.setTransform(1, 0, 0, 1, 0, 0);
+    placeMasked(this.g, off, this.mask, affine, fit, roi.x, roi.y);
   }
 }
 
@@ -167,10 +176,11 @@ export class PatchOverlay {
 
   /** Draw `patch` ({bitmap, x, y, w, h}, or null for the idle mouth) placed by `affine`. */
   draw(affine, _weights, fit, patch = null) {
-    const g = this.g;
-    g.setTransform(1, 0, 0, 1, 0, 0);
-    g.clearRect(0, 0, this.canvas.width, this.canvas.height);
-    if (!patch) return;
+    if (!patch) {
+      this.g.setTransform(1, 0, 0, 1, 0, 0);
+      this.g.clearRect(0, 0, this.canvas.width, this.canvas.height);
+      return;
+    }
     const { og, off } = this;
     if (off.width !== patch.w || off.height !== patch.h) {
       // The server's box is the avatar's ROI; follow it should the two ever differ.
@@ -180,15 +190,7 @@ export class PatchOverlay {
     }
     og.globalCompositeOperation = "copy";
     og.drawImage(patch.bitmap, 0, 0, patch.w, patch.h);
-    if (this.mask) {
-      og.globalCompositeOperation = "destination-in";
-      og.drawImage(this.mask, 0, 0);
-    }
-    og.globalCompositeOperation = "source-over";
-    g.setTransform(...canvasTransform(affine, fit));
-    g.imageSmoothingQuality = "high";
-    g.drawImage(off, patch.x, patch.y);
-    g.setTransform(1, 0, 0, 1, 0, 0);
+    placeMasked(this.g, off, this.mask, affine, fit, patch.x, patch.y);
   }
 }
 

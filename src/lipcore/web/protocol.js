@@ -320,6 +320,18 @@ export function encodeBinaryFrame({
 
 // ------------------------------------------------------------------------- mouth patches
 
+/** Index of the last of the increasing `pts` that is ≤ `t` (the caller ensures pts[0] ≤ t). */
+function lastAtOrBefore(pts, t) {
+  let lo = 0;
+  let hi = pts.length;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (pts[mid] <= t) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** Kind 2 (variant C): the common header plus 16 bytes (docs/protocol.md, "Mouth patches"). */
 export const PATCH_HEADER_BYTES = 32;
 export const PATCH_FORMATS = Object.freeze({ 1: "jpeg", 2: "webp", 3: "png" });
@@ -422,16 +434,8 @@ export class PatchTimeline {
   indexAt(tMs) {
     if (this.stopMs !== null && tMs >= this.stopMs) return -1;
     if (this.endMs !== null && tMs >= this.endMs) return -1;
-    const n = this.pts.length;
-    if (n === 0 || tMs < this.pts[0]) return -1;
-    let lo = 0;
-    let hi = n;
-    while (hi - lo > 1) {
-      const mid = (lo + hi) >> 1;
-      if (this.pts[mid] <= tMs) lo = mid;
-      else hi = mid;
-    }
-    return lo;
+    if (this.pts.length === 0 || tMs < this.pts[0]) return -1;
+    return lastAtOrBefore(this.pts, tMs);
   }
 
   /** The patch to show at `tMs`: {ptsMs, item}, or null for the idle mouth. */
@@ -613,14 +617,8 @@ export class VisemeTrack {
       return a <= 0 ? {} : mixWeights({}, this.weights[0], a);
     }
     if (tMs >= this.pts[n - 1]) return { ...this.weights[n - 1] };
-    // Binary search for the last frame with pts <= t.
-    let lo = 0;
-    let hi = n - 1;
-    while (hi - lo > 1) {
-      const mid = (lo + hi) >> 1;
-      if (this.pts[mid] <= tMs) lo = mid;
-      else hi = mid;
-    }
+    const lo = lastAtOrBefore(this.pts, tMs);
+    const hi = lo + 1;
     const a = (tMs - this.pts[lo]) / (this.pts[hi] - this.pts[lo]);
     return mixWeights(this.weights[lo], this.weights[hi], a);
   }
