@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from lipcore.server import ServerSettings, create_app
-from lipcore.server.protocol import vector_texts
+from lipcore.server.protocol import (
+    AUDIO_VISEMES_KIND,
+    split_audio_visemes,
+    unpack_frame,
+    vector_texts,
+)
 from lipcore.testing import ReplayTTSSource, testing_engine
 
 from .conftest import (
@@ -223,6 +229,90 @@ def test_reconnect_while_the_old_connection_is_still_winding_down(make_server) -
     asyncio.run(body())
 
 
+class _RawClient:
+    """A WebSocket client on a plain socket with a tiny receive buffer, that reads only when
+    asked: a client that stops reading for a while, exactly (a library client keeps reading in
+    the background)."""
+
+    def __init__(self, base_url: str, ws_url: str) -> None:
+        port = int(base_url.rsplit(":", 1)[1])
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", port))
+        path = ws_url.split(f":{port}", 1)[1]
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send_text(self, text: str) -> None:
+        data = text.encode()
+        assert len(data) < 65536
+        size = bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0x80 | 126]) + (
+            len(data).to_bytes(2, "big"))
+        self.sock.sendall(b"\x81" + size + b"\0\0\0\0" + data)  # masked with a zero key
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self) -> str | bytes:
+        b0, b1 = self._take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._take(8), "big")
+        payload = self._take(n)
+        assert b0 & 0x0F in (1, 2), f"opcode {b0 & 0x0F}"
+        return payload.decode() if b0 & 0x0F == 1 else payload
+
+
+def test_stop_reports_what_the_client_gets_when_audio_was_queued(make_server) -> None:  # type: ignore[no-untyped-def]
+    """A stop while audio waits in the send queue (the client is not reading): the queued
+    audio is dropped, and the stop's ``at_pts_ms`` is where the audio the client does get
+    ends, not where the TTS had got to."""
+    srv: RunningServer = make_server(max_text_chars=5000)
+    s = httpx.post(f"{srv.url}/session-2d", json={**MK, "tts": "bulk"}).json()
+    session = srv.app.state.lipcore.sessions.get(s["session_id"])
+    client = _RawClient(srv.url, s["ws_url"])
+    assert json.loads(client.recv())["type"] == "hello"
+    client.send_text(json.dumps({"type": "speak", "text": LONG * 19}))
+    for _ in range(400):  # not reading: wait until audio queues in the server
+        outbox = session.outbox
+        if outbox is not None and outbox.queued_bytes > 100_000:  # > 3 s of audio
+            break
+        time.sleep(0.025)
+    else:
+        raise AssertionError("the server never had to queue audio")
+    assert httpx.post(f"{srv.url}/session-2d/{s['session_id']}/stop").status_code == 200
+    ends: list[float] = []
+    while True:
+        msg = client.recv()
+        if isinstance(msg, bytes):
+            header, payload = unpack_frame(msg)
+            if header.kind == AUDIO_VISEMES_KIND:
+                payload = split_audio_visemes(payload)[1]
+            ends.append(header.pts_ms + len(payload) / 32.0)
+            continue
+        event = json.loads(msg)
+        if event["type"] == "stop":
+            break
+    client.sock.close()
+    assert ends, "no audio arrived before the stop"
+    assert event["at_pts_ms"] == pytest.approx(max(ends), abs=0.2)
+
+
 def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[no-untyped-def]
     """A client that stops reading: the server's queue stays bounded, viseme messages are
     dropped first, and the client is disconnected with 4408 "client too slow"."""
@@ -235,16 +325,7 @@ def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[n
             sid = s["session_id"]
             # A raw socket with a tiny receive buffer that does the WebSocket handshake and
             # then never reads again.
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            port = int(srv.url.rsplit(":", 1)[1])
-            sock.connect(("127.0.0.1", port))
-            path = s["ws_url"].split(f":{port}", 1)[1]
-            sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                          "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-            assert sock.recv(12) == b"HTTP/1.1 101"
+            client = _RawClient(srv.url, s["ws_url"])
             status: dict[str, Any] = {}
             session = srv.app.state.lipcore.sessions.get(sid)
             peak_bytes = peak_msgs = 0
@@ -268,7 +349,7 @@ def test_slow_client_dropped_with_reason(make_server) -> None:  # type: ignore[n
             assert "client too slow" in status["last_close"]["reason"]
             u = (await c.get(f"{srv.url}/session-2d/{sid}/usage")).json()
             assert u["dropped_viseme_messages"] > 0
-            sock.close()
+            client.sock.close()
             # the session survives: a new connection resumes it
             async with connect(s["ws_url"]) as ws3:
                 _, hello = await recv_one(ws3, Received())
