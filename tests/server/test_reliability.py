@@ -136,18 +136,25 @@ def test_tts_failure_mid_utterance(server: RunningServer) -> None:
     asyncio.run(body())
 
 
+async def _speak_then_drop(c: httpx.AsyncClient, url: str, tts: str) -> dict[str, Any]:
+    """Create a session on ``tts``, connect, speak LONG and drop the connection at its first
+    audio (mid-utterance); returns the session (``session_id``, ``ws_url``)."""
+    s: dict[str, Any] = (await c.post(f"{url}/session-2d", json={**MK, "tts": tts})).json()
+    rec = Received()
+    async with connect(s["ws_url"]) as ws:
+        await recv_one(ws, rec)
+        await ws.send(json.dumps({"type": "speak", "text": LONG}))
+        await recv_until(ws, rec, lambda it: it[0] == "audio")
+    return s
+
+
 def test_reconnect_within_grace_resumes(make_server) -> None:  # type: ignore[no-untyped-def]
     srv: RunningServer = make_server(reconnect_grace_s=1.0)
 
     async def body() -> None:
         async with httpx.AsyncClient() as c:
-            s = (await c.post(f"{srv.url}/session-2d", json={**MK, "tts": "realtime"})).json()
-            rec = Received()
-            async with connect(s["ws_url"]) as ws:
-                await recv_one(ws, rec)
-                await ws.send(json.dumps({"type": "speak", "text": LONG}))
-                await recv_until(ws, rec, lambda it: it[0] == "audio")
-            # dropped mid-utterance; come back
+            s = await _speak_then_drop(c, srv.url, "realtime")  # dropped mid-utterance
+            # come back
             rec2 = Received()
             async with connect(s["ws_url"]) as ws:
                 _, hello = await recv_one(ws, rec2)
@@ -206,12 +213,7 @@ def test_reconnect_while_the_old_connection_is_still_winding_down(make_server) -
 
     async def body() -> None:
         async with httpx.AsyncClient() as c:
-            s = (await c.post(f"{srv.url}/session-2d", json={**MK, "tts": "slow"})).json()
-            rec = Received()
-            async with connect(s["ws_url"]) as ws:
-                await recv_one(ws, rec)
-                await ws.send(json.dumps({"type": "speak", "text": LONG}))
-                await recv_until(ws, rec, lambda it: it[0] == "audio")
+            s = await _speak_then_drop(c, srv.url, "slow")
             rec2 = Received()
             async with connect(s["ws_url"]) as ws:  # at once: the old one is still closing
                 _, hello = await recv_until(ws, rec2, is_json("hello"), timeout=5)
