@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 __all__ = [
+    "AudioVisemeEstimator",
+    "AudioVisemeStream",
     "CharTiming",
     "LipsyncBackend",
     "MouthRenderer",
@@ -218,6 +220,62 @@ class VisemeMapper(abc.ABC):
     @abc.abstractmethod
     def stream(self, *, language: str, fps: float) -> VisemeStream:
         """A fresh incremental mapper for one utterance."""
+
+
+# --------------------------------------------------------------------------- visemes from audio
+
+
+class AudioVisemeStream(abc.ABC):
+    """Visemes estimated from audio as it arrives, for one stretch of speech.
+
+    ``push`` takes the next mono ``s16le`` PCM (at the ``sample_rate`` the stream was opened
+    with) and returns the frames that are final now; ``finish`` returns the rest, ending at Rest.
+    Frame times are milliseconds from the stream's first sample. A stream may hold back at most
+    its estimator's ``lookahead_ms`` of audio before a frame is final.
+    """
+
+    @abc.abstractmethod
+    def push(self, pcm: bytes) -> list[VisemeFrame]: ...
+
+    @abc.abstractmethod
+    def finish(self) -> list[VisemeFrame]: ...
+
+
+class AudioVisemeEstimator(abc.ABC):
+    """Maps speech audio to the viseme classes' weights, with no timings from a speech engine.
+
+    Selected by name like a mapper (``register_audio_viseme_estimators``). ``text``, when the
+    words of the audio are known (an agent's LLM text, ``--text``), lets an estimator align them
+    for higher accuracy; an estimator that cannot use it ignores it.
+    """
+
+    name: ClassVar[str]
+    lookahead_ms: ClassVar[float] = 100.0
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        *,
+        sample_rate: int,
+        fps: float,
+        language: str | None = None,
+        text: str | None = None,
+    ) -> AudioVisemeStream:
+        """A fresh streaming estimator for one stretch of speech."""
+
+    def estimate(
+        self,
+        pcm: bytes,
+        *,
+        sample_rate: int,
+        fps: float,
+        language: str | None = None,
+        text: str | None = None,
+    ) -> list[VisemeFrame]:
+        """Whole-file form (offline rendering). The default runs the stream over ``pcm``;
+        an estimator that does better with the whole signal overrides it."""
+        s = self.stream(sample_rate=sample_rate, fps=fps, language=language, text=text)
+        return [*s.push(pcm), *s.finish()]
 
 
 # --------------------------------------------------------------------------- lipsync
