@@ -305,6 +305,12 @@ class LipsyncBackend(abc.ABC):
     def open_renderer(self, avatar: Any) -> MouthRenderer:
         """A renderer for a loaded avatar."""
 
+    def availability(self) -> str | None:
+        """``None`` when this back end can run on this machine as configured; otherwise one
+        plain sentence saying why not and what to do (e.g. a model that is not configured).
+        Servers offer only available back ends and list avatars of the others as unusable."""
+        return None
+
 
 # --------------------------------------------------------------------------- transport
 
