@@ -259,11 +259,19 @@ class Engine:
         return self._mappers[name]
 
     def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
-        """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""
-        if type_ not in self._backends:
-            context = f"avatar {avatar!r}" if avatar else ""
-            self._backends[type_] = self.registry.create("lipsync_backends", type_, context=context)
-        return self._backends[type_]
+        """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``, a
+        plugin's kind, or an alias of one); one instance per canonical kind."""
+        kind = self.lipsync_kind(type_, avatar=avatar)
+        if kind not in self._backends:
+            self._backends[kind] = self.registry.create("lipsync_backends", kind)
+        return self._backends[kind]
+
+    def lipsync_kind(self, type_: str, *, avatar: str = "") -> str:
+        """The canonical kind for ``type_`` (an alias resolves to the name it was registered
+        under: ``"wav2lip"`` → ``"onnx"``); :class:`PluginNotFoundError` if none is installed.
+        Manifests are written with this name, never with an alias."""
+        context = f"avatar {avatar!r}" if avatar else ""
+        return self.registry.get("lipsync_backends", type_, context=context).name
 
     async def voices(self, tts: str | None = None) -> Sequence[Voice]:
         return await self.tts(tts).voices()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -291,10 +292,32 @@ class MouthRenderer(abc.ABC):
 
 
 class LipsyncBackend(abc.ABC):
-    """A lipsync variant, selected per avatar by its manifest's ``type``."""
+    """A lipsync variant, selected per avatar by its manifest's ``type``.
 
-    type: ClassVar[str]  # "sprites" | "mesh" | "onnx"
+    The kind is an open name: whatever a plugin registers (``"sprites"``, ``"mesh"``,
+    ``"onnx"``, or a third party's). What the server and the clients need of a back end is
+    declared here, never guessed from its files:
+
+    * :attr:`client_assets`: which of the manifest entries ``build_assets`` returned a client
+      loads, and under which ``lipsync_assets`` field its URL is sent. Entries not named stay
+      on the server (model inputs, build notes).
+    * :attr:`web_renderer` and :meth:`static_dir`: an ES module the web client imports to draw
+      avatars of this kind (see docs/plugins.md), served from the plugin's own static folder.
+    """
+
+    type: ClassVar[str]  # the registered name: "sprites" | "mesh" | "onnx" | a plugin's
     driven_by: ClassVar[Literal["visemes", "audio"]] = "visemes"
+    #: manifest entry → the ``lipsync_assets`` field carrying its URL (``"atlas_json":
+    #: "atlas_url"``; ``""``: no field of its own). Every entry named here, and no other, is
+    #: also listed in ``lipsync_assets.files``.
+    client_assets: ClassVar[Mapping[str, str]] = {}
+    #: the web renderer module's path inside :meth:`static_dir` (``"renderer.js"``), if any
+    web_renderer: ClassVar[str | None] = None
+
+    def static_dir(self) -> Path | None:
+        """The folder of files this back end serves to clients (its web renderer module and
+        what that module loads), or ``None``. Served under ``/plugins/<type>/static/``."""
+        return None
 
     @abc.abstractmethod
     def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:

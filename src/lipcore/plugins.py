@@ -43,14 +43,6 @@ ENTRY_POINT_GROUP = "lipcore"
 Family = Literal["tts_sources", "viseme_mappers", "lipsync_backends", "transports"]
 FAMILIES: tuple[Family, ...] = ("tts_sources", "viseme_mappers", "lipsync_backends", "transports")
 
-#: Which distribution provides a well-known name, for the "pip install" hint of a miss.
-KNOWN_DISTRIBUTIONS: dict[tuple[Family, str], str] = {
-    ("lipsync_backends", "sprites"): "lipcore-sprites",
-    ("lipsync_backends", "mesh"): "lipcore-meshwarp",
-    ("lipsync_backends", "onnx"): "lipcore-wav2lip",
-    ("tts_sources", "elevenlabs"): "lipcore-tts-elevenlabs",
-}
-
 _FAMILY_NOUN: dict[Family, str] = {
     "tts_sources": "TTS source",
     "viseme_mappers": "viseme mapper",
@@ -281,13 +273,18 @@ class PluginRegistry:
         noun = _FAMILY_NOUN[family]
         installed = ", ".join(self.names(family)) or "none"
         where = f" for {context}" if context else ""
-        hint = KNOWN_DISTRIBUTIONS.get((family, name))
+        # No table of well-known distributions: a new plugin needs no core edit. The hint
+        # names what can be checked instead (the switches that hide installed plugins).
+        filtered = [
+            var for var in ("LIPCORE_PLUGINS", "LIPCORE_DISABLE_PLUGINS") if os.environ.get(var)
+        ]
         install = (
-            f" Install it with: pip install {hint}"
-            if hint
-            else " Install the plugin that provides it, or pick an installed one."
+            " Install the plugin distribution that provides it (pip install <distribution>; "
+            "docs/plugins.md lists lipcore's own), or pick an installed one"
+            + (f"; {' and '.join(filtered)} may hide an installed one" if filtered else "")
+            + ". `lipcore plugins` shows what is installed."
         )
-        broken = [b for b in self.pm.broken if b.name == name or b.distribution == hint]
+        broken = [b for b in self.pm.broken if b.name == name]
         broken_note = (
             f" (a plugin named {broken[0].name!r} is installed but broken: {broken[0].error})"
             if broken

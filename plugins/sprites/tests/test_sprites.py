@@ -424,13 +424,13 @@ def test_engine_selects_it_for_a_sprites_avatar(
     assert out.shape == idle_frames[2].shape and not np.array_equal(out, idle_frames[2])
 
 
-def test_blocked_plugin_is_a_clear_error_with_the_pip_line(
+def test_blocked_plugin_is_a_clear_error_naming_the_switch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LIPCORE_DISABLE_PLUGINS", "sprites")
     with pytest.raises(PluginNotFoundError) as info:
         Engine().lipsync_backend("sprites", avatar="hopper")
-    assert "pip install lipcore-sprites" in str(info.value)
+    assert "LIPCORE_DISABLE_PLUGINS may hide an installed one" in str(info.value)
     assert "'hopper'" in str(info.value)
 
 

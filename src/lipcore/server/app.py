@@ -31,7 +31,7 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
-from lipcore.server.errors import UnauthorizedError
+from lipcore.server.errors import AvatarNotFoundError, AvatarUnusableError, UnauthorizedError
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
 
@@ -56,6 +56,8 @@ class AvatarOut(AvatarizeResponse):
     idle: dict[str, float] | None = None
     photo: dict[str, int] | None = None
     created_at: str | None = None
+    usable: bool = Field(default=True, description="whether a session can be opened with it")
+    reason: str | None = Field(default=None, description="why not, when it is not usable")
 
 
 class AvatarListOut(BaseModel):
@@ -211,8 +213,14 @@ def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
     return f"{scheme}://{request.url.netloc}{root}"
 
 
-def _asset_url(request: Request | WebSocket, st: _State, avatar_id: str, rel: str) -> str:
-    return f"{_base_url(request, st.settings)}/avatars/{avatar_id}/files/{rel}"
+def _asset_url(request: Request | WebSocket, st: _State, rec: AvatarRecord, rel: str) -> str:
+    # The avatar's version is part of the path: a rebuilt avatar gets new URLs, so assets can
+    # be cached as immutable, and relative references between assets keep the version.
+    return f"{_base_url(request, st.settings)}/avatars/{rec.avatar_id}/v/{rec.version}/files/{rel}"
+
+
+def _plugin_static_url(request: Request | WebSocket, st: _State, kind: str, rel: str) -> str:
+    return f"{_base_url(request, st.settings)}/plugins/{kind}/static/{rel}"
 
 
 def _ws_url(request: Request, st: _State, session: Session) -> str:
@@ -225,7 +233,22 @@ def _ws_url(request: Request, st: _State, session: Session) -> str:
 
 
 def _describe_avatar(request: Request | WebSocket, st: _State, rec: AvatarRecord) -> dict[str, Any]:
-    return rec.describe(lambda rel: _asset_url(request, st, rec.avatar_id, rel))
+    return rec.describe(lambda rel: _asset_url(request, st, rec, rel),
+                        lambda rel: _plugin_static_url(request, st, rec.lipsync_type, rel))
+
+
+def _file_response(request: Request, file: Path, *, immutable: bool) -> Response:
+    """A static file with ETag, 304 on a match and HTTP ranges; cached for good only when its
+    URL can never name other content."""
+    stat = file.stat()
+    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
+    headers = {"cache-control": cache, "etag": etag,
+               "last-modified": formatdate(stat.st_mtime, usegmt=True)}
+    inm = request.headers.get("if-none-match")
+    if inm and etag in [t.strip() for t in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(file, headers=headers, stat_result=stat)
 
 
 async def require_key(request: Request) -> None:
@@ -310,11 +333,9 @@ def _routes() -> APIRouter:
         """The avatars this server has (newest first, at most 1000), with their URLs. Behind
         the API key when one is set: the ids are the capability to their asset files."""
         st = _state(request)
-        out = []
-        for avatar_id in st.avatars.list_ids():
-            with contextlib.suppress(LipcoreError):  # removed or damaged meanwhile: skip it
-                out.append(_describe_avatar(request, st, st.avatars.get(avatar_id)))
-        return {"avatars": out}
+        # One broken avatar never breaks the listing: the store skips it with a log line, and
+        # one whose back end is missing or cannot run here is listed with usable: false.
+        return {"avatars": [_describe_avatar(request, st, rec) for rec in st.avatars.records()]}
 
     @router.get("/voices", tags=["sessions"], dependencies=[Auth],
                 response_model=VoiceListOut, responses=_ERRORS)
@@ -345,15 +366,39 @@ def _routes() -> APIRouter:
         unguessable avatar id is the capability. ETag + long caching (assets never change
         under an id); HTTP range requests (206) for the video."""
         st = _state(request)
-        file = st.avatars.get(avatar_id).file(path)
-        stat = file.stat()
-        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        headers = {"cache-control": "public, max-age=31536000, immutable", "etag": etag,
-                   "last-modified": formatdate(stat.st_mtime, usegmt=True)}
-        inm = request.headers.get("if-none-match")
-        if inm and etag in [t.strip() for t in inm.split(",")]:
-            return Response(status_code=304, headers=headers)
-        return FileResponse(file, headers=headers, stat_result=stat)
+        # Unversioned: the avatar may be rebuilt under this URL, so clients revalidate.
+        return _file_response(request, st.avatars.get(avatar_id).file(path), immutable=False)
+
+    @router.get("/avatars/{avatar_id}/v/{version}/files/{path:path}", tags=["avatars"],
+                name="avatar_file_versioned", responses=_ERRORS)
+    async def avatar_file_versioned(request: Request, avatar_id: str, version: str,
+                                    path: str) -> Response:
+        """An asset file of one version of an avatar (the URLs the avatar's description hands
+        out). Cached for good while that version is current; once the avatar was rebuilt the
+        file is the new one's and is revalidated."""
+        st = _state(request)
+        rec = st.avatars.get(avatar_id)
+        return _file_response(request, rec.file(path), immutable=version == rec.version)
+
+    @router.get("/plugins/{kind}/static/{path:path}", tags=["avatars"],
+                name="plugin_static", responses=_ERRORS)
+    async def plugin_static(request: Request, kind: str, path: str) -> Response:
+        """A file a lipsync back end ships to clients (its web renderer module and what it
+        loads), from the back end's ``static_dir()``. No API key: it is plugin code, not data."""
+        st = _state(request)
+        try:
+            backend = st.engine.lipsync_backend(kind)
+        except LipcoreError:
+            raise AvatarNotFoundError(f"no lipsync back end {kind!r} is installed") from None
+        root = backend.static_dir()
+        file = (root / path).resolve() if root is not None else None
+        if root is None or file is None or not file.is_relative_to(root.resolve()) \
+                or not file.is_file():
+            raise AvatarNotFoundError(f"the {kind!r} back end serves no file {path!r}")
+        response = _file_response(request, file, immutable=False)
+        if file.suffix in (".js", ".mjs"):
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        return response
 
     @router.post("/session-2d", tags=["sessions"], dependencies=[Auth],
                  response_model=SessionCreated, responses=_ERRORS)
@@ -362,6 +407,8 @@ def _routes() -> APIRouter:
         token: hand it only to that session's client)."""
         st = _state(request)
         rec = st.avatars.get(body.avatar_id)
+        if rec.reason is not None:
+            raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
         patcher = await _audio_driven_renderer(st, rec)
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,

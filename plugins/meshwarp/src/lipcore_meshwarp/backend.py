@@ -500,6 +500,9 @@ class MeshWarpBackend(LipsyncBackend):
 
     type: ClassVar[str] = "mesh"
     driven_by = "visemes"
+    # meshdef.json names the texture, interior and mask; clients resolve them next to it.
+    client_assets: ClassVar[Mapping[str, str]] = {
+        "meshdef": "meshdef_url", "texture": "", "interior": "", "mask": "mask_url"}
 
     def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
         """Write ``meshdef.json``, ``mesh_texture.png``, ``interior.png``, ``mask_mouth.png``."""

@@ -214,6 +214,9 @@ class SpritesBackend(LipsyncBackend):
 
     type: ClassVar[str] = "sprites"
     driven_by = "visemes"
+    # atlas.json names the atlas image and mask; clients resolve them next to it.
+    client_assets: ClassVar[Mapping[str, str]] = {
+        "atlas_json": "atlas_url", "atlas": "", "mask": "mask_url"}
 
     def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
         """Write ``atlas.png``, ``atlas.json`` and ``mask_mouth.png``; return relative paths."""

@@ -357,6 +357,9 @@ class Wav2LipBackend(LipsyncBackend):
 
     type: ClassVar[str] = "onnx"
     driven_by: ClassVar[Literal["visemes", "audio"]] = "audio"
+    # The server renders the mouth; clients need the mask (and the reference face, shown as
+    # model_url). wav2lip.json stays on the server.
+    client_assets: ClassVar[Mapping[str, str]] = {"reference": "model_url", "mask": "mask_url"}
 
     def __init__(
         self,
