@@ -18,13 +18,18 @@ import abc
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from lipcore.patches import MouthPatch
 
 __all__ = [
+    "AudioMouthRenderer",
     "AudioVisemeEstimator",
     "AudioVisemeStream",
     "CharTiming",
     "LipsyncBackend",
+    "MouthPatchStream",
     "MouthRenderer",
     "PhonemeTiming",
     "TTSCapabilities",
@@ -291,6 +296,49 @@ class MouthRenderer(abc.ABC):
         placed by the mouth track of idle frame ``idle_index``."""
 
 
+class MouthPatchStream(abc.ABC):
+    """Mouth patches for one utterance, rendered as its audio arrives (variant C).
+
+    ``push`` takes the next mono ``s16le`` PCM (at the rate the stream was opened with) and
+    where it starts on the utterance timeline, and returns the patches that are final now;
+    ``finish`` returns the rest. However the audio was chunked, the patches equal those of
+    :meth:`AudioMouthRenderer.render_audio` on the whole utterance.
+    """
+
+    @abc.abstractmethod
+    def push(self, pcm: bytes, pts_ms: float | None = None) -> Sequence[MouthPatch]: ...
+
+    @abc.abstractmethod
+    def finish(self) -> Sequence[MouthPatch]: ...
+
+
+class AudioMouthRenderer(MouthRenderer):
+    """A renderer that takes audio and yields mouth patches: the audio-driven path.
+
+    A back end whose ``open_renderer`` returns one of these (``driven_by = "audio"``) is
+    driven by the utterance's audio, not by visemes. The server streams its patches to
+    clients as kind-2 frames (:mod:`lipcore.patches`), and the offline renderer composites
+    them onto the idle loop. Found by type (``isinstance``), never by probing attributes.
+    """
+
+    @abc.abstractmethod
+    def stream(self, *, sample_rate: int) -> MouthPatchStream:
+        """A fresh patch stream for one utterance; its frame ``i`` is paired with idle frame
+        ``i % len(mouth_track)``."""
+
+    @abc.abstractmethod
+    def render_audio(
+        self, audio: bytes, sample_rate: int, *, idle_start: int = 0
+    ) -> Sequence[MouthPatch]:
+        """Every patch of one whole utterance (offline path); patch ``i`` shows audio time
+        ``i / fps`` and is rendered for idle frame ``(idle_start + i) % len(mouth_track)``."""
+
+    @abc.abstractmethod
+    def composite(self, frame: Any, patch: MouthPatch, *, idle_index: int) -> Any:
+        """``frame`` (H×W×3 uint8 RGB) with ``patch`` pasted through the mouth mask, placed
+        by the mouth track of idle frame ``idle_index``."""
+
+
 class LipsyncBackend(abc.ABC):
     """A lipsync variant, selected per avatar by its manifest's ``type``.
 
@@ -326,7 +374,8 @@ class LipsyncBackend(abc.ABC):
 
     @abc.abstractmethod
     def open_renderer(self, avatar: Any) -> MouthRenderer:
-        """A renderer for a loaded avatar."""
+        """A renderer for a loaded avatar; an :class:`AudioMouthRenderer` when
+        ``driven_by == "audio"``."""
 
     def availability(self) -> str | None:
         """``None`` when this back end can run on this machine as configured; otherwise one

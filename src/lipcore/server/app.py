@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 import lipcore
 from lipcore.errors import LimitError, LipcoreError
+from lipcore.interfaces import AudioMouthRenderer
 from lipcore.models import (
     AvatarizeResponse,
     LipsyncAssets,
@@ -268,19 +269,19 @@ Auth = Depends(require_key)
 # --------------------------------------------------------------------------- routes
 
 
-async def _audio_driven_renderer(st: _State, rec: Any) -> Any:
+async def _audio_driven_renderer(rec: AvatarRecord) -> AudioMouthRenderer | None:
     """For an avatar whose back end renders the mouth from audio (variant C): its renderer,
     opened in a worker thread (the model loads there); ``None`` for viseme-driven avatars."""
-    backend = st.engine.lipsync_backend(rec.lipsync_type, avatar=rec.avatar_id)
-    if getattr(backend, "driven_by", "visemes") == "visemes":
+    backend = rec.backend
+    if backend is None or backend.driven_by != "audio":
         return None
-
-    def open_renderer() -> Any:
-        from lipcore.avatar.store import load_avatar
-
-        return backend.open_renderer(load_avatar(rec.directory))
-
-    return await asyncio.to_thread(open_renderer)
+    renderer = await asyncio.to_thread(backend.open_renderer, rec.avatar)
+    if not isinstance(renderer, AudioMouthRenderer):
+        raise LipcoreError(
+            f"the {rec.lipsync_type!r} back end says it is driven by audio, but its renderer "
+            f"({type(renderer).__name__}) is no lipcore.interfaces.AudioMouthRenderer"
+        )
+    return renderer
 
 
 def _routes() -> APIRouter:
@@ -410,7 +411,7 @@ def _routes() -> APIRouter:
         if rec.reason is not None:
             raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
-        patcher = await _audio_driven_renderer(st, rec)
+        patcher = await _audio_driven_renderer(rec)
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
                                            tts=body.tts, lipsync=lipsync)
         session.patcher = patcher

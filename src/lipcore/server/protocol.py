@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from lipcore import patches as _patches
+
 __all__ = [
     "AUDIO_KIND",
     "AUDIO_VISEMES_KIND",
@@ -63,7 +65,7 @@ DEFAULT_CLASSES: tuple[str, ...] = (
 HEADER = struct.Struct("<BBHId")
 HEADER_SIZE = HEADER.size  # 16
 AUDIO_KIND = 1
-PATCH_KIND = 2
+PATCH_KIND = _patches.KIND_MOUTH_PATCH
 #: Audio with the viseme event of its span in front (``visemes=inline``): after the header,
 #: ``u32`` byte length of a UTF-8 JSON ``visemes`` event, the event, then PCM s16le.
 AUDIO_VISEMES_KIND = 3
@@ -667,8 +669,8 @@ def _binary_vectors() -> dict[str, Any]:
 #: The mouth-patch header (kind 2, variant C): the common 16 bytes, then idle_index u32, x, y, w,
 #: h u16, format u8, two reserved fields (docs/protocol.md, "Mouth patches"). The
 #: ``lipcore-wav2lip`` plugin writes it; the vectors let every client test its reader.
-PATCH_HEADER = struct.Struct("<BBHIdIHHHHBBH")
-PATCH_FORMATS = {1: "jpeg", 2: "webp", 3: "png"}
+PATCH_HEADER = _patches.HEADER
+PATCH_FORMATS = {code: name for name, code in _patches.FORMATS.items()}
 #: a 2×2 RGB PNG (red, green / blue, white), written once: the vectors' image payload
 _TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001649444154789c"

@@ -19,15 +19,15 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from lipcore.engine import clean_text
 from lipcore.errors import LimitError, LipcoreError
-from lipcore.interfaces import Transport
+from lipcore.interfaces import AudioMouthRenderer, MouthPatchStream, Transport
 from lipcore.server.errors import (
     NotConnectedError,
     QueueFullError,
@@ -51,6 +51,9 @@ from lipcore.server.protocol import (
     strip_visemes,
 )
 from lipcore.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from lipcore.patches import MouthPatch
 
 __all__ = ["LatencyStats", "Outbox", "Session", "SessionManager", "Usage"]
 
@@ -402,7 +405,7 @@ class Session:
         self._detaching: asyncio.Task[None] | None = None
         # Variant C: the avatar's audio-driven renderer; each utterance's audio also becomes
         # mouth patches (binary frames of kind 2) rendered in a worker thread.
-        self.patcher: Any = None
+        self.patcher: AudioMouthRenderer | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -433,7 +436,7 @@ class Session:
         self.outbox.put(_Item(None, frame, utterance, False, t_chunk, t_due,
                               inline=visemes is not None, pts_ms=pts_ms))
 
-    def _send_patches(self, patches: Any, *, utterance: int) -> None:
+    def _send_patches(self, patches: Sequence[MouthPatch], *, utterance: int) -> None:
         """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
         if self.outbox is None:
             return
@@ -581,7 +584,7 @@ class Session:
         single = self.viseme_mode == "single"
         inline = self.viseme_mode == "inline"
         steps = 0
-        patches: Any = None  # the utterance's patch stream (variant C), opened on first audio
+        patches: MouthPatchStream | None = None  # variant C: opened on the first audio
         try:
             async for step in utt:
                 chunk = step.chunk
