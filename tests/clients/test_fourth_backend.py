@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from fixture_server import serve_in_thread
 
+from lipcore.testing import LipsyncBackendConformance
+
 REPO = Path(__file__).resolve().parents[2]
 DIST = REPO / "tests" / "fixtures" / "dists" / "flatmouth"
 AVATAR_ID = "flat_grace"
@@ -220,3 +222,39 @@ def test_an_unknown_kind_plays_the_idle_loop_with_a_notice(browser: Any, flatmou
             assert not errors, errors
         finally:
             page.close()
+
+
+# ---------------------------------------------------------------------- the shared bar
+
+
+@pytest.fixture(scope="module")
+def backend(flatmouth_site: Path) -> Any:
+    from lipcore.engine import Engine
+
+    return Engine().lipsync_backend("flatmouth")
+
+
+@pytest.fixture(scope="module")
+def avatar(data_dir: Path) -> Any:
+    from lipcore.avatar.store import load_avatar
+
+    return load_avatar(data_dir / "avatars" / AVATAR_ID)
+
+
+@pytest.fixture(scope="module")
+def idle_frames(avatar: Any) -> list[np.ndarray]:
+    return avatar.idle_frames()[:8]
+
+
+@pytest.fixture(scope="module")
+def photo(avatar: Any) -> np.ndarray:
+    return avatar.photo()  # type: ignore[no-any-return]
+
+
+class TestFlatMouthConformance(LipsyncBackendConformance):
+    """The bar lipcore's own back ends pass, passed by the plugin's back end too (it does not
+    promise sub-pixel placement: its ellipse is drawn at whole pixels)."""
+
+    kind = "flatmouth"
+    aliases = ("flat-colour",)
+    distribution = "lipcore-testplugin-flatmouth"
