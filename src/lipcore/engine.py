@@ -277,23 +277,9 @@ class Engine:
         return await self.tts(tts).voices()
 
     async def resolve_voice(self, voice: str, tts: str | None = None) -> Voice:
-        from lipcore.errors import UnknownVoiceError
-
-        voices = await self.voices(tts)
-        for v in voices:
-            if v.id == voice:
-                return v
-        # A language code names a voice too ("en-gb" → espeak's voice "en"), as long as it is
-        # not ambiguous: the first voice listing it wins, like espeak's own lookup.
-        key = voice.strip().lower().replace("_", "-")
-        for v in voices:
-            if v.id.lower() == key or v.language.lower() == key:
-                return v
-        available = ", ".join(sorted(v.id for v in voices))
-        raise UnknownVoiceError(
-            f"unknown voice {voice!r} for TTS source {tts or self.settings.default_tts!r}; "
-            f"available: {available}"
-        )
+        """The voice ``voice`` names for TTS source ``tts``: the source owns the rule
+        (:meth:`lipcore.interfaces.TTSSource.resolve_voice`)."""
+        return await self.tts(tts).resolve_voice(voice)
 
     # -- speech --------------------------------------------------------------------------
 
@@ -301,7 +287,7 @@ class Engine:
         self,
         text: str | AsyncIterable[str],
         *,
-        voice: str,
+        voice: str | Voice,
         tts: str | None = None,
         fps: float | None = None,
         lead_ms: float | None = None,
@@ -310,10 +296,12 @@ class Engine:
         record: bool = True,
     ) -> Utterance:
         """Validate the input and prepare an utterance (iterate it to synthesize);
-        ``record=False``: do not keep its timings and frames (see :class:`Utterance`)."""
+        ``record=False``: do not keep its timings and frames (see :class:`Utterance`).
+        ``voice`` is a name the TTS source resolves, or a :class:`Voice` it resolved before
+        (a session resolves its voice once)."""
         if isinstance(text, str):
             text = clean_text(text, max_chars=self.settings.max_text_chars)
-        v = await self.resolve_voice(voice, tts)
+        v = voice if isinstance(voice, Voice) else await self.resolve_voice(voice, tts)
         return Utterance(
             self.tts(tts),
             self.mapper(mapper),

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
+    from lipcore.avatar.mouth import MouthModel
+    from lipcore.avatar.store import Avatar
     from lipcore.patches import MouthPatch
 
 __all__ = [
@@ -125,7 +127,31 @@ class TTSSource(abc.ABC):
 
     @abc.abstractmethod
     async def voices(self) -> Sequence[Voice]:
-        """The voices this source offers."""
+        """The voices this source offers (a listing; sources cache it)."""
+
+    async def resolve_voice(self, voice: str) -> Voice:
+        """The one voice rule: the :class:`Voice` that ``voice`` names, resolved once per
+        session (the engine and the server delegate here). The default looks it up in
+        :meth:`voices`: an exact id, then an exact name, then a language code (``"en-gb"`` →
+        the first voice of that language). A source whose vendor ids or profiles need no
+        listing overrides it. :class:`lipcore.errors.UnknownVoiceError` when none matches."""
+        from lipcore.errors import UnknownVoiceError
+
+        voices = list(await self.voices())
+        for v in voices:
+            if v.id == voice:
+                return v
+        for v in voices:
+            if v.name == voice:
+                return v
+        key = voice.strip().lower().replace("_", "-")
+        for v in voices:
+            if v.id.lower() == key or v.language.lower() == key:
+                return v
+        available = ", ".join(sorted(v.id for v in voices)) or "none"
+        raise UnknownVoiceError(
+            f"unknown voice {voice!r} for TTS source {self.name!r}; available: {available}"
+        )
 
     async def close_session(self, session_id: str) -> None:  # noqa: B027 - optional hook
         """Release what this source holds for one live session (only if it declares
@@ -368,12 +394,12 @@ class LipsyncBackend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
+    def build_assets(self, mouth_model: MouthModel, out_dir: Path) -> dict[str, Any]:
         """Write this back end's assets into ``out_dir``; return the manifest's
         ``lipsync_assets`` entries (relative paths)."""
 
     @abc.abstractmethod
-    def open_renderer(self, avatar: Any) -> MouthRenderer:
+    def open_renderer(self, avatar: Avatar) -> MouthRenderer:
         """A renderer for a loaded avatar; an :class:`AudioMouthRenderer` when
         ``driven_by == "audio"``."""
 

@@ -161,6 +161,49 @@ def get_plugin_manager(
     return pm
 
 
+def _interface_of(family: str) -> type | None:
+    from lipcore import interfaces
+
+    return {
+        "tts_sources": interfaces.TTSSource,
+        "viseme_mappers": interfaces.VisemeMapper,
+        "lipsync_backends": interfaces.LipsyncBackend,
+        "transports": interfaces.Transport,
+    }.get(family)
+
+
+def _check_registration(
+    family: str, name: object, factory: object, aliases: object
+) -> None:
+    """Refuse a registration that cannot work, when it is made (a clear error naming the
+    hook, the name and what is wrong) rather than when an avatar or a session first needs it.
+    A class must implement the family's interface; a back end class's ``type`` is its name."""
+    hook = f"register_{family}"
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{hook}: the name must be a non-empty string, got {name!r}")
+    if not isinstance(aliases, tuple) or not all(isinstance(a, str) for a in aliases):
+        raise TypeError(f"{hook}: aliases of {name!r} must be a tuple of strings")
+    if not callable(factory):
+        raise TypeError(
+            f"{hook}: the factory of {name!r} must be a class or a function that returns "
+            f"one, got {type(factory).__name__}"
+        )
+    interface = _interface_of(family)
+    if isinstance(factory, type) and interface is not None:
+        if not issubclass(factory, interface):
+            raise TypeError(
+                f"{hook}: {factory.__qualname__} registered as {name!r} is not a "
+                f"lipcore.interfaces.{interface.__name__}; subclass it"
+            )
+        kind = getattr(factory, "type", name) if family == "lipsync_backends" else name
+        if kind != name:
+            raise ValueError(
+                f"{hook}: {factory.__qualname__}.type is {kind!r} but it is registered as "
+                f"{name!r}; a back end's type is the name it registers (add {kind!r} as an "
+                "alias instead)"
+            )
+
+
 class PluginRegistry:
     """What the installed plugins registered, by family and name.
 
@@ -201,7 +244,9 @@ class PluginRegistry:
                 aliases: tuple[str, ...] = (),
                 _pending: list[Registration] = pending,
                 _info: _PluginInfo = info,
+                _family: Family = family,
             ) -> None:
+                _check_registration(_family, name, factory, aliases)
                 _pending.append(
                     Registration(
                         family=family,

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -413,7 +413,8 @@ def open_avatar_renderer(
     plugin = engine.lipsync_backend(kind, avatar=avatar.id)
     view = avatar if kind == avatar.lipsync_type else _AvatarAs(avatar, kind)
     try:
-        mouth = plugin.open_renderer(view)
+        # _AvatarAs stands in for the avatar (an Avatar with another manifest type).
+        mouth = plugin.open_renderer(cast("Avatar", view))
     except PluginNotFoundError:
         raise
     except LipcoreError as exc:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from lipcore.engine import clean_text
 from lipcore.errors import LimitError, LipcoreError
-from lipcore.interfaces import AudioMouthRenderer, MouthPatchStream, Transport
+from lipcore.interfaces import AudioMouthRenderer, MouthPatchStream, Transport, Voice
 from lipcore.server.errors import (
     NotConnectedError,
     QueueFullError,
@@ -386,6 +386,8 @@ class Session:
     connected_once: bool = False
     last_close: dict[str, Any] | None = None
     viseme_mode: VisemeMode = "batched"
+    #: the voice the TTS source resolved when the session was created (once per session)
+    voice: Voice | None = None
 
     def __post_init__(self) -> None:
         self.settings = self.manager.settings
@@ -568,7 +570,8 @@ class Session:
             source = self.engine.tts(self.tts)
             options = {"session_id": self.session_id} if source.capabilities.sessions else None
             utt = await self.engine.utterance(
-                text, voice=self.voice_id, tts=self.tts, options=options, record=False
+                text, voice=self.voice or self.voice_id, tts=self.tts, options=options,
+                record=False,
             )
         except LipcoreError as exc:
             self.usage.errors += 1
@@ -874,6 +877,7 @@ class SessionManager:
             tts=tts,
             lipsync=lipsync,
             sample_rate=rate,
+            voice=voice,
         )
         self.sessions[session.session_id] = session
         self._ensure_janitor()

@@ -87,6 +87,9 @@ class MockConfig:
     idle_timeout_cap_s: float | None = None  # shorter idle close than the client asked for
     reject_handshake_status: int | None = None  # refuse the WebSocket upgrade with this status
     voices: tuple[MockVoice, ...] = DEFAULT_VOICES
+    #: False: the key is limited to speech; GET /v1/voices answers as the vendor does then
+    #: (401 missing_permissions, voices_read)
+    voices_read: bool = True
 
 
 @dataclass
@@ -403,6 +406,17 @@ class MockElevenLabs:
         if not self._auth_ok(request.headers, request.query_params):
             return JSONResponse(
                 {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}, 401
+            )
+        if not self.config.voices_read:
+            return JSONResponse(
+                {
+                    "detail": {
+                        "status": "missing_permissions",
+                        "message": "The API key you used is missing the permission voices_read "
+                        "to execute this operation.",
+                    }
+                },
+                401,
             )
         return JSONResponse(
             {
