@@ -258,3 +258,19 @@ class TestFlatMouthConformance(LipsyncBackendConformance):
     kind = "flatmouth"
     aliases = ("flat-colour",)
     distribution = "lipcore-testplugin-flatmouth"
+
+
+def test_the_plugin_guide_shows_this_back_ends_code() -> None:
+    """docs/plugins.md's walk-through is this distribution: every file it shows is shown as it
+    is, so the guide's code is the code these tests run."""
+    import re
+
+    guide = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    shown = dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```\n", guide, re.S))
+    assert set(shown) == {
+        f"tests/fixtures/dists/flatmouth/{rel}"
+        for rel in ("pyproject.toml", "lipcore_flatmouth/__init__.py",
+                    "lipcore_flatmouth/plugin.py", "lipcore_flatmouth/static/flatmouth.js")
+    }
+    for rel, text in shown.items():
+        assert (REPO / rel).read_text(encoding="utf-8") == text, f"{rel} differs from the guide"
