@@ -313,7 +313,9 @@ def _routes() -> APIRouter:
     async def avatarize(
         request: Request,
         hero_image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP)")],
-        backend: Annotated[str | None, Form(description="sprites | mesh | onnx")] = None,
+        backend: Annotated[str | None, Form(
+            description="the lipsync back end: sprites, mesh, onnx or a plugin's kind "
+            "(an alias resolves to it)")] = None,
     ) -> dict[str, Any]:
         """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
         to a minute); builds run in worker threads with bounded concurrency."""
