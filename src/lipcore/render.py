@@ -94,10 +94,6 @@ class BackendAssetsError(InputError):
     code = "backend_assets_missing"
 
 
-def _is_rest(weights: Mapping[str, float]) -> bool:
-    return all(v < _EPS for k, v in weights.items() if k != REST)
-
-
 class VisemeTimeline:
     """Viseme weights at any time: linear interpolation between the frames around ``t``.
 
