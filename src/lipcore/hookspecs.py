@@ -37,8 +37,10 @@ def register_viseme_mappers(register: Register) -> None:
 
 @hookspec
 def register_lipsync_backends(register: Register) -> None:
-    """Register lipsync back ends under the avatar manifest's type name (``"sprites"``,
-    ``"mesh"``, ``"onnx"``); factories of :class:`lipcore.interfaces.LipsyncBackend`."""
+    """Register lipsync back ends under their kind, the avatar manifest's ``type``
+    (``"sprites"``, ``"mesh"``, ``"onnx"``, or any new name): a
+    :class:`lipcore.interfaces.LipsyncBackend` subclass whose ``type`` is that name, or a
+    function returning one. Aliases resolve to the kind before a manifest is written."""
 
 
 @hookspec
