@@ -147,3 +147,40 @@ def test_wav2lip_alias_upload_is_written_as_onnx(
         r = c.get(f"{srv.url}/avatars")
         assert r.status_code == 200
         assert body["avatar_id"] in [a["avatar_id"] for a in r.json()["avatars"]]
+
+
+def test_plugin_static_files_are_served_inside_their_folder_only(
+    make_server: Callable[..., RunningServer], tmp_path: Path,
+) -> None:
+    from lipcore.interfaces import LipsyncBackend
+    from lipcore.testing import ReplayTTSSource, inline_plugin, testing_engine
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "draw.js").write_text("export default {};\n")
+    (tmp_path / "secret.txt").write_text("not for clients")
+
+    class Shipping(LipsyncBackend):
+        type = "shipping"
+        web_renderer = "draw.js"
+
+        def static_dir(self) -> Path:
+            return static
+
+        def build_assets(self, mouth_model: object, out_dir: Path) -> dict[str, object]:
+            return {}
+
+        def open_renderer(self, avatar: object) -> object:
+            raise NotImplementedError
+
+    engine = testing_engine(plugins=[inline_plugin(lipsync_backends={"shipping": Shipping},
+                                                   name="shipping-test")],
+                            tts={"replay": ReplayTTSSource()})
+    srv = make_server(engine=engine)
+    with httpx.Client() as c:
+        r = c.get(f"{srv.url}/plugins/shipping/static/draw.js")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+        for bad in ("..%2Fsecret.txt", "%2E%2E/secret.txt", "nope.js"):
+            assert c.get(f"{srv.url}/plugins/shipping/static/{bad}").status_code == 404, bad
+        assert c.get(f"{srv.url}/plugins/sprites/static/x.js").status_code == 404  # none
+        assert c.get(f"{srv.url}/plugins/hologram/static/x.js").status_code == 404
