@@ -259,3 +259,24 @@ def test_an_avatar_the_page_cannot_draw_plays_its_idle_loop_with_a_notice(
         assert not errors, errors
     finally:
         context.close()
+
+
+def test_a_renderer_module_that_does_not_load_is_a_notice_not_a_broken_page(
+    browser: Any, fixture_url: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{fixture_url}/?avatar=fixture_glitch")
+        page.wait_for_function("window.lipcore && window.lipcore.state.notice", timeout=30_000)
+        notice = page.evaluate("window.lipcore.state.notice")
+        assert '"glitch"' in notice and "did not load" in notice
+        assert page.locator(".kind-notice").is_visible()
+        assert page.evaluate("window.lipcore.overlay()") is None
+        assert page.evaluate("window.lipcore.state.error") is None
+        assert not errors, errors
+    finally:
+        context.close()
+
