@@ -259,33 +259,27 @@ class Engine:
         return self._mappers[name]
 
     def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
-        """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""
-        if type_ not in self._backends:
-            context = f"avatar {avatar!r}" if avatar else ""
-            self._backends[type_] = self.registry.create("lipsync_backends", type_, context=context)
-        return self._backends[type_]
+        """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``, a
+        plugin's kind, or an alias of one); one instance per canonical kind."""
+        kind = self.lipsync_kind(type_, avatar=avatar)
+        if kind not in self._backends:
+            self._backends[kind] = self.registry.create("lipsync_backends", kind)
+        return self._backends[kind]
+
+    def lipsync_kind(self, type_: str, *, avatar: str = "") -> str:
+        """The canonical kind for ``type_`` (an alias resolves to the name it was registered
+        under: ``"wav2lip"`` → ``"onnx"``); :class:`PluginNotFoundError` if none is installed.
+        Manifests are written with this name, never with an alias."""
+        context = f"avatar {avatar!r}" if avatar else ""
+        return self.registry.get("lipsync_backends", type_, context=context).name
 
     async def voices(self, tts: str | None = None) -> Sequence[Voice]:
         return await self.tts(tts).voices()
 
     async def resolve_voice(self, voice: str, tts: str | None = None) -> Voice:
-        from lipcore.errors import UnknownVoiceError
-
-        voices = await self.voices(tts)
-        for v in voices:
-            if v.id == voice:
-                return v
-        # A language code names a voice too ("en-gb" → espeak's voice "en"), as long as it is
-        # not ambiguous: the first voice listing it wins, like espeak's own lookup.
-        key = voice.strip().lower().replace("_", "-")
-        for v in voices:
-            if v.id.lower() == key or v.language.lower() == key:
-                return v
-        available = ", ".join(sorted(v.id for v in voices))
-        raise UnknownVoiceError(
-            f"unknown voice {voice!r} for TTS source {tts or self.settings.default_tts!r}; "
-            f"available: {available}"
-        )
+        """The voice ``voice`` names for TTS source ``tts``: the source owns the rule
+        (:meth:`lipcore.interfaces.TTSSource.resolve_voice`)."""
+        return await self.tts(tts).resolve_voice(voice)
 
     # -- speech --------------------------------------------------------------------------
 
@@ -293,7 +287,7 @@ class Engine:
         self,
         text: str | AsyncIterable[str],
         *,
-        voice: str,
+        voice: str | Voice,
         tts: str | None = None,
         fps: float | None = None,
         lead_ms: float | None = None,
@@ -302,10 +296,12 @@ class Engine:
         record: bool = True,
     ) -> Utterance:
         """Validate the input and prepare an utterance (iterate it to synthesize);
-        ``record=False``: do not keep its timings and frames (see :class:`Utterance`)."""
+        ``record=False``: do not keep its timings and frames (see :class:`Utterance`).
+        ``voice`` is a name the TTS source resolves, or a :class:`Voice` it resolved before
+        (a session resolves its voice once)."""
         if isinstance(text, str):
             text = clean_text(text, max_chars=self.settings.max_text_chars)
-        v = await self.resolve_voice(voice, tts)
+        v = voice if isinstance(voice, Voice) else await self.resolve_voice(voice, tts)
         return Utterance(
             self.tts(tts),
             self.mapper(mapper),

@@ -4,6 +4,7 @@ the per-chunk or per-frame path."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pluggy
@@ -13,7 +14,13 @@ hookimpl = pluggy.HookimplMarker("lipcore")
 
 
 class Register(Protocol):
-    def __call__(self, name: str, factory: Any, *, aliases: tuple[str, ...] = ()) -> None: ...
+    """The callback each hook receives. ``factory`` is a class implementing the family's
+    interface (checked when registering: a wrong one is a clear error naming the plugin) or a
+    function returning an instance; ``aliases`` are other names for it."""
+
+    def __call__(
+        self, name: str, factory: Callable[..., Any], *, aliases: tuple[str, ...] = ()
+    ) -> None: ...
 
 
 @hookspec
@@ -30,8 +37,10 @@ def register_viseme_mappers(register: Register) -> None:
 
 @hookspec
 def register_lipsync_backends(register: Register) -> None:
-    """Register lipsync back ends under the avatar manifest's type name (``"sprites"``,
-    ``"mesh"``, ``"onnx"``); factories of :class:`lipcore.interfaces.LipsyncBackend`."""
+    """Register lipsync back ends under their kind, the avatar manifest's ``type``
+    (``"sprites"``, ``"mesh"``, ``"onnx"``, or any new name): a
+    :class:`lipcore.interfaces.LipsyncBackend` subclass whose ``type`` is that name, or a
+    function returning one. Aliases resolve to the kind before a manifest is written."""
 
 
 @hookspec

@@ -17,13 +17,21 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from lipcore.avatar.mouth import MouthModel
+    from lipcore.avatar.store import Avatar
+    from lipcore.patches import MouthPatch
 
 __all__ = [
+    "AudioMouthRenderer",
     "AudioVisemeEstimator",
     "AudioVisemeStream",
     "CharTiming",
     "LipsyncBackend",
+    "MouthPatchStream",
     "MouthRenderer",
     "PhonemeTiming",
     "TTSCapabilities",
@@ -119,7 +127,31 @@ class TTSSource(abc.ABC):
 
     @abc.abstractmethod
     async def voices(self) -> Sequence[Voice]:
-        """The voices this source offers."""
+        """The voices this source offers (a listing; sources cache it)."""
+
+    async def resolve_voice(self, voice: str) -> Voice:
+        """The one voice rule: the :class:`Voice` that ``voice`` names, resolved once per
+        session (the engine and the server delegate here). The default looks it up in
+        :meth:`voices`: an exact id, then an exact name, then a language code (``"en-gb"`` →
+        the first voice of that language). A source whose vendor ids or profiles need no
+        listing overrides it. :class:`lipcore.errors.UnknownVoiceError` when none matches."""
+        from lipcore.errors import UnknownVoiceError
+
+        voices = list(await self.voices())
+        for v in voices:
+            if v.id == voice:
+                return v
+        for v in voices:
+            if v.name == voice:
+                return v
+        key = voice.strip().lower().replace("_", "-")
+        for v in voices:
+            if v.id.lower() == key or v.language.lower() == key:
+                return v
+        available = ", ".join(sorted(v.id for v in voices)) or "none"
+        raise UnknownVoiceError(
+            f"unknown voice {voice!r} for TTS source {self.name!r}; available: {available}"
+        )
 
     async def close_session(self, session_id: str) -> None:  # noqa: B027 - optional hook
         """Release what this source holds for one live session (only if it declares
@@ -290,20 +322,86 @@ class MouthRenderer(abc.ABC):
         placed by the mouth track of idle frame ``idle_index``."""
 
 
-class LipsyncBackend(abc.ABC):
-    """A lipsync variant, selected per avatar by its manifest's ``type``."""
+class MouthPatchStream(abc.ABC):
+    """Mouth patches for one utterance, rendered as its audio arrives (variant C).
 
-    type: ClassVar[str]  # "sprites" | "mesh" | "onnx"
-    driven_by: ClassVar[Literal["visemes", "audio"]] = "visemes"
+    ``push`` takes the next mono ``s16le`` PCM (at the rate the stream was opened with) and
+    where it starts on the utterance timeline, and returns the patches that are final now;
+    ``finish`` returns the rest. However the audio was chunked, the patches equal those of
+    :meth:`AudioMouthRenderer.render_audio` on the whole utterance.
+    """
 
     @abc.abstractmethod
-    def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
+    def push(self, pcm: bytes, pts_ms: float | None = None) -> Sequence[MouthPatch]: ...
+
+    @abc.abstractmethod
+    def finish(self) -> Sequence[MouthPatch]: ...
+
+
+class AudioMouthRenderer(MouthRenderer):
+    """A renderer that takes audio and yields mouth patches: the audio-driven path.
+
+    A back end whose ``open_renderer`` returns one of these (``driven_by = "audio"``) is
+    driven by the utterance's audio, not by visemes. The server streams its patches to
+    clients as kind-2 frames (:mod:`lipcore.patches`), and the offline renderer composites
+    them onto the idle loop. Found by type (``isinstance``), never by probing attributes.
+    """
+
+    @abc.abstractmethod
+    def stream(self, *, sample_rate: int) -> MouthPatchStream:
+        """A fresh patch stream for one utterance; its frame ``i`` is paired with idle frame
+        ``i % len(mouth_track)``."""
+
+    @abc.abstractmethod
+    def render_audio(
+        self, audio: bytes, sample_rate: int, *, idle_start: int = 0
+    ) -> Sequence[MouthPatch]:
+        """Every patch of one whole utterance (offline path); patch ``i`` shows audio time
+        ``i / fps`` and is rendered for idle frame ``(idle_start + i) % len(mouth_track)``."""
+
+    @abc.abstractmethod
+    def composite(self, frame: Any, patch: MouthPatch, *, idle_index: int) -> Any:
+        """``frame`` (H×W×3 uint8 RGB) with ``patch`` pasted through the mouth mask, placed
+        by the mouth track of idle frame ``idle_index``."""
+
+
+class LipsyncBackend(abc.ABC):
+    """A lipsync variant, selected per avatar by its manifest's ``type``.
+
+    The kind is an open name: whatever a plugin registers (``"sprites"``, ``"mesh"``,
+    ``"onnx"``, or a third party's). What the server and the clients need of a back end is
+    declared here, never guessed from its files:
+
+    * :attr:`client_assets`: which of the manifest entries ``build_assets`` returned a client
+      loads, and under which ``lipsync_assets`` field its URL is sent. Entries not named stay
+      on the server (model inputs, build notes).
+    * :attr:`web_renderer` and :meth:`static_dir`: an ES module the web client imports to draw
+      avatars of this kind (see docs/plugins.md), served from the plugin's own static folder.
+    """
+
+    type: ClassVar[str]  # the registered name: "sprites" | "mesh" | "onnx" | a plugin's
+    driven_by: ClassVar[Literal["visemes", "audio"]] = "visemes"
+    #: manifest entry → the ``lipsync_assets`` field carrying its URL (``"atlas_json":
+    #: "atlas_url"``; ``""``: no field of its own). Every entry named here, and no other, is
+    #: also listed in ``lipsync_assets.files``.
+    client_assets: ClassVar[Mapping[str, str]] = {}
+    #: the web renderer module's path inside :meth:`static_dir` (``"renderer.js"``), if any
+    web_renderer: ClassVar[str | None] = None
+
+    def static_dir(self) -> Path | None:
+        """The folder of files this back end serves to clients (its web renderer module and
+        what that module loads), or ``None``. Served under ``/plugins/<type>/static/``."""
+        return None
+
+    @abc.abstractmethod
+    def build_assets(self, mouth_model: MouthModel, out_dir: Path) -> dict[str, Any]:
         """Write this back end's assets into ``out_dir``; return the manifest's
         ``lipsync_assets`` entries (relative paths)."""
 
     @abc.abstractmethod
-    def open_renderer(self, avatar: Any) -> MouthRenderer:
-        """A renderer for a loaded avatar."""
+    def open_renderer(self, avatar: Avatar) -> MouthRenderer:
+        """A renderer for a loaded avatar; an :class:`AudioMouthRenderer` when
+        ``driven_by == "audio"``."""
 
     def availability(self) -> str | None:
         """``None`` when this back end can run on this machine as configured; otherwise one

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,17 @@ __all__ = [
     "export_schemas",
 ]
 
-BackendType = Literal["sprites", "mesh", "onnx"]
+#: A lipsync back end's kind: an open name, whatever a plugin registers (``"sprites"``,
+#: ``"mesh"``, ``"onnx"``, a third party's). Only its shape is checked here; whether it is
+#: installed is the plugin registry's call.
+BackendType = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_.-]{0,39}$",
+        description="the lipsync back end's registered name (sprites, mesh, onnx, a plugin's)",
+        examples=["sprites", "mesh", "onnx"],
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -58,6 +68,14 @@ class Grid(_Model):
 
 
 class LipsyncAssets(_Model):
+    """What a client needs to draw an avatar's mouth. ``type``, ``mask_url``, ``roi`` and
+    ``mouth_track_url`` are the core's; the asset URLs come from the back end's declared
+    client assets (``LipsyncBackend.client_assets``): the first-party back ends send
+    ``atlas_url``, ``meshdef_url`` and ``model_url``, a plugin's back end may send its own
+    ``<name>_url`` fields."""
+
+    model_config = ConfigDict(extra="allow")
+
     type: BackendType
     atlas_url: str | None = None
     meshdef_url: str | None = None
@@ -65,6 +83,9 @@ class LipsyncAssets(_Model):
     roi: ROI
     model_url: str | None = None  # variant C: the face-crop reference
     mouth_track_url: str | None = None
+    renderer_url: str | None = Field(
+        default=None, description="the back end's web renderer ES module, if it ships one"
+    )
 
 
 class AvatarizeResponse(_Model):

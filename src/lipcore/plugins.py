@@ -43,14 +43,6 @@ ENTRY_POINT_GROUP = "lipcore"
 Family = Literal["tts_sources", "viseme_mappers", "lipsync_backends", "transports"]
 FAMILIES: tuple[Family, ...] = ("tts_sources", "viseme_mappers", "lipsync_backends", "transports")
 
-#: Which distribution provides a well-known name, for the "pip install" hint of a miss.
-KNOWN_DISTRIBUTIONS: dict[tuple[Family, str], str] = {
-    ("lipsync_backends", "sprites"): "lipcore-sprites",
-    ("lipsync_backends", "mesh"): "lipcore-meshwarp",
-    ("lipsync_backends", "onnx"): "lipcore-wav2lip",
-    ("tts_sources", "elevenlabs"): "lipcore-tts-elevenlabs",
-}
-
 _FAMILY_NOUN: dict[Family, str] = {
     "tts_sources": "TTS source",
     "viseme_mappers": "viseme mapper",
@@ -169,6 +161,49 @@ def get_plugin_manager(
     return pm
 
 
+def _interface_of(family: str) -> type | None:
+    from lipcore import interfaces
+
+    return {
+        "tts_sources": interfaces.TTSSource,
+        "viseme_mappers": interfaces.VisemeMapper,
+        "lipsync_backends": interfaces.LipsyncBackend,
+        "transports": interfaces.Transport,
+    }.get(family)
+
+
+def _check_registration(
+    family: str, name: object, factory: object, aliases: object
+) -> None:
+    """Refuse a registration that cannot work, when it is made (a clear error naming the
+    hook, the name and what is wrong) rather than when an avatar or a session first needs it.
+    A class must implement the family's interface; a back end class's ``type`` is its name."""
+    hook = f"register_{family}"
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{hook}: the name must be a non-empty string, got {name!r}")
+    if not isinstance(aliases, tuple) or not all(isinstance(a, str) for a in aliases):
+        raise TypeError(f"{hook}: aliases of {name!r} must be a tuple of strings")
+    if not callable(factory):
+        raise TypeError(
+            f"{hook}: the factory of {name!r} must be a class or a function that returns "
+            f"one, got {type(factory).__name__}"
+        )
+    interface = _interface_of(family)
+    if isinstance(factory, type) and interface is not None:
+        if not issubclass(factory, interface):
+            raise TypeError(
+                f"{hook}: {factory.__qualname__} registered as {name!r} is not a "
+                f"lipcore.interfaces.{interface.__name__}; subclass it"
+            )
+        kind = getattr(factory, "type", name) if family == "lipsync_backends" else name
+        if kind != name:
+            raise ValueError(
+                f"{hook}: {factory.__qualname__}.type is {kind!r} but it is registered as "
+                f"{name!r}; a back end's type is the name it registers (add {kind!r} as an "
+                "alias instead)"
+            )
+
+
 class PluginRegistry:
     """What the installed plugins registered, by family and name.
 
@@ -209,7 +244,9 @@ class PluginRegistry:
                 aliases: tuple[str, ...] = (),
                 _pending: list[Registration] = pending,
                 _info: _PluginInfo = info,
+                _family: Family = family,
             ) -> None:
+                _check_registration(_family, name, factory, aliases)
                 _pending.append(
                     Registration(
                         family=family,
@@ -281,13 +318,18 @@ class PluginRegistry:
         noun = _FAMILY_NOUN[family]
         installed = ", ".join(self.names(family)) or "none"
         where = f" for {context}" if context else ""
-        hint = KNOWN_DISTRIBUTIONS.get((family, name))
+        # No table of well-known distributions: a new plugin needs no core edit. The hint
+        # names what can be checked instead (the switches that hide installed plugins).
+        filtered = [
+            var for var in ("LIPCORE_PLUGINS", "LIPCORE_DISABLE_PLUGINS") if os.environ.get(var)
+        ]
         install = (
-            f" Install it with: pip install {hint}"
-            if hint
-            else " Install the plugin that provides it, or pick an installed one."
+            " Install the plugin distribution that provides it (pip install <distribution>; "
+            "docs/plugins.md lists lipcore's own), or pick an installed one"
+            + (f"; {' and '.join(filtered)} may hide an installed one" if filtered else "")
+            + ". `lipcore plugins` shows what is installed."
         )
-        broken = [b for b in self.pm.broken if b.name == name or b.distribution == hint]
+        broken = [b for b in self.pm.broken if b.name == name]
         broken_note = (
             f" (a plugin named {broken[0].name!r} is installed but broken: {broken[0].error})"
             if broken

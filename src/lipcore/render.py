@@ -27,16 +27,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from lipcore.errors import InputError, LipcoreError, PluginNotFoundError
-from lipcore.interfaces import MouthRenderer, VisemeFrame
+from lipcore.interfaces import AudioMouthRenderer, MouthRenderer, VisemeFrame
 
 if TYPE_CHECKING:
     from lipcore.avatar.store import Avatar
     from lipcore.engine import Engine, Utterance
+    from lipcore.patches import MouthPatch
 
 __all__ = [
     "REST",
@@ -91,10 +92,6 @@ class BackendAssetsError(InputError):
     """An avatar lacks the assets of the back end asked for."""
 
     code = "backend_assets_missing"
-
-
-def _is_rest(weights: Mapping[str, float]) -> bool:
-    return all(v < _EPS for k, v in weights.items() if k != REST)
 
 
 class VisemeTimeline:
@@ -410,10 +407,10 @@ def open_avatar_renderer(
         engine = Engine()
     kind = backend or avatar.lipsync_type
     plugin = engine.lipsync_backend(kind, avatar=avatar.id)
-    audio_driven = getattr(plugin, "driven_by", "visemes") != "visemes"
     view = avatar if kind == avatar.lipsync_type else _AvatarAs(avatar, kind)
     try:
-        mouth = plugin.open_renderer(view)
+        # _AvatarAs stands in for the avatar (an Avatar with another manifest type).
+        mouth = plugin.open_renderer(cast("Avatar", view))
     except PluginNotFoundError:
         raise
     except LipcoreError as exc:
@@ -424,14 +421,15 @@ def open_avatar_renderer(
             f"no {kind!r} assets ({exc}). Avatarize the photo with `--backend {kind}` "
             f"(lipcore avatarize PHOTO --out DIR --backend {kind}) or drop --backend."
         ) from exc
-    if audio_driven:
-        if not (hasattr(mouth, "render_audio") and hasattr(mouth, "composite")):
-            raise InputError(
-                f"the {kind!r} back end is driven by audio but its renderer offers no "
-                "render_audio/composite, so the offline renderer cannot use it"
-            )
+    if isinstance(mouth, AudioMouthRenderer):
         return AudioDrivenRenderer(
             mouth, avatar.idle_frames(), float(avatar.manifest.idle.fps), backend=kind
+        )
+    if plugin.driven_by == "audio":
+        raise InputError(
+            f"the {kind!r} back end is driven by audio but its renderer "
+            f"({type(mouth).__name__}) is no lipcore.interfaces.AudioMouthRenderer, so the "
+            "offline renderer cannot use it"
         )
     return AvatarRenderer(
         mouth, avatar.idle_frames(), float(avatar.manifest.idle.fps), backend=kind
@@ -447,16 +445,26 @@ class AudioDrivenRenderer(AvatarRenderer):
     outside the speech the idle loop shows its own mouth.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._patches: dict[int, Any] = {}
+    def __init__(
+        self,
+        mouth: AudioMouthRenderer,
+        idle_frames: Sequence[np.ndarray],
+        fps: float,
+        *,
+        backend: str = "",
+    ) -> None:
+        super().__init__(mouth, idle_frames, fps, backend=backend)
+        self.audio_mouth = mouth
+        self._patches: dict[int, MouthPatch] = {}
 
     def prepare_audio(self, pcm: np.ndarray, sample_rate: int, plan: SpeechPlan) -> None:
         """Render the patches of ``pcm`` (the utterance's audio) for the video of ``plan``."""
         # Patch i shows audio time i/fps; video frame k shows k/fps − offset: frame k gets the
         # patch nearest its audio time, rendered against idle frame k (conditioning + track).
         shift = round(plan.audio_offset_ms * self.fps / 1000.0)
-        patches = self.mouth.render_audio(pcm, sample_rate, idle_start=shift, queue=False)  # type: ignore[attr-defined]
+        patches = self.audio_mouth.render_audio(
+            pcm.astype("<i2").tobytes(), sample_rate, idle_start=shift
+        )
         self._patches = {int(p.frame) + shift: p for p in patches}
 
     def frame(self, k: int, weights: Mapping[str, float] | None = None) -> np.ndarray:
@@ -465,7 +473,7 @@ class AudioDrivenRenderer(AvatarRenderer):
         patch = self._patches.get(k)
         if patch is None:
             return idle
-        return np.asarray(self.mouth.composite(idle, patch, idle_index=i))  # type: ignore[attr-defined]
+        return np.asarray(self.audio_mouth.composite(idle, patch, idle_index=i))
 
 
 class _AvatarAs:

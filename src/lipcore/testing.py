@@ -6,6 +6,8 @@
   :func:`synthetic_speech` (a deterministic buzz with one phoneme per letter) when no TTS is
   installed. The load benchmark uses it so that it measures the server, not a TTS.
 * :class:`FailingTTSSource` fails mid-utterance with a :class:`~lipcore.errors.TTSError`.
+* :class:`LipsyncBackendConformance` is the test bar every lipsync back end passes: a back
+  end's own tests subclass it (lipcore's three back ends and third parties alike).
 * :func:`inline_plugin` wraps factories (or ready instances) into a plugin object for
   ``get_plugin_manager(plugins=[...])``; :func:`testing_engine` builds an engine with it.
 
@@ -34,6 +36,7 @@ from lipcore.interfaces import PhonemeTiming, TTSCapabilities, TTSChunk, TTSSour
 
 __all__ = [
     "FailingTTSSource",
+    "LipsyncBackendConformance",
     "ReplayTTSSource",
     "TimedTTSChunk",
     "inline_plugin",
@@ -569,3 +572,231 @@ def landmark_follow_errors(
         want = np.array([apply_affine(affines[i], p) for p in ref_xy])
         errs.append(float(np.hypot(*(got - want).T).mean()))
     return errs
+
+
+# ------------------------------------------------------------- the back-end conformance suite
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+class LipsyncBackendConformance:
+    """The bar every lipsync back end passes: subclass it in the back end's tests.
+
+    ::
+
+        class TestFlatMouthConformance(LipsyncBackendConformance):
+            kind = "flatmouth"
+            aliases = ("flat-colour",)
+            distribution = "lipcore-flatmouth"
+
+    The subclass (or its conftest) provides the fixtures ``backend`` (an instance, configured
+    to run), ``avatar`` (an avatar built with it, e.g. :func:`backend_test_avatar`),
+    ``idle_frames`` (the frames its mouth track belongs to) and ``photo`` (the avatar's photo,
+    RGB). What it checks: registration under the kind (and its aliases, its distribution's
+    entry point); the declarations the server relies on (client assets that are real built
+    files, a web renderer module that exists); the renderer's declared type; rendering from
+    weights (viseme-driven: Rest leaves no seam, an open mouth changes the mouth only, frame
+    indices wrap, bad weights are clear errors) or from audio (audio-driven: streamed patches
+    equal the offline ones); clear errors for an empty mouth track and missing assets; and,
+    where ``placement_tolerance_px`` is set, placement by the mouth track to that accuracy.
+    """
+
+    kind: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    distribution: ClassVar[str | None] = None
+    #: weights that visibly open the mouth
+    open_weights: ClassVar[Mapping[str, float]] = {"AI": 1.0}
+    #: at Rest, the most a pixel near the ROI's border may change (grey levels)
+    rest_seam_max_levels: ClassVar[float] = 3.0
+    #: at Rest, the most a pixel inside the ROI may get darker
+    rest_darkening_max_levels: ClassVar[float] = 5.0
+    #: where the overlay must sit, in px (None: the back end does not promise sub-pixel placement)
+    placement_tolerance_px: ClassVar[float | None] = None
+
+    # -- hooks a subclass may override ----------------------------------------------------
+
+    def with_track(self, avatar: Any, affines: Sequence[Sequence[float]]) -> Any:
+        """``avatar`` with another mouth track (same directory)."""
+        from lipcore.avatar.store import Avatar
+        from lipcore.models import MouthTrack
+
+        track = MouthTrack.model_validate(
+            {"fps": avatar.mouth_track.fps, "affines": [list(a) for a in affines]}
+        )
+        return Avatar(avatar.directory, avatar.manifest, track)
+
+    def copy_avatar(self, avatar: Any, dest: Path) -> Any:
+        """A copy of ``avatar``'s directory at ``dest``, loaded the same way."""
+        import shutil
+
+        from lipcore.avatar.store import Avatar
+
+        shutil.copytree(avatar.directory, dest)
+        return Avatar(dest, avatar.manifest, avatar.mouth_track)
+
+    # -- registration and declarations ----------------------------------------------------
+
+    def test_registered_under_its_kind(self, backend: Any) -> None:
+        from lipcore.engine import Engine
+        from lipcore.plugins import PluginRegistry, get_plugin_manager
+
+        registry = PluginRegistry(get_plugin_manager())
+        reg = registry.get("lipsync_backends", self.kind)
+        assert reg.name == self.kind
+        assert type(backend).type == self.kind, "the back end's `type` is its registered kind"
+        for alias in self.aliases:
+            assert registry.get("lipsync_backends", alias) is reg
+            assert Engine().lipsync_kind(alias) == self.kind  # what a manifest gets written
+        if self.distribution is not None:
+            import importlib.metadata
+
+            assert reg.distribution == self.distribution
+            eps = importlib.metadata.entry_points(group="lipcore")
+            assert any(ep.dist is not None and ep.dist.name == self.distribution for ep in eps)
+
+    def test_declared_client_assets_are_built_files(self, backend: Any, avatar: Any) -> None:
+        lipsync = dict(avatar.manifest.lipsync)
+        assert lipsync["type"] == self.kind
+        root = Path(avatar.directory).resolve()
+        for key, rel in lipsync.items():
+            if key != "type" and isinstance(rel, str):
+                path = (root / rel).resolve()
+                assert path.is_relative_to(root) and path.is_file(), (key, rel)
+        for key, field_name in type(backend).client_assets.items():
+            assert key in lipsync, f"client asset {key!r} is declared but not built"
+            assert field_name == "" or field_name.endswith("_url"), field_name
+
+    def test_web_renderer_module_exists(self, backend: Any) -> None:
+        module = type(backend).web_renderer
+        if module is None:
+            return
+        static = backend.static_dir()
+        assert static is not None, "a web renderer needs the back end's static_dir()"
+        text = (Path(static) / module).read_text(encoding="utf-8")
+        assert "export default" in text, "a web renderer module has a default export"
+
+    def test_open_renderer_gives_the_declared_interface(self, backend: Any, avatar: Any) -> None:
+        from lipcore.interfaces import AudioMouthRenderer, MouthRenderer
+
+        renderer = backend.open_renderer(avatar)
+        assert isinstance(renderer, MouthRenderer)
+        assert isinstance(renderer, AudioMouthRenderer) == (backend.driven_by == "audio")
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def test_rest_leaves_no_seam_and_open_changes_the_mouth(
+        self, backend: Any, avatar: Any, idle_frames: Sequence[Any]
+    ) -> None:
+        if backend.driven_by != "visemes":
+            return
+        from lipcore.avatar.warp import patch_to_frame_affine
+
+        renderer = backend.open_renderer(avatar)
+        roi = avatar.manifest.roi
+        changed = 0
+        for i, idle in enumerate(idle_frames):
+            before = idle.copy()
+            rest = renderer.render(idle, idle_index=i, weights={})
+            assert np.array_equal(idle, before), "render must not change its input frame"
+            assert rest.shape == idle.shape and rest.dtype == np.uint8
+            m = patch_to_frame_affine(avatar.mouth_track.affines[i], roi.x, roi.y)
+            u, v = roi_coords(m, idle.shape)
+            outer = (u > -4) & (u < roi.w + 3) & (v > -4) & (v < roi.h + 3)
+            inner = (u > 4) & (u < roi.w - 5) & (v > 4) & (v < roi.h - 5)
+            inside = (u >= 0) & (u <= roi.w - 1) & (v >= 0) & (v <= roi.h - 1)
+            signed = rest.astype(np.int16) - idle.astype(np.int16)
+            err = np.abs(signed).max(axis=2)
+            assert float(err[outer & ~inner].max()) <= self.rest_seam_max_levels
+            assert float(-signed[inside].min(initial=0)) <= self.rest_darkening_max_levels
+            assert np.array_equal(rest[~(outer | inside)], idle[~(outer | inside)])
+            opened = renderer.render(idle, idle_index=i, weights=dict(self.open_weights))
+            diff = np.abs(opened.astype(np.int16) - idle.astype(np.int16)).max(axis=2)
+            assert not diff[~(outer | inside)].any(), "an open mouth changes only the mouth"
+            changed += int(diff[inside].max() > 20)
+        assert changed == len(idle_frames), "an open mouth shows on every frame"
+        n = len(avatar.mouth_track.affines)
+        a = renderer.render(idle_frames[1], idle_index=1, weights=dict(self.open_weights))
+        b = renderer.render(idle_frames[1], idle_index=1 + 2 * n, weights=dict(self.open_weights))
+        assert np.array_equal(a, b), "idle indices wrap around the loop"
+
+    def test_unknown_viseme_class_is_a_clear_error(
+        self, backend: Any, avatar: Any, idle_frames: Sequence[Any]
+    ) -> None:
+        if backend.driven_by != "visemes":
+            return
+        import pytest
+
+        from lipcore.errors import LipcoreError
+
+        renderer = backend.open_renderer(avatar)
+        for weights, word in (({"Ah": 0.5}, "'Ah'"), ({"AI": float("nan")}, "'AI'"),
+                              ({"AI": 1.5}, "'AI'")):  # fmt: skip
+            with pytest.raises(LipcoreError) as info:
+                renderer.render(idle_frames[0], idle_index=0, weights=weights)
+            assert word in str(info.value)
+
+    def test_streamed_patches_equal_the_offline_ones(
+        self, backend: Any, avatar: Any, idle_frames: Sequence[Any]
+    ) -> None:
+        if backend.driven_by != "audio":
+            return
+        renderer = backend.open_renderer(avatar)
+        rng = np.random.default_rng(1)
+        pcm = (rng.normal(0, 3000, 8000).clip(-32768, 32767).astype("<i2")).tobytes()
+        offline = list(renderer.render_audio(pcm, 16000))
+        stream = renderer.stream(sample_rate=16000)
+        streamed = []
+        for start in range(0, len(pcm), 1234 * 2):
+            streamed += stream.push(pcm[start:start + 1234 * 2], start / 2 / 16.0)
+        streamed += stream.finish()
+        assert len(streamed) == len(offline) > 0
+        for s, o in zip(streamed, offline, strict=True):
+            assert s.frame == o.frame and s.idle_index == o.idle_index
+            assert float(np.abs(s.rgb.astype(float) - o.rgb.astype(float)).max()) <= 2.0
+        out = renderer.composite(idle_frames[0], offline[0], idle_index=0)
+        assert np.asarray(out).shape == idle_frames[0].shape
+
+    # -- bad avatars ------------------------------------------------------------------------
+
+    def test_empty_mouth_track_is_a_clear_error(self, backend: Any, avatar: Any) -> None:
+        import pytest
+
+        from lipcore.errors import LipcoreError
+
+        with pytest.raises(LipcoreError):
+            backend.open_renderer(self.with_track(avatar, []))
+
+    def test_missing_assets_are_a_clear_error(
+        self, backend: Any, avatar: Any, tmp_path: Path
+    ) -> None:
+        import pytest
+
+        from lipcore.errors import LipcoreError
+
+        broken = self.copy_avatar(avatar, tmp_path / "broken")
+        for key, rel in dict(avatar.manifest.lipsync).items():
+            if key != "type" and isinstance(rel, str):
+                (Path(broken.directory) / rel).unlink(missing_ok=True)
+        with pytest.raises(LipcoreError):
+            backend.open_renderer(broken)
+
+    # -- placement --------------------------------------------------------------------------
+
+    def test_overlay_follows_the_mouth_track(
+        self, backend: Any, avatar: Any, idle_frames: Sequence[Any], photo: Any
+    ) -> None:
+        if self.placement_tolerance_px is None or backend.driven_by != "visemes":
+            return
+        check = check_placement(
+            backend.open_renderer(avatar),
+            backend.open_renderer(self.with_track(avatar, [_IDENTITY])),
+            lambda track: backend.open_renderer(self.with_track(avatar, track)),
+            photo,
+            idle_frames,
+            avatar.mouth_track.affines,
+            {"AI": 0.8, "E": 0.2},
+        )
+        # Half a pixel off reads > 0.3 px (the scale of the measurement).
+        assert check.least_off_shift_px > 0.3, check
+        assert check.worst_shift_px < self.placement_tolerance_px, check
+        assert check.worst_relative_error < 0.25, check

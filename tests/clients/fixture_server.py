@@ -263,6 +263,13 @@ def create_fixture_app(avatar_dir: Path) -> Starlette:
             av["avatar_id"] = "fixture_hologram"
             av["lipsync_assets"]["type"] = "hologram"
             return JSONResponse(av)
+        if kind == "glitch":
+            # A plugin kind whose web renderer module does not load (not JavaScript at all).
+            av = json.loads(json.dumps(avatars["sprites"]))
+            av["avatar_id"] = "fixture_glitch"
+            av["lipsync_assets"]["type"] = "glitch"
+            av["lipsync_assets"]["renderer_url"] = "/files/sprites/atlas.json"
+            return JSONResponse(av)
         if kind not in avatars:
             return JSONResponse({"detail": "no such avatar"}, status_code=404)
         return JSONResponse(avatars[kind])

@@ -235,17 +235,48 @@ def test_typing_while_it_speaks_barges_in_even_between_words(page_for: Any) -> N
     assert last["barge_in"] is False
 
 
-def test_an_avatar_the_page_cannot_draw_is_a_clear_error(browser: Any, fixture_url: str) -> None:
+def test_an_avatar_the_page_cannot_draw_plays_its_idle_loop_with_a_notice(
+    browser: Any, fixture_url: str
+) -> None:
+    """A kind with no built-in renderer and no renderer module from its back end: the idle
+    loop plays without a mouth, and a visible notice says why; the page does not break."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{fixture_url}/?avatar=fixture_hologram")
-        page.wait_for_function("window.lipcore && window.lipcore.state.error", timeout=30_000)
-        error = page.evaluate("window.lipcore.state.error")
-        assert "fixture_hologram" in error and '"hologram"' in error
-        assert "sprites, mesh and onnx" in error
-        assert page.inner_text("#toast") == error
-        assert page.inner_text("#status") == "not connected"
-        assert page.evaluate("window.lipcore.state.ready") is False
+        page.wait_for_function("window.lipcore && window.lipcore.state.notice", timeout=30_000)
+        notice = page.evaluate("window.lipcore.state.notice")
+        assert '"hologram"' in notice and "idle loop" in notice
+        assert page.locator(".kind-notice").is_visible()
+        assert page.inner_text(".kind-notice") == notice
+        assert page.evaluate("window.lipcore.overlay()") is None
+        assert page.evaluate("window.lipcore.state.error") is None
+        t0 = page.evaluate("document.querySelector('#idle').currentTime")
+        page.wait_for_timeout(500)
+        assert page.evaluate("document.querySelector('#idle').currentTime") != t0
+        assert not errors, errors
     finally:
         context.close()
+
+
+def test_a_renderer_module_that_does_not_load_is_a_notice_not_a_broken_page(
+    browser: Any, fixture_url: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{fixture_url}/?avatar=fixture_glitch")
+        page.wait_for_function("window.lipcore && window.lipcore.state.notice", timeout=30_000)
+        notice = page.evaluate("window.lipcore.state.notice")
+        assert '"glitch"' in notice and "did not load" in notice
+        assert page.locator(".kind-notice").is_visible()
+        assert page.evaluate("window.lipcore.overlay()") is None
+        assert page.evaluate("window.lipcore.state.error") is None
+        assert not errors, errors
+    finally:
+        context.close()
+

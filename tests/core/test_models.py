@@ -72,3 +72,18 @@ def test_brief_examples_validate() -> None:
 def test_bad_payloads_are_rejected(model: type, payload: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         model.model_validate(payload)
+
+
+def test_a_plugin_kind_validates_with_its_own_asset_urls() -> None:
+    """The kind is an open name: the FlatBackend of docs/plugins.md builds avatars the server
+    can return (it failed as a closed Literal of three names)."""
+    assets = models.LipsyncAssets.model_validate(
+        {"type": "flat", "mask_url": "m", "roi": {"x": 0, "y": 0, "w": 1, "h": 1},
+         "flat_url": "/avatars/a/v/1/files/flat.json"}
+    )
+    assert assets.type == "flat"
+    assert (assets.model_extra or {})["flat_url"].endswith("flat.json")
+    with pytest.raises(ValidationError):  # still a name, not anything
+        models.LipsyncAssets.model_validate(
+            {"type": "Not A Kind!", "mask_url": "m", "roi": {"x": 0, "y": 0, "w": 1, "h": 1}}
+        )

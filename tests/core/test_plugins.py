@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_missing_backend_error_names_avatar_installed_and_pip_line(
     assert "'mesh'" in text
     assert "avatar 'hopper-1'" in text
     assert "Installed lipsync back ends: flat" in text
-    assert "pip install lipcore-meshwarp" in text
+    assert "pip install <distribution>" in text and "LIPCORE_PLUGINS may hide" in text
 
 
 def test_allow_list_block_list_and_builtins_only(
@@ -164,7 +165,7 @@ def test_engines_do_not_share_plugins() -> None:
         @staticmethod
         @lipcore.hookimpl
         def register_transports(register: hookspecs.Register) -> None:
-            register("carrier-pigeon", object)
+            register("carrier-pigeon", lambda: object())  # a factory function
 
     a = lipcore.Engine(plugin_manager=get_plugin_manager(load_entrypoints=False, plugins=[Inline]))
     b = lipcore.Engine(plugin_manager=get_plugin_manager(load_entrypoints=False))
@@ -175,26 +176,32 @@ def test_engines_do_not_share_plugins() -> None:
 def test_installed_plugin_may_replace_a_builtin_but_two_plugins_do_not_fight(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    def first_factory() -> object:  # factory functions (classes must be Transports)
+        return {}
+
+    def second_factory() -> object:
+        return []
+
     class First:
         @staticmethod
         @lipcore.hookimpl
         def register_transports(register: hookspecs.Register) -> None:
-            register("websocket", dict)
+            register("websocket", first_factory)
 
     class Second:
         @staticmethod
         @lipcore.hookimpl
         def register_transports(register: hookspecs.Register) -> None:
-            register("websocket", list)
+            register("websocket", second_factory)
 
     registry = PluginRegistry(get_plugin_manager(load_entrypoints=False, plugins=[First]))
-    assert registry.get("transports", "websocket").factory is dict  # replaced the built-in
+    assert registry.get("transports", "websocket").factory is first_factory  # replaced it
 
     with caplog.at_level(logging.WARNING, logger="lipcore.plugins"):
         registry = PluginRegistry(
             get_plugin_manager(load_entrypoints=False, plugins=[First, Second])
         )
-    assert registry.get("transports", "websocket").factory is dict
+    assert registry.get("transports", "websocket").factory is first_factory
     assert "registered by both First and Second" in caplog.text
 
 
@@ -228,3 +235,45 @@ def test_every_hook_is_documented_and_tested() -> None:
         assert f"`{hook}`" in docs, f"{hook} is not documented in docs/plugins.md"
         family = hook.removeprefix("register_")
         assert family in tests, f"{hook} has no test"
+
+
+def test_a_wrong_registration_is_a_clear_error_when_it_is_made(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Typed registration: a class that is not a back end, or one whose ``type`` is not the
+    name it registers, breaks its plugin at start-up with an error naming both."""
+    import lipcore
+    from lipcore.interfaces import LipsyncBackend
+
+    class NotABackend:
+        pass
+
+    class Misnamed(LipsyncBackend):
+        type = "flat"
+
+        def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
+            return {}
+
+        def open_renderer(self, avatar: Any) -> Any:
+            return None
+
+    class WrongClass:
+        @staticmethod
+        @lipcore.hookimpl
+        def register_lipsync_backends(register: Any) -> None:
+            register("nope", NotABackend)
+
+    class WrongName:
+        @staticmethod
+        @lipcore.hookimpl
+        def register_lipsync_backends(register: Any) -> None:
+            register("flat-ish", Misnamed)
+
+    pm = get_plugin_manager(load_entrypoints=False, plugins=[WrongClass, WrongName])
+    registry = PluginRegistry(pm)
+    errors = {b.name: b.error for b in pm.broken}
+    assert "NotABackend registered as 'nope' is not a lipcore.interfaces.LipsyncBackend" in (
+        errors["WrongClass"]
+    )
+    assert "Misnamed.type is 'flat' but it is registered as 'flat-ish'" in errors["WrongName"]
+    assert "nope" not in registry.names("lipsync_backends")

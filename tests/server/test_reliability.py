@@ -22,8 +22,8 @@ from lipcore.server.protocol import (
     AUDIO_VISEMES_KIND,
     split_audio_visemes,
     unpack_frame,
-    vector_texts,
 )
+from lipcore.server.vectors import vector_texts
 from lipcore.testing import ReplayTTSSource, testing_engine
 
 from .conftest import (
@@ -442,7 +442,7 @@ def test_vectors_are_current() -> None:
     root = Path(__file__).resolve().parents[1] / "vectors"
     for name, text in vector_texts().items():
         assert (root / name).read_text(encoding="utf-8") == text, (
-            f"tests/vectors/{name} is stale: python -m lipcore.server.protocol tests/vectors")
+            f"tests/vectors/{name} is stale: python -m lipcore.server.vectors tests/vectors")
 
 
 def test_replay_source_realtime_pace() -> None:

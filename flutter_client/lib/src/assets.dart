@@ -9,6 +9,7 @@ import 'package:http/http.dart' as http;
 import 'package:meta/meta.dart';
 
 import 'protocol.dart';
+import 'renderers.dart';
 
 /// A REST call that failed: what, the HTTP status, and the server's explanation.
 class LipcoreApiException implements Exception {
@@ -175,17 +176,26 @@ class MeshDef {
 /// The server's description of one avatar (`GET /avatars/{id}`).
 @immutable
 class AvatarInfo {
-  const AvatarInfo({required this.id, required this.idleUrl, required this.lipsync});
+  const AvatarInfo({required this.id, required this.idleUrl, required this.lipsync,
+      this.usable = true, this.reason});
 
   factory AvatarInfo.fromJson(Map<String, Object?> j, Uri base) => AvatarInfo(
         id: j['avatar_id']! as String,
         idleUrl: base.resolve(j['idle_url']! as String),
         lipsync: j['lipsync_assets']! as Map<String, Object?>,
+        usable: (j['usable'] as bool?) ?? true,
+        reason: j['reason'] as String?,
       );
 
   final String id;
   final Uri idleUrl;
   final Map<String, Object?> lipsync;
+
+  /// Whether the server can open a session with it (its back end installed and able to run).
+  final bool usable;
+
+  /// Why not, when it is not [usable].
+  final String? reason;
 
   String get backend => (lipsync['type'] as String?) ?? 'sprites';
 }
@@ -253,13 +263,14 @@ class LipcoreApi {
 class LoadedAvatar {
   /// Assets already in memory (tests, or an app that bundles an avatar); see [load].
   LoadedAvatar(this.info, this.track, {this.atlas, this.atlasImage, this.mesh,
-      this.texture, this.interior, this.mask, this.patchRoi})
+      this.texture, this.interior, this.mask, this.patchRoi, this.notice})
       : assert(
             (atlas != null && atlasImage != null) ||
                 (mesh != null && texture != null) ||
-                patchRoi != null,
+                patchRoi != null ||
+                notice != null,
             'a sprites avatar needs atlas + atlasImage, a mesh avatar mesh + texture, an onnx '
-            'avatar its ROI');
+            'avatar its ROI, an avatar drawn without a mouth its notice');
 
   final AvatarInfo info;
   final MouthTrack track;
@@ -273,49 +284,37 @@ class LoadedAvatar {
   /// Variant C (`onnx`): the ROI the server's mouth patches cover (from `lipsync_assets.roi`).
   final Roi? patchRoi;
 
+  /// Set when the mouth is not drawn (a kind this app has no renderer for, or an avatar the
+  /// server cannot use): the idle loop plays alone and [AvatarView] shows this.
+  final String? notice;
+
+  /// Load [info]'s mouth track and what its kind's renderer needs ([MouthRenderers]).
   static Future<LoadedAvatar> load(LipcoreApi api, AvatarInfo info) async {
-    final lip = info.lipsync;
-    Uri url(String key, String fallback) =>
-        api.base.resolve((lip[key] as String?) ?? info.idleUrl.resolve(fallback).toString());
-    final track = MouthTrack.fromJson(await api.getJson(url('mouth_track_url', 'mouth_track.json')));
-    final maskUrl = lip['mask_url'] as String?;
-    if (info.backend == 'onnx') {
-      // Variant C: the server renders the mouth; only the ROI and the mask are needed here.
-      final roi = lip['roi'];
-      if (roi is! Map<String, Object?>) {
-        throw FormatException('avatar ${info.id}: an onnx avatar lacks lipsync_assets.roi');
-      }
-      final mask = maskUrl != null && maskUrl.isNotEmpty
-          ? await api.getImage(api.base.resolve(maskUrl)).then<ui.Image?>((i) => i,
-              onError: (Object _) => null)
-          : null;
-      return LoadedAvatar(info, track, patchRoi: Roi.fromJson(roi), mask: mask);
+    final trackUrl = api.base.resolve((info.lipsync['mouth_track_url'] as String?) ??
+        info.idleUrl.resolve('mouth_track.json').toString());
+    final track = MouthTrack.fromJson(await api.getJson(trackUrl));
+    if (!info.usable) {
+      return LoadedAvatar(info, track,
+          notice: '${info.reason ?? 'this avatar cannot be used on this server'}: '
+              'playing the idle loop without a mouth');
     }
-    if (info.backend == 'mesh') {
-      final defUrl = url('meshdef_url', 'meshdef.json');
-      final def = MeshDef.fromJson(await api.getJson(defUrl));
-      final images = await Future.wait(<Future<ui.Image?>>[
-        api.getImage(defUrl.resolve(def.texture ?? 'mouth_texture.png')),
-        api.getImage(defUrl.resolve(def.interior ?? 'interior.png')).then<ui.Image?>(
-            (i) => i, onError: (Object _) => null),
-        api.getImage(maskUrl != null ? api.base.resolve(maskUrl)
-            : defUrl.resolve(def.mask ?? 'mask_mouth.png'))
-            .then<ui.Image?>((i) => i, onError: (Object _) => null),
-      ]);
-      return LoadedAvatar(info, track, mesh: def, texture: images[0], interior: images[1],
-          mask: images[2]);
+    final renderer = MouthRenderers.of(info.backend);
+    if (renderer == null) {
+      return LoadedAvatar(info, track,
+          notice: 'this app has no renderer for lip-sync kind "${info.backend}": '
+              'playing the idle loop without a mouth');
     }
-    final atlasUrl = url('atlas_url', 'atlas.json');
-    final atlas = AtlasDef.fromJson(await api.getJson(atlasUrl));
-    final image = await api.getImage(atlasUrl.resolve(atlas.image ?? 'atlas.png'));
-    final mask = maskUrl != null || atlas.mask != null
-        ? await api.getImage(maskUrl != null ? api.base.resolve(maskUrl)
-            : atlasUrl.resolve(atlas.mask!))
-        : null;
-    return LoadedAvatar(info, track, atlas: atlas, atlasImage: image, mask: mask);
+    return renderer.load(api, info, track);
   }
 
-  Roi get roi => atlas?.roi ?? mesh?.roi ?? patchRoi!;
+  /// The renderer that paints this avatar's mouth, or null when none does ([notice]).
+  MouthRenderer? get renderer => notice == null ? MouthRenderers.of(info.backend) : null;
+
+  Roi get roi =>
+      atlas?.roi ??
+      mesh?.roi ??
+      patchRoi ??
+      Roi.fromJson(info.lipsync['roi']! as Map<String, Object?>);
 
   List<String> get classes => atlas?.classes ?? defaultClasses;
 }

@@ -9,7 +9,6 @@ import 'package:flutter/widgets.dart';
 import 'package:video_player/video_player.dart';
 
 import 'assets.dart';
-import 'overlay.dart';
 import 'session.dart';
 import 'timeline.dart';
 
@@ -123,6 +122,8 @@ class _AvatarViewState extends State<AvatarView> with SingleTickerProviderStateM
           children: <Widget>[
             VideoPlayer(_video),
             CustomPaint(painter: _OverlayDelegate(this, _tick, v.size)),
+            if (widget.avatar.notice != null)
+              Positioned(left: 8, right: 8, bottom: 8, child: _Notice(widget.avatar.notice!)),
           ],
         ),
       ),
@@ -130,7 +131,8 @@ class _AvatarViewState extends State<AvatarView> with SingleTickerProviderStateM
   }
 }
 
-/// Repaints on every tick with the state's latest mouth; the backend picks the painter.
+/// Repaints on every tick with the state's latest mouth; the avatar kind's renderer picks the
+/// painter (none: the idle loop alone).
 class _OverlayDelegate extends CustomPainter {
   _OverlayDelegate(this.state, Listenable tick, this.videoSize) : super(repaint: tick);
 
@@ -140,18 +142,38 @@ class _OverlayDelegate extends CustomPainter {
   @override
   void paint(Canvas canvas, Size size) {
     final avatar = state.widget.avatar;
-    final MouthPainter painter = avatar.patchRoi != null
-        ? PatchPainter(avatar: avatar, weights: state._mouth.weights,
-            frameIndex: state._frameIndex, videoSize: videoSize,
+    final renderer = avatar.renderer;
+    if (renderer == null) return;
+    renderer
+        .painter(avatar,
+            weights: state._mouth.weights,
+            frameIndex: state._frameIndex,
+            videoSize: videoSize,
             patch: state.widget.session?.patch)
-        : avatar.mesh != null
-            ? MeshPainter(avatar: avatar, weights: state._mouth.weights,
-                frameIndex: state._frameIndex, videoSize: videoSize)
-            : SpritePainter(avatar: avatar, weights: state._mouth.weights,
-                frameIndex: state._frameIndex, videoSize: videoSize);
-    painter.paint(canvas, size);
+        .paint(canvas, size);
   }
 
   @override
   bool shouldRepaint(_OverlayDelegate old) => old.videoSize != videoSize;
+}
+
+/// The visible notice over an avatar whose mouth is not drawn.
+class _Notice extends StatelessWidget {
+  const _Notice(this.text);
+
+  final String text;
+
+  @override
+  Widget build(BuildContext context) => DecoratedBox(
+        decoration: BoxDecoration(
+          color: const Color(0xBF141414),
+          borderRadius: BorderRadius.circular(6),
+        ),
+        child: Padding(
+          padding: const EdgeInsets.symmetric(horizontal: 10, vertical: 6),
+          child: Text(text,
+              textDirection: TextDirection.ltr,
+              style: const TextStyle(color: Color(0xFFFFFFFF), fontSize: 13)),
+        ),
+      );
 }

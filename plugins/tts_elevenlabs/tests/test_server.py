@@ -370,3 +370,42 @@ async def test_each_session_has_its_own_vendor_socket_closed_with_the_session(
             await speak(http, srv, c["session_id"], "Mama malt.")
             await cc.until("utterance_end", utterance=1)
         assert mock.connections == 3
+
+
+async def test_a_key_without_voices_read_speaks_with_a_vendor_voice_id(
+    mock: MockElevenLabs, serve: Callable[..., Server]
+) -> None:
+    """A key limited to speech: GET /v1/voices answers 401 missing_permissions, as the vendor
+    does. A session with an explicit voice id (or a profile) still speaks; a name cannot be
+    looked up and the error says what to do."""
+    mock.config.voices_read = False
+    srv = serve(profiles={"anna-calm": {"voice_id": DE}})
+    for voice in (EN, "anna-calm"):
+        async with open_session(srv, voice) as (http, s), connect(s["ws_url"]) as ws:
+            client = Client(ws)
+            await client.until("hello")
+            await speak(http, srv, s["session_id"], "Mama baut ein Boot.")
+            await client.until("utterance_end", utterance=1)
+            assert len(client.audio(1)) > 11025
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(f"{srv.url}/session-2d",
+                            json={"avatar_id": AVATAR, "voice_id": "Rachel (mock)",
+                                  "tts": "elevenlabs"})
+        assert r.status_code == 404, r.text
+        assert "voices_read" in r.json()["detail"] and "voice id" in r.json()["detail"]
+        # Listing stays its own call, and says why it fails.
+        r = await http.get(f"{srv.url}/voices", params={"tts": "elevenlabs"})
+        assert r.status_code == 502 and "missing_permissions" in r.json()["detail"]
+
+
+async def test_a_voice_given_by_name_speaks_with_that_voice(
+    mock: MockElevenLabs, serve: Callable[..., Server]
+) -> None:
+    srv = serve()
+    async with open_session(srv, "rachel (mock)") as (http, s), connect(s["ws_url"]) as ws:
+        client = Client(ws)
+        await client.until("hello")
+        await speak(http, srv, s["session_id"], "Good morning.")
+        await client.until("utterance_end", utterance=1)
+        assert len(client.audio(1)) > 11025
+    assert [r.voice_id for r in mock.contexts() if r.generations] == [EN]

@@ -3,8 +3,10 @@ pre/post-processing, offline and streamed patches from real speech, compositing,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ from lipcore_wav2lip.testing import speechlike
 
 import lipcore
 from lipcore.errors import InputError
+from lipcore.models import MouthTrack
 from lipcore.plugins import PluginRegistry, get_plugin_manager
+from lipcore.testing import LipsyncBackendConformance
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +346,44 @@ def test_patch_frames_match_the_shared_vectors() -> None:
     for case in vec["invalid"]:
         with pytest.raises(InputError):
             decode_patch_frame(bytes.fromhex(case["hex"]))
+
+
+# ------------------------------------------------------------------------------ the shared bar
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_path: Path) -> Wav2LipBackend:
+    return Wav2LipBackend(tiny_model_path, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def avatar(hopper_avatar: Any) -> Any:
+    return hopper_avatar
+
+
+@pytest.fixture(scope="module")
+def idle_frames(hopper_avatar: Any) -> list[np.ndarray]:
+    return list(hopper_avatar.idle_frames())
+
+
+@pytest.fixture(scope="module")
+def photo(hopper_face: tuple[np.ndarray, Any, Any]) -> np.ndarray:
+    return hopper_face[0]
+
+
+class TestWav2LipConformance(LipsyncBackendConformance):
+    """lipcore.testing's conformance suite for the audio-driven back end (registration,
+    declarations, an AudioMouthRenderer whose streamed patches equal the offline ones, clear
+    errors)."""
+
+    kind = "onnx"
+    aliases = ("wav2lip",)
+    distribution = "lipcore-wav2lip"
+
+    def with_track(self, avatar: Any, affines: Any) -> Any:
+        track = MouthTrack.model_validate({"fps": 25.0, "affines": [list(a) for a in affines]})
+        return dataclasses.replace(avatar, mouth_track=track, _frames=None)
+
+    def copy_avatar(self, avatar: Any, dest: Path) -> Any:
+        shutil.copytree(avatar.directory, dest)
+        return dataclasses.replace(avatar, directory=dest, _frames=None)

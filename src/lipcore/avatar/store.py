@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -41,14 +41,19 @@ from lipcore.models import AvatarManifest, IdleInfo, MouthTrack, PhotoInfo
 
 if TYPE_CHECKING:
     from lipcore.avatar.face import FaceAnalyzer
-    from lipcore.engine import Engine
+    from lipcore.interfaces import LipsyncBackend
+    from lipcore.plugins import PluginRegistry
 
 __all__ = [
+    "AVATAR_ID_PATTERN",
     "MANIFEST_FILE",
     "STAGES",
     "Avatar",
+    "BackendResolver",
     "ProgressCallback",
+    "RegistryResolver",
     "build_avatar",
+    "is_avatar_id",
     "load_avatar",
 ]
 
@@ -76,7 +81,45 @@ STAGES: dict[str, float] = {
     "write": 0.05,
 }
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The one avatar id rule (the CLI, the library and the server): 1-64 letters, digits, ``_``,
+#: ``-`` or ``.``, starting with a letter or digit (so never ``.``/``..`` or a hidden name).
+AVATAR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ID_RE = re.compile(AVATAR_ID_PATTERN)
+
+
+def is_avatar_id(avatar_id: str) -> bool:
+    """Whether ``avatar_id`` follows :data:`AVATAR_ID_PATTERN`."""
+    return _ID_RE.match(avatar_id) is not None
+
+
+class BackendResolver(Protocol):
+    """What building an avatar needs of an engine: the back end for a kind, and the kind's
+    canonical name (an alias resolves before anything is written). :class:`lipcore.Engine`
+    is one; so is :class:`RegistryResolver`."""
+
+    def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend: ...
+
+    def lipsync_kind(self, type_: str, *, avatar: str = "") -> str: ...
+
+
+class RegistryResolver:
+    """A :class:`BackendResolver` straight over the installed plugins (no engine needed)."""
+
+    def __init__(self, registry: PluginRegistry | None = None) -> None:
+        from lipcore.plugins import PluginRegistry, get_plugin_manager
+
+        self.registry = registry or PluginRegistry(get_plugin_manager())
+        self._backends: dict[str, LipsyncBackend] = {}
+
+    def lipsync_kind(self, type_: str, *, avatar: str = "") -> str:
+        context = f"avatar {avatar!r}" if avatar else ""
+        return self.registry.get("lipsync_backends", type_, context=context).name
+
+    def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
+        kind = self.lipsync_kind(type_, avatar=avatar)
+        if kind not in self._backends:
+            self._backends[kind] = self.registry.create("lipsync_backends", kind)
+        return self._backends[kind]
 
 
 class Avatar:
@@ -131,6 +174,7 @@ class Avatar:
 
 
 def _inside(directory: Path, rel: str) -> Path:
+    """The one path guard: ``rel`` inside ``directory``, else :class:`AvatarLoadError`."""
     path = (directory / rel).resolve()
     if not path.is_relative_to(directory.resolve()):
         raise AvatarLoadError(
@@ -277,7 +321,7 @@ def build_avatar(
     backend: str = "sprites",
     seconds: float = 4.0,
     fps: float = 25.0,
-    engine: Engine | None = None,
+    engine: BackendResolver | None = None,
     face_model: str | Path | None = None,
     avatar_id: str | None = None,
     progress: ProgressCallback | None = None,
@@ -344,11 +388,10 @@ def build_avatar(
             mouth_model = build_mouth_model(rgb, face)
             mouth_files = mouth_model.save(tmp)
         with stages.stage("assets"):
-            if engine is None:
-                from lipcore.engine import Engine
-
-                engine = Engine()
-            lipsync_backend = engine.lipsync_backend(backend, avatar=avatar_id)
+            resolver = engine if engine is not None else RegistryResolver()
+            # The manifest names the canonical kind, never an alias ("wav2lip" → "onnx").
+            backend = resolver.lipsync_kind(backend, avatar=avatar_id)
+            lipsync_backend = resolver.lipsync_backend(backend, avatar=avatar_id)
             assets = lipsync_backend.build_assets(mouth_model, tmp)
         with stages.stage("idle") as report:
             idle = build_idle_loop(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lipcore.cli._common import console, user_errors
@@ -18,6 +19,11 @@ DEMO_SENTENCES: tuple[tuple[str, str, str], ...] = (
     ("en", "en-us", "Hello, I am your avatar. Maybe we can talk for a moment?"),
 )
 DEMO_BACKENDS: tuple[str, ...] = ("sprites", "mesh")
+
+
+def _advance(bar: Progress, task: TaskID, _stage: str, fraction: float) -> None:
+    """A progress callback's step: the task's bar to ``fraction``."""
+    bar.update(task, completed=fraction)
 
 
 def _progress() -> Progress:
@@ -111,7 +117,7 @@ def demo(
                 fps=fps,
                 engine=engine,
                 avatar_id=f"grace-{backend}",
-                progress=lambda _stage, f, task=task: bar.update(task, completed=f),
+                progress=partial(_advance, bar, task),
             )
             bar.update(task, completed=1.0)
             preview = out / f"preview-{backend}.png"
@@ -130,7 +136,7 @@ def demo(
                     engine=engine,
                     voice=voice,
                     renderer=renderer,
-                    progress=lambda f, task=task: bar.update(task, completed=f),
+                    progress=partial(_advance, bar, task, ""),
                 )
                 bar.update(task, completed=1.0)
                 rows.append(

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 import lipcore
 from lipcore.errors import LimitError, LipcoreError
+from lipcore.interfaces import AudioMouthRenderer
 from lipcore.models import (
     AvatarizeResponse,
     LipsyncAssets,
@@ -31,7 +32,7 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
-from lipcore.server.errors import UnauthorizedError
+from lipcore.server.errors import AvatarNotFoundError, AvatarUnusableError, UnauthorizedError
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
 
@@ -56,6 +57,8 @@ class AvatarOut(AvatarizeResponse):
     idle: dict[str, float] | None = None
     photo: dict[str, int] | None = None
     created_at: str | None = None
+    usable: bool = Field(default=True, description="whether a session can be opened with it")
+    reason: str | None = Field(default=None, description="why not, when it is not usable")
 
 
 class AvatarListOut(BaseModel):
@@ -211,8 +214,14 @@ def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
     return f"{scheme}://{request.url.netloc}{root}"
 
 
-def _asset_url(request: Request | WebSocket, st: _State, avatar_id: str, rel: str) -> str:
-    return f"{_base_url(request, st.settings)}/avatars/{avatar_id}/files/{rel}"
+def _asset_url(request: Request | WebSocket, st: _State, rec: AvatarRecord, rel: str) -> str:
+    # The avatar's version is part of the path: a rebuilt avatar gets new URLs, so assets can
+    # be cached as immutable, and relative references between assets keep the version.
+    return f"{_base_url(request, st.settings)}/avatars/{rec.avatar_id}/v/{rec.version}/files/{rel}"
+
+
+def _plugin_static_url(request: Request | WebSocket, st: _State, kind: str, rel: str) -> str:
+    return f"{_base_url(request, st.settings)}/plugins/{kind}/static/{rel}"
 
 
 def _ws_url(request: Request, st: _State, session: Session) -> str:
@@ -225,7 +234,22 @@ def _ws_url(request: Request, st: _State, session: Session) -> str:
 
 
 def _describe_avatar(request: Request | WebSocket, st: _State, rec: AvatarRecord) -> dict[str, Any]:
-    return rec.describe(lambda rel: _asset_url(request, st, rec.avatar_id, rel))
+    return rec.describe(lambda rel: _asset_url(request, st, rec, rel),
+                        lambda rel: _plugin_static_url(request, st, rec.lipsync_type, rel))
+
+
+def _file_response(request: Request, file: Path, *, immutable: bool) -> Response:
+    """A static file with ETag, 304 on a match and HTTP ranges; cached for good only when its
+    URL can never name other content."""
+    stat = file.stat()
+    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
+    headers = {"cache-control": cache, "etag": etag,
+               "last-modified": formatdate(stat.st_mtime, usegmt=True)}
+    inm = request.headers.get("if-none-match")
+    if inm and etag in [t.strip() for t in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(file, headers=headers, stat_result=stat)
 
 
 async def require_key(request: Request) -> None:
@@ -245,19 +269,19 @@ Auth = Depends(require_key)
 # --------------------------------------------------------------------------- routes
 
 
-async def _audio_driven_renderer(st: _State, rec: Any) -> Any:
+async def _audio_driven_renderer(rec: AvatarRecord) -> AudioMouthRenderer | None:
     """For an avatar whose back end renders the mouth from audio (variant C): its renderer,
     opened in a worker thread (the model loads there); ``None`` for viseme-driven avatars."""
-    backend = st.engine.lipsync_backend(rec.lipsync_type, avatar=rec.avatar_id)
-    if getattr(backend, "driven_by", "visemes") == "visemes":
+    backend = rec.backend
+    if backend is None or backend.driven_by != "audio":
         return None
-
-    def open_renderer() -> Any:
-        from lipcore.avatar.store import load_avatar
-
-        return backend.open_renderer(load_avatar(rec.directory))
-
-    return await asyncio.to_thread(open_renderer)
+    renderer = await asyncio.to_thread(backend.open_renderer, rec.avatar)
+    if not isinstance(renderer, AudioMouthRenderer):
+        raise LipcoreError(
+            f"the {rec.lipsync_type!r} back end says it is driven by audio, but its renderer "
+            f"({type(renderer).__name__}) is no lipcore.interfaces.AudioMouthRenderer"
+        )
+    return renderer
 
 
 def _routes() -> APIRouter:
@@ -289,7 +313,9 @@ def _routes() -> APIRouter:
     async def avatarize(
         request: Request,
         hero_image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP)")],
-        backend: Annotated[str | None, Form(description="sprites | mesh | onnx")] = None,
+        backend: Annotated[str | None, Form(
+            description="the lipsync back end: sprites, mesh, onnx or a plugin's kind "
+            "(an alias resolves to it)")] = None,
     ) -> dict[str, Any]:
         """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
         to a minute); builds run in worker threads with bounded concurrency."""
@@ -310,11 +336,9 @@ def _routes() -> APIRouter:
         """The avatars this server has (newest first, at most 1000), with their URLs. Behind
         the API key when one is set: the ids are the capability to their asset files."""
         st = _state(request)
-        out = []
-        for avatar_id in st.avatars.list_ids():
-            with contextlib.suppress(LipcoreError):  # removed or damaged meanwhile: skip it
-                out.append(_describe_avatar(request, st, st.avatars.get(avatar_id)))
-        return {"avatars": out}
+        # One broken avatar never breaks the listing: the store skips it with a log line, and
+        # one whose back end is missing or cannot run here is listed with usable: false.
+        return {"avatars": [_describe_avatar(request, st, rec) for rec in st.avatars.records()]}
 
     @router.get("/voices", tags=["sessions"], dependencies=[Auth],
                 response_model=VoiceListOut, responses=_ERRORS)
@@ -345,15 +369,39 @@ def _routes() -> APIRouter:
         unguessable avatar id is the capability. ETag + long caching (assets never change
         under an id); HTTP range requests (206) for the video."""
         st = _state(request)
-        file = st.avatars.get(avatar_id).file(path)
-        stat = file.stat()
-        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        headers = {"cache-control": "public, max-age=31536000, immutable", "etag": etag,
-                   "last-modified": formatdate(stat.st_mtime, usegmt=True)}
-        inm = request.headers.get("if-none-match")
-        if inm and etag in [t.strip() for t in inm.split(",")]:
-            return Response(status_code=304, headers=headers)
-        return FileResponse(file, headers=headers, stat_result=stat)
+        # Unversioned: the avatar may be rebuilt under this URL, so clients revalidate.
+        return _file_response(request, st.avatars.get(avatar_id).file(path), immutable=False)
+
+    @router.get("/avatars/{avatar_id}/v/{version}/files/{path:path}", tags=["avatars"],
+                name="avatar_file_versioned", responses=_ERRORS)
+    async def avatar_file_versioned(request: Request, avatar_id: str, version: str,
+                                    path: str) -> Response:
+        """An asset file of one version of an avatar (the URLs the avatar's description hands
+        out). Cached for good while that version is current; once the avatar was rebuilt the
+        file is the new one's and is revalidated."""
+        st = _state(request)
+        rec = st.avatars.get(avatar_id)
+        return _file_response(request, rec.file(path), immutable=version == rec.version)
+
+    @router.get("/plugins/{kind}/static/{path:path}", tags=["avatars"],
+                name="plugin_static", responses=_ERRORS)
+    async def plugin_static(request: Request, kind: str, path: str) -> Response:
+        """A file a lipsync back end ships to clients (its web renderer module and what it
+        loads), from the back end's ``static_dir()``. No API key: it is plugin code, not data."""
+        st = _state(request)
+        try:
+            backend = st.engine.lipsync_backend(kind)
+        except LipcoreError:
+            raise AvatarNotFoundError(f"no lipsync back end {kind!r} is installed") from None
+        root = backend.static_dir()
+        file = (root / path).resolve() if root is not None else None
+        if root is None or file is None or not file.is_relative_to(root.resolve()) \
+                or not file.is_file():
+            raise AvatarNotFoundError(f"the {kind!r} back end serves no file {path!r}")
+        response = _file_response(request, file, immutable=False)
+        if file.suffix in (".js", ".mjs"):
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        return response
 
     @router.post("/session-2d", tags=["sessions"], dependencies=[Auth],
                  response_model=SessionCreated, responses=_ERRORS)
@@ -362,8 +410,10 @@ def _routes() -> APIRouter:
         token: hand it only to that session's client)."""
         st = _state(request)
         rec = st.avatars.get(body.avatar_id)
+        if rec.reason is not None:
+            raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
-        patcher = await _audio_driven_renderer(st, rec)
+        patcher = await _audio_driven_renderer(rec)
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
                                            tts=body.tts, lipsync=lipsync)
         session.patcher = patcher

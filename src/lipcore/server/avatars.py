@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -15,6 +15,16 @@ from typing import Any
 
 import anyio.to_thread
 
+from lipcore.avatar.errors import AvatarLoadError
+from lipcore.avatar.store import (
+    MANIFEST_FILE,
+    Avatar,
+    BackendResolver,
+    is_avatar_id,
+    load_avatar,
+)
+from lipcore.errors import LipcoreError
+from lipcore.interfaces import LipsyncBackend
 from lipcore.models import AvatarManifest
 from lipcore.server.errors import AvatarNotFoundError, BuildBusyError
 from lipcore.server.settings import ServerSettings
@@ -23,118 +33,134 @@ __all__ = ["AvatarRecord", "AvatarStore", "new_avatar_id"]
 
 logger = logging.getLogger("lipcore.server.avatars")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{6,80}$")
+#: Files of every avatar that clients load, whatever its back end (the core's own): asset key
+#: → where the manifest (or the mouth model, for the mask) names it.
+_CORE_FILES = ("idle", "mouth_track", "photo", "preview", "mask")
 
 
 def new_avatar_id() -> str:
-    """An unguessable avatar id: asset URLs carry it and are served without the API key."""
+    """An unguessable avatar id: asset URLs carry it and are served without the API key.
+    It follows the one id rule (:data:`lipcore.avatar.store.AVATAR_ID_PATTERN`)."""
     return "a_" + secrets.token_urlsafe(16)
+
+
+def _stamp(manifest: Path) -> str:
+    """A short version of an avatar on disk: changes whenever its manifest is rewritten (a
+    rebuild swaps the whole directory in, so the manifest is a new file)."""
+    st = manifest.stat()
+    return f"{st.st_mtime_ns:x}{st.st_ino:x}{st.st_size:x}"[-16:]
 
 
 @dataclass(frozen=True)
 class AvatarRecord:
-    """What the server needs of an avatar: its directory and validated manifest."""
+    """One avatar as the server holds it: loaded once (:class:`lipcore.avatar.store.Avatar`),
+    with its back end and whether it can be used here.
 
-    avatar_id: str
-    directory: Path
-    manifest: AvatarManifest
+    ``backend`` is ``None`` when the manifest's kind is not installed; ``reason`` then says
+    why the avatar is unusable (also when the back end's ``availability()`` says it cannot run
+    here). ``version`` changes when the avatar is rebuilt on disk; asset URLs carry it."""
+
+    avatar: Avatar
+    version: str
+    backend: LipsyncBackend | None
+    reason: str | None
+
+    @property
+    def avatar_id(self) -> str:
+        return self.directory.name
+
+    @property
+    def directory(self) -> Path:
+        return self.avatar.directory
+
+    @property
+    def manifest(self) -> AvatarManifest:
+        return self.avatar.manifest
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
 
     @property
     def lipsync_type(self) -> str:
-        return str(self.manifest.lipsync.get("type", "sprites"))
+        return self.avatar.lipsync_type
 
     def file(self, rel: str) -> Path:
         """The asset ``rel`` (a path inside the avatar directory), or
-        :class:`AvatarNotFoundError` if it is missing or points outside."""
-        root = self.directory.resolve()
-        path = (root / rel).resolve()
-        if root not in path.parents or not path.is_file():
+        :class:`AvatarNotFoundError` if it is missing or points outside (the store's one path
+        guard)."""
+        try:
+            path = self.avatar.asset(rel)
+        except AvatarLoadError:
+            path = None
+        if path is None or not path.is_file():
             raise AvatarNotFoundError(f"avatar {self.avatar_id!r} has no file {rel!r}")
         return path
 
     def asset_files(self) -> dict[str, str]:
-        """Asset key → relative path, for every file the manifest names that exists."""
+        """Asset key → relative path of what clients may load: the core's files (idle loop,
+        mouth track, photo, preview, mouth mask) and exactly the manifest entries the back end
+        declares as client assets. Only files that exist."""
         m = self.manifest
+        extra = m.model_extra or {}
         files: dict[str, str] = {"idle": m.idle.file, "mouth_track": m.idle.mouth_track,
                                  "photo": m.photo.file}
-        for key, value in m.lipsync.items():
-            if key != "type" and isinstance(value, str):
-                files[key] = value
-        extra = m.model_extra or {}
         if isinstance(extra.get("preview"), str):
             files["preview"] = extra["preview"]
-        if "preview" not in files and (self.directory / "preview.png").is_file():
+        elif (self.directory / "preview.png").is_file():
             files["preview"] = "preview.png"
+        declared = self.backend.client_assets if self.backend is not None else {}
+        for key in declared:
+            value = m.lipsync.get(key)
+            if isinstance(value, str):
+                files[key] = value
         if "mask" not in files and (self.directory / "mask_mouth.png").is_file():
-            files["mask"] = "mask_mouth.png"
-        return {k: v for k, v in files.items() if (self.directory / v).is_file()}
+            files["mask"] = "mask_mouth.png"  # the mouth model always writes it
+        out = {}
+        for key, rel in files.items():
+            with contextlib.suppress(AvatarNotFoundError):
+                self.file(rel)
+                out[key] = rel
+        return out
 
-    def describe(self, url: Callable[[str], str]) -> dict[str, Any]:
-        """The ``POST /avatarize-2d`` / ``GET /avatars/{id}`` body; ``url(rel)`` makes asset
-        URLs."""
+    def describe(self, url: Callable[[str], str],
+                 renderer_url: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """The ``POST /avatarize-2d`` / ``GET /avatars/{id}`` body. ``url(rel)`` makes asset
+        URLs; ``renderer_url(path)`` the URL of a file in the back end's static folder."""
         files = self.asset_files()
-        lip = self.manifest.lipsync
-
-        def pick(*keys: str) -> str | None:
-            for k in keys:
-                if k in files:
-                    return url(files[k])
-            return None
-
         assets: dict[str, Any] = {
             "type": self.lipsync_type,
-            "mask_url": pick("mask", "mask_png") or "",
+            "mask_url": url(files["mask"]) if "mask" in files else "",
             "roi": self.manifest.roi.model_dump(),
-            "mouth_track_url": pick("mouth_track"),
-            "files": {k: url(v) for k, v in files.items()},
+            "mouth_track_url": url(files["mouth_track"]) if "mouth_track" in files else None,
         }
-        atlas = pick("atlas_json", "atlas")
-        if atlas:
-            assets["atlas_url"] = atlas
-        mesh = pick("meshdef", "meshdef_json", "mesh")
-        if mesh:
-            assets["meshdef_url"] = mesh
-        model = pick("model", "reference", "face_crop")
-        if model and lip.get("type") == "onnx":
-            assets["model_url"] = model
+        if self.backend is not None:
+            for key, field in self.backend.client_assets.items():
+                if key in files and field and field not in assets:
+                    assets[field] = url(files[key])
+            module = self.backend.web_renderer
+            if module and renderer_url is not None and self.backend.static_dir() is not None:
+                assets["renderer_url"] = renderer_url(module)
+        assets["files"] = {k: url(v) for k, v in files.items()}
         return {
             "avatar_id": self.avatar_id,
             "idle_url": url(files.get("idle", self.manifest.idle.file)),
             "lipsync_assets": assets,
-            "preview_url": pick("preview"),
+            "preview_url": url(files["preview"]) if "preview" in files else None,
             "idle": {"fps": self.manifest.idle.fps, "frames": self.manifest.idle.frames,
                      "seconds": self.manifest.idle.seconds},
             "photo": {"width": self.manifest.photo.width, "height": self.manifest.photo.height},
             "created_at": self.manifest.created_at,
+            "usable": self.usable,
+            "reason": self.reason,
         }
-
-
-def _read_manifest(directory: Path, avatar_id: str) -> AvatarManifest:
-    load_avatar: Callable[[Path], Any] | None
-    try:
-        from lipcore.avatar.store import load_avatar
-    except ImportError:  # the avatar store is optional for serving prebuilt avatars
-        load_avatar = None
-    try:
-        if load_avatar is not None:
-            manifest: AvatarManifest = load_avatar(directory).manifest
-            return manifest
-        return AvatarManifest.model_validate_json(
-            (directory / "manifest.json").read_text(encoding="utf-8")
-        )
-    except Exception as exc:
-        logger.warning("avatar %s is unreadable: %s", avatar_id, exc)
-        raise AvatarNotFoundError(
-            f"avatar {avatar_id!r} exists on disk but cannot be read ({type(exc).__name__}); "
-            "build it again"
-        ) from exc
 
 
 class AvatarStore:
     """Avatars under ``<data_dir>/avatars``. Reads are cached; builds run in worker threads,
     at most ``build_concurrency`` at once and ``max_pending_builds`` waiting."""
 
-    def __init__(self, settings: ServerSettings, engine: Any) -> None:
+    def __init__(self, settings: ServerSettings, engine: BackendResolver) -> None:
         self.settings = settings
         self.engine = engine
         self.root = Path(settings.data_dir) / "avatars"
@@ -143,33 +169,71 @@ class AvatarStore:
         self._pending = 0
 
     def get(self, avatar_id: str) -> AvatarRecord:
-        """The avatar ``avatar_id`` or :class:`AvatarNotFoundError`."""
-        rec = self._cache.get(avatar_id)
-        if rec is not None:
-            return rec
-        if not _ID_RE.match(avatar_id):
+        """The avatar ``avatar_id`` (loaded once, reloaded when rebuilt on disk) or
+        :class:`AvatarNotFoundError`. An avatar whose back end is missing or cannot run here
+        is returned too, with its ``reason``."""
+        if not is_avatar_id(avatar_id):
             raise AvatarNotFoundError(f"no avatar {avatar_id!r}: not a valid avatar id")
         directory = self.root / avatar_id
-        if not (directory / "manifest.json").is_file():
+        manifest = directory / MANIFEST_FILE
+        try:
+            version = _stamp(manifest)
+        except OSError:
+            self._cache.pop(avatar_id, None)
             raise AvatarNotFoundError(
                 f"no avatar {avatar_id!r}; create one with POST /avatarize-2d"
-            )
-        rec = AvatarRecord(avatar_id, directory, _read_manifest(directory, avatar_id))
+            ) from None
+        rec = self._cache.get(avatar_id)
+        if rec is not None and rec.version == version:
+            return rec
+        rec = self._load(avatar_id, directory, version)
         if len(self._cache) > 1024:
             self._cache.clear()
         self._cache[avatar_id] = rec
         return rec
 
+    def _load(self, avatar_id: str, directory: Path, version: str) -> AvatarRecord:
+        try:
+            avatar = load_avatar(directory)
+        except AvatarLoadError as exc:
+            logger.warning("avatar %s is unreadable: %s", avatar_id, exc)
+            raise AvatarNotFoundError(
+                f"avatar {avatar_id!r} exists on disk but cannot be read; build it again"
+            ) from exc
+        backend: LipsyncBackend | None = None
+        reason: str | None = None
+        try:
+            backend = self.engine.lipsync_backend(avatar.lipsync_type, avatar=avatar_id)
+        except LipcoreError as exc:  # not installed, or its plugin is broken
+            reason = str(exc)
+        else:
+            reason = backend.availability()
+        if reason is not None:
+            logger.info("avatar %s is listed as unusable: %s", avatar_id, reason)
+        return AvatarRecord(avatar, version, backend, reason)
+
+    def records(self, limit: int = 1000) -> list[AvatarRecord]:
+        """The avatars on disk, newest first; one that cannot be read is skipped with a log
+        line (it never breaks the listing of the others)."""
+        out = []
+        for avatar_id in self.list_ids(limit):
+            try:
+                out.append(self.get(avatar_id))
+            except LipcoreError as exc:
+                logger.warning("avatar %s left out of the listing: %s", avatar_id, exc)
+        return out
+
     def list_ids(self, limit: int = 1000) -> list[str]:
         """Ids of the complete avatars on disk (those with a manifest), newest first."""
         if not self.root.is_dir():
             return []
-        found = [
-            d for d in self.root.iterdir()
-            if _ID_RE.match(d.name) and (d / "manifest.json").is_file()
-        ]  # fmt: skip
-        found.sort(key=lambda d: (d / "manifest.json").stat().st_mtime, reverse=True)
-        return [d.name for d in found[:limit]]
+        found = []
+        for d in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                if is_avatar_id(d.name):
+                    found.append((d.joinpath(MANIFEST_FILE).stat().st_mtime, d.name))
+        found.sort(reverse=True)
+        return [name for _, name in found[:limit]]
 
     def check_photo(self, data: bytes) -> Any:
         """Refuse an upload over the configured bounds or not an image (raises the avatar
@@ -197,8 +261,9 @@ class AvatarStore:
         self._pending += 1
         try:
             rgb = await anyio.to_thread.run_sync(self.check_photo, data)
-            # Fail fast on an unknown back end, before minutes of building.
-            self.engine.lipsync_backend(backend)
+            # Fail fast on an unknown back end, before minutes of building; an alias
+            # resolves to its kind before anything is written ("wav2lip" → "onnx").
+            backend = self.engine.lipsync_kind(backend)
             async with self._sem:
                 avatar_id = new_avatar_id()
                 out_dir = self.root / avatar_id

@@ -6,6 +6,7 @@ from lipcore.errors import InputError, LimitError, LipcoreError
 
 __all__ = [
     "AvatarNotFoundError",
+    "AvatarUnusableError",
     "BuildBusyError",
     "NotConnectedError",
     "QueueFullError",
@@ -24,6 +25,13 @@ class UnauthorizedError(LipcoreError):
 class AvatarNotFoundError(LipcoreError, LookupError):
     code = "avatar_not_found"
     http_status = 404
+
+
+class AvatarUnusableError(LipcoreError):
+    """The avatar exists, but its back end is not installed or cannot run here."""
+
+    code = "avatar_unusable"
+    http_status = 409
 
 
 class SessionNotFoundError(LipcoreError, LookupError):

@@ -19,15 +19,15 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from lipcore.engine import clean_text
 from lipcore.errors import LimitError, LipcoreError
-from lipcore.interfaces import Transport
+from lipcore.interfaces import AudioMouthRenderer, MouthPatchStream, Transport, Voice
 from lipcore.server.errors import (
     NotConnectedError,
     QueueFullError,
@@ -51,6 +51,9 @@ from lipcore.server.protocol import (
     strip_visemes,
 )
 from lipcore.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from lipcore.patches import MouthPatch
 
 __all__ = ["LatencyStats", "Outbox", "Session", "SessionManager", "Usage"]
 
@@ -383,6 +386,8 @@ class Session:
     connected_once: bool = False
     last_close: dict[str, Any] | None = None
     viseme_mode: VisemeMode = "batched"
+    #: the voice the TTS source resolved when the session was created (once per session)
+    voice: Voice | None = None
 
     def __post_init__(self) -> None:
         self.settings = self.manager.settings
@@ -402,7 +407,7 @@ class Session:
         self._detaching: asyncio.Task[None] | None = None
         # Variant C: the avatar's audio-driven renderer; each utterance's audio also becomes
         # mouth patches (binary frames of kind 2) rendered in a worker thread.
-        self.patcher: Any = None
+        self.patcher: AudioMouthRenderer | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -433,7 +438,7 @@ class Session:
         self.outbox.put(_Item(None, frame, utterance, False, t_chunk, t_due,
                               inline=visemes is not None, pts_ms=pts_ms))
 
-    def _send_patches(self, patches: Any, *, utterance: int) -> None:
+    def _send_patches(self, patches: Sequence[MouthPatch], *, utterance: int) -> None:
         """Mouth patches (variant C) as binary frames; stale ones may be dropped like visemes."""
         if self.outbox is None:
             return
@@ -565,7 +570,8 @@ class Session:
             source = self.engine.tts(self.tts)
             options = {"session_id": self.session_id} if source.capabilities.sessions else None
             utt = await self.engine.utterance(
-                text, voice=self.voice_id, tts=self.tts, options=options, record=False
+                text, voice=self.voice or self.voice_id, tts=self.tts, options=options,
+                record=False,
             )
         except LipcoreError as exc:
             self.usage.errors += 1
@@ -581,7 +587,7 @@ class Session:
         single = self.viseme_mode == "single"
         inline = self.viseme_mode == "inline"
         steps = 0
-        patches: Any = None  # the utterance's patch stream (variant C), opened on first audio
+        patches: MouthPatchStream | None = None  # variant C: opened on the first audio
         try:
             async for step in utt:
                 chunk = step.chunk
@@ -871,6 +877,7 @@ class SessionManager:
             tts=tts,
             lipsync=lipsync,
             sample_rate=rate,
+            voice=voice,
         )
         self.sessions[session.session_id] = session
         self._ensure_janitor()

@@ -4,8 +4,9 @@
 
 import * as api from "./api.js";
 import { AudioOut } from "./audio.js";
-import { containFit, MeshOverlay, PatchOverlay, SpriteOverlay } from "./overlay.js";
+import { containFit } from "./overlay.js";
 import { activity, affineAt, frameIndexAt } from "./protocol.js";
+import { helpers, rendererFor, showNotice } from "./renderers.js";
 import { LiveSession } from "./session.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -34,6 +35,7 @@ const state = {
   clockOffsetsMs: [], // per frame: pts drawn − pts heard when the frame shows (+ = mouth early)
   patchesShown: 0, // variant C: distinct server-rendered mouth patches drawn so far
   lastPatchSeq: null,
+  notice: null, // shown over the stage when the mouth is not drawn (unknown kind, unusable)
   error: null,
 };
 
@@ -153,6 +155,7 @@ async function holdIdle(seconds) {
 
 window.lipcore = {
   state,
+  overlay: () => overlay, // the mouth renderer's overlay on screen (null: none for this kind)
   mouthRegion,
   holdIdle,
   speak: (text, bargeIn = false) => speak(text, bargeIn),
@@ -195,10 +198,6 @@ const ui = {
 // ------------------------------------------------------------------------- avatar + session
 
 /** The lip-sync types this page draws, as the page names them. */
-const BACKEND_NAMES = Object.freeze({
-  sprites: "Sprites", mesh: "Mesh warp", onnx: "Wav2Lip (server-rendered)",
-});
-
 const video = $("#idle");
 const canvas2d = $("#overlay");
 const canvasGl = $("#overlay-gl");
@@ -219,10 +218,11 @@ async function loadAvatar(av) {
     session = null;
     state.ready = false;
     const assets = av.lipsync_assets;
-    if (!Object.hasOwn(BACKEND_NAMES, assets?.type ?? "")) {
-      throw new Error(`avatar ${av.avatar_id}: lip-sync type "${assets?.type}" is not shown by `
-        + "the web client (it draws sprites, mesh and onnx avatars)");
-    }
+    // The mouth's renderer by kind (built in, or the back end's own module). None: the idle
+    // loop plays alone with a notice saying why.
+    const { renderer, reason } = av.usable === false
+      ? { renderer: null, reason: av.reason ?? "this avatar cannot be used on this server" }
+      : await rendererFor(assets);
     const trackUrl = assets.mouth_track_url
       ?? absolute(new URL("mouth_track.json", absolute(av.idle_url)).href);
     const res = await fetch(trackUrl);
@@ -235,24 +235,19 @@ async function loadAvatar(av) {
       if (video.readyState >= 2) resolve();
       else video.addEventListener("loadeddata", resolve, { once: true });
     });
-    const useGl = assets.type === "mesh";
-    canvas2d.hidden = useGl;
-    canvasGl.hidden = !useGl;
-    const maskUrl = assets.mask_url ? absolute(assets.mask_url) : null;
-    if (useGl) {
-      overlay = await MeshOverlay.load(canvasGl, { meshdefUrl: absolute(assets.meshdef_url) });
-    } else if (assets.type === "onnx") {
-      // Variant C: the server renders the mouth; this page places its patches.
-      overlay = await PatchOverlay.load(canvas2d, { roi: assets.roi, maskUrl });
-    } else {
-      overlay = await SpriteOverlay.load(canvas2d, { atlasJsonUrl: absolute(assets.atlas_url),
-        maskUrl });
-    }
+    const useGl = renderer?.canvas === "webgl";
+    overlay = null;
+    canvas2d.hidden = !renderer || useGl;
+    canvasGl.hidden = !renderer || !useGl;
+    if (renderer) overlay = await renderer.load(useGl ? canvasGl : canvas2d, assets, helpers);
     state.avatar = av.avatar_id;
     state.backend = assets.type;
-    $("#backend").textContent = BACKEND_NAMES[assets.type];
+    state.notice = reason ? `${reason}: playing the idle loop without a mouth` : null;
+    showNotice($("#stage"), state.notice);
+    $("#backend").textContent = renderer?.label ?? assets.type;
     resize();
-    await connect(av.avatar_id);
+    if (av.usable === false) ui.status("not connected", "off");
+    else await connect(av.avatar_id);
   } catch (e) {
     state.error = String(e.message ?? e);
     ui.toast(state.error, true);

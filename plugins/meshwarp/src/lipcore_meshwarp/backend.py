@@ -227,7 +227,7 @@ def _read_rgba(path: Path, who: str) -> U8:
     bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4:
         raise AvatarLoadError(f"{who}: {path.name} is missing or not an RGBA PNG; rebuild it")
-    rgba: U8 = cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
+    rgba: U8 = np.asarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA), dtype=np.uint8)
     return rgba
 
 
@@ -353,7 +353,7 @@ class MeshWarpRenderer(MouthRenderer):
         poly = self._openings[self._index[REST]] * np.float32(rest)
         for i, wi in w.items():
             poly = poly + self._openings[i] * np.float32(wi)
-        return poly
+        return np.asarray(poly, dtype=np.float32)
 
     def _seam(self, rgb: U8, poly: F32, strength: float) -> U8:
         """Darken a soft 1 px line along the upper inner lip: where the lips touch, the
@@ -401,7 +401,7 @@ class MeshWarpRenderer(MouthRenderer):
                 # model's sprites). Without this a mouth 70 % of the way to a closure shows a
                 # bright slit of teeth, and reads as open to a viewer and a landmarker alike.
                 thick = cv2.GaussianBlur(cov, (0, 0), self._slit_sigma)
-                cov = cv2.multiply(cov, _SLIT_LUT[thick], scale=1 / 255)
+                cov = np.asarray(cv2.multiply(cov, _SLIT_LUT[thick], scale=1 / 255), np.uint8)
                 # Coverage fades in with the opening's area, so a slit parting is a soft line.
                 fade = min(1.0, area / (0.02 * self.roi.w * self.roi.w * 0.25))
                 a = cv2.merge([cov] * 3)
@@ -417,7 +417,7 @@ class MeshWarpRenderer(MouthRenderer):
                 )
         prem = cv2.multiply(rgb, self._alpha3, scale=1 / 255)
         # cv2.merge, not np.dstack: interleaving a 4th channel in numpy costs ~1 ms per frame.
-        out: U8 = cv2.merge([*cv2.split(prem), self._alpha])
+        out: U8 = np.asarray(cv2.merge([*cv2.split(prem), self._alpha]), dtype=np.uint8)
         return out
 
     def _fields(self, table: F32) -> F32:
@@ -471,7 +471,10 @@ class MeshWarpRenderer(MouthRenderer):
         if not w:
             return self._rest_patch
         mx, my = self.maps(weights)
-        warped = cv2.remap(self._texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped: U8 = np.asarray(
+            cv2.remap(self._texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            dtype=np.uint8,
+        )
         # The seam fades in with the bilabial closure: elsewhere the lips either part or meet
         # where the photo's own lips met (their own contact line is warped along).
         closure = self._index.get(CLOSURE)
@@ -500,6 +503,9 @@ class MeshWarpBackend(LipsyncBackend):
 
     type: ClassVar[str] = "mesh"
     driven_by = "visemes"
+    # meshdef.json names the texture, interior and mask; clients resolve them next to it.
+    client_assets: ClassVar[Mapping[str, str]] = {
+        "meshdef": "meshdef_url", "texture": "", "interior": "", "mask": "mask_url"}
 
     def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
         """Write ``meshdef.json``, ``mesh_texture.png``, ``interior.png``, ``mask_mouth.png``."""

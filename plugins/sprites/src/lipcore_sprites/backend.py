@@ -152,7 +152,7 @@ class SpritesRenderer(MouthRenderer):
         bgra = cv2.imread(str(Path(directory) / image), cv2.IMREAD_UNCHANGED)
         if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4:
             raise AvatarLoadError(f"{who}: {image} is missing or not an RGBA PNG; rebuild it")
-        rgba = cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
+        rgba: U8 = np.asarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA), dtype=np.uint8)
         roi = meta.roi
         if meta.cells is None:
             meta.cells = {
@@ -189,7 +189,7 @@ class SpritesRenderer(MouthRenderer):
         acc = cv2.addWeighted(self._cells[n0], w0, self._cells[n1], w1, 0.0)
         for name, w in parts[2:]:
             acc = cv2.addWeighted(acc, 1.0, self._cells[name], w, 0.0)
-        return acc
+        return np.asarray(acc, dtype=np.uint8)  # uint8 in, uint8 out (typed for mypy)
 
     def matrix(self, idle_index: int) -> npt.NDArray[np.float64]:
         """ROI pixel → frame pixel for idle frame ``idle_index`` (wrapped around the loop)."""
@@ -214,6 +214,9 @@ class SpritesBackend(LipsyncBackend):
 
     type: ClassVar[str] = "sprites"
     driven_by = "visemes"
+    # atlas.json names the atlas image and mask; clients resolve them next to it.
+    client_assets: ClassVar[Mapping[str, str]] = {
+        "atlas_json": "atlas_url", "atlas": "", "mask": "mask_url"}
 
     def build_assets(self, mouth_model: Any, out_dir: Any) -> dict[str, Any]:
         """Write ``atlas.png``, ``atlas.json`` and ``mask_mouth.png``; return relative paths."""

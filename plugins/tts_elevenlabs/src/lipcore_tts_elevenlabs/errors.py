@@ -20,6 +20,7 @@ __all__ = [
     "ElevenLabsError",
     "ElevenLabsIdleTimeoutError",
     "ElevenLabsInvalidRequestError",
+    "ElevenLabsPermissionError",
     "ElevenLabsQuotaError",
     "ElevenLabsRateLimitError",
     "ElevenLabsTimeoutError",
@@ -50,6 +51,13 @@ class ElevenLabsAuthError(ElevenLabsError):
 
     kind = "elevenlabs_auth"
     http_status = 502
+
+
+class ElevenLabsPermissionError(ElevenLabsAuthError):
+    """The API key works but lacks a permission the call needs (``401 missing_permissions``,
+    e.g. a key limited to speech that may not list voices)."""
+
+    kind = "elevenlabs_permission"
 
 
 class ElevenLabsQuotaError(ElevenLabsError):

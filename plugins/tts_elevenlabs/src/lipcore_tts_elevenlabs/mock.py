@@ -87,6 +87,9 @@ class MockConfig:
     idle_timeout_cap_s: float | None = None  # shorter idle close than the client asked for
     reject_handshake_status: int | None = None  # refuse the WebSocket upgrade with this status
     voices: tuple[MockVoice, ...] = DEFAULT_VOICES
+    #: False: the key is limited to speech; GET /v1/voices answers as the vendor does then
+    #: (401 missing_permissions, voices_read)
+    voices_read: bool = True
 
 
 @dataclass
@@ -404,6 +407,17 @@ class MockElevenLabs:
             return JSONResponse(
                 {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}, 401
             )
+        if not self.config.voices_read:
+            return JSONResponse(
+                {
+                    "detail": {
+                        "status": "missing_permissions",
+                        "message": "The API key you used is missing the permission voices_read "
+                        "to execute this operation.",
+                    }
+                },
+                401,
+            )
         return JSONResponse(
             {
                 "voices": [
@@ -629,12 +643,62 @@ class MockElevenLabs:
         await self._ws_session(ws, multi=True)
 
     async def _ws_session(self, ws: Any, *, multi: bool) -> None:
+        await _MockSocket(self, ws, multi=multi).serve()
+
+
+class _MockSocket:
+    """One vendor WebSocket connection of the mock (``stream-input`` or, with ``multi``,
+    ``multi-stream-input``): the handshake checks, the contexts and their generation workers,
+    and the message loop with the vendor's close codes."""
+
+    def __init__(self, mock: MockElevenLabs, ws: Any, *, multi: bool) -> None:
+        self.mock = mock
+        self.ws = ws
+        self.multi = multi
+        self.cfg = mock.config
+        self.voice_id: str = ws.path_params["voice_id"]
+        self.query: dict[str, str] = dict(ws.query_params)
+        self.send_lock = asyncio.Lock()
+        self.contexts: dict[str | None, _Ctx] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = asyncio.Event()
+        self.closed = False
+        self.header_key: str | None = ws.headers.get("xi-api-key") or self.query.get(
+            "authorization"
+        )
+        self.authed = self.header_key == self.cfg.api_key
+        self.conn = 0
+        self.rate = 0
+        self.idle_s = 0.0
+        self.espeak_voice = ""
+
+    async def serve(self) -> None:
         from starlette.websockets import WebSocketDisconnect
 
-        cfg = self.config
+        if not await self._handshake():
+            return
+        try:
+            await self._receive_loop()
+            if self.closing.is_set():
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                await self.close(1000, "")
+            elif not self.closed and self.tasks:
+                # single: the worker closes after the final frame
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+        except WebSocketDisconnect:
+            pass
+        except RuntimeError:
+            pass  # sent on a socket the client already closed
+        finally:
+            self.closed = True
+            for task in self.tasks:
+                task.cancel()
+
+    async def _handshake(self) -> bool:
+        cfg, ws, query = self.cfg, self.ws, self.query
         if cfg.reject_handshake_status == 403:
             await ws.close(code=1008)  # before accept → the upgrade is refused (HTTP 403)
-            return
+            return False
         if cfg.reject_handshake_status is not None:
             # Another status, as a proxy without WebSocket support would answer the upgrade.
             from starlette.responses import JSONResponse
@@ -643,271 +707,248 @@ class MockElevenLabs:
             await ws.send_denial_response(
                 JSONResponse({"detail": {"status": "error", "message": "no upgrade"}}, status)
             )
-            return
-        voice_id = ws.path_params["voice_id"]
-        query = dict(ws.query_params)
+            return False
         await ws.accept()
-        self.connections += 1
-        conn = self.connections
-        self.handshakes.append(time.perf_counter())
-        rate = int(query.get("output_format", "mp3_44100").split("_")[1])
-        idle_s = float(query.get("inactivity_timeout", "20"))
+        self.mock.connections += 1
+        self.conn = self.mock.connections
+        self.mock.handshakes.append(time.perf_counter())
+        self.rate = int(query.get("output_format", "mp3_44100").split("_")[1])
+        self.idle_s = float(query.get("inactivity_timeout", "20"))
         if cfg.idle_timeout_cap_s is not None:
-            idle_s = min(idle_s, cfg.idle_timeout_cap_s)
-        header_key = ws.headers.get("xi-api-key") or query.get("authorization")
-        authed = header_key == cfg.api_key
-        send_lock = asyncio.Lock()
-        contexts: dict[str | None, _Ctx] = {}
-        tasks: set[asyncio.Task[None]] = set()
-        closing = asyncio.Event()
-        state = {"closed": False}
-
-        async def send(obj: dict[str, Any]) -> None:
-            if state["closed"]:
-                return
-            async with send_lock:
-                await ws.send_text(json.dumps(obj))
-
-        async def close(code: int, reason: str, error: dict[str, Any] | None = None) -> None:
-            if state["closed"]:
-                return
-            if error is not None:
-                with contextlib.suppress(Exception):
-                    await send(error)
-            state["closed"] = True
-            with contextlib.suppress(Exception):
-                await ws.close(code=code, reason=_close_reason(reason))
-
-        if header_key is not None and not authed:
-            await close(
-                1008,
-                "Invalid API key",
-                {"message": "Invalid API key", "error": "invalid_api_key", "code": 1008},
-            )
-            return
-        voice = self._voice(voice_id)
+            self.idle_s = min(self.idle_s, cfg.idle_timeout_cap_s)
+        if self.header_key is not None and not self.authed:
+            await self._refuse("Invalid API key", "invalid_api_key")
+            return False
+        voice = self.mock._voice(self.voice_id)
         if voice is None:
-            msg = f"A voice with the voice_id {voice_id} was not found."
-            await close(1008, msg, {"message": msg, "error": "voice_not_found", "code": 1008})
+            await self._refuse(
+                f"A voice with the voice_id {self.voice_id} was not found.", "voice_not_found"
+            )
+            return False
+        self.espeak_voice = self.mock._espeak_voice(voice, query.get("language_code"))
+        return True
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        if self.closed:
             return
-        espeak_voice = self._espeak_voice(voice, query.get("language_code"))
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(obj))
 
-        async def worker(ctx: _Ctx) -> None:
-            try:
-                while True:
-                    text = await ctx.queue.get()
-                    if text is None:
-                        break
-                    ctx.generating = True
-                    try:
-                        await generate(ctx, text)
-                    finally:
-                        ctx.generating = False
-                if not state["closed"]:
-                    final: dict[str, Any] = {"isFinal": True}
-                    if multi:
-                        final["contextId"] = ctx.record.context_id
-                    await send(final)
-                    ctx.record.final_sent = True
-                if not multi:
-                    await close(1000, "")
-            except Exception:
-                logger.debug("mock worker ended", exc_info=True)
+    async def close(self, code: int, reason: str, error: dict[str, Any] | None = None) -> None:
+        if self.closed:
+            return
+        if error is not None:
+            with contextlib.suppress(Exception):
+                await self.send(error)
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, reason=_close_reason(reason))
 
-        async def generate(ctx: _Ctx, text: str) -> None:
-            t_trigger = time.perf_counter()
-            speech = await self._speech_bank().speak(text.strip(), espeak_voice)
-            frames = self._frames(ctx.record, speech, rate, text, t_trigger, ctx.samples)
-            for n, (pcm, chars, f_start) in enumerate(frames):
-                if state["closed"]:
-                    return
-                # The frame is encoded ahead, so it leaves exactly when it is due (the
-                # configured first-audio delay is the vendor's, not ours plus encoding).
-                mark = len(ctx.record.sent_chars)
-                frame = self._ws_frame(ctx, pcm, chars, f_start, n == 0)
-                if multi:
-                    frame["contextId"] = ctx.record.context_id
-                payload = json.dumps(frame)
-                await self._pace(ctx.record, n, t_trigger, rate)
-                failing = cfg.fail is not None and ctx.frame_no >= cfg.fail_after_frames
-                if failing and cfg.fail in ("stall", "server_error"):
-                    del ctx.record.sent_chars[mark:]  # this frame never goes out
-                if failing and cfg.fail == "stall":
-                    await asyncio.sleep(3600)
-                if failing and cfg.fail == "server_error":
-                    await close(1011, "Internal server error")
-                    return
-                if failing and cfg.fail == "bad_json":
-                    async with send_lock:
-                        await ws.send_text("{not json")
-                if ctx.closed:
-                    ctx.record.frames_after_close += 1
-                if state["closed"]:
-                    return
-                async with send_lock:
-                    await ws.send_text(payload)
-                ctx.record.frames_sent += 1
-                ctx.frame_no += 1
-                ctx.samples += len(pcm) // 2
+    async def _refuse(self, message: str, error: str) -> None:
+        """Close with 1008 and the vendor's error message."""
+        await self.close(1008, message, {"message": message, "error": error, "code": 1008})
 
-        def take(ctx: _Ctx, *, everything: bool) -> None:
-            buf = ctx.buffer
-            if not buf.strip():
-                ctx.buffer = ""
-                return
-            if everything:
-                piece, ctx.buffer = buf, ""
-            else:
-                cut = buf.rstrip().rfind(" ")
-                if cut <= 0:
-                    return
-                piece, ctx.buffer = buf[: cut + 1], buf[cut + 1 :]
-            ctx.queue.put_nowait(piece)
+    # -- generation ---------------------------------------------------------------------
 
-        def new_ctx(cid: str | None, msg: dict[str, Any], implicit: bool) -> _Ctx:
-            gen_cfg = msg.get("generation_config") or {}
-            schedule = list(gen_cfg.get("chunk_length_schedule") or [120, 160, 250, 290])
-            record = ContextRecord("multi" if multi else "single", conn, cid, voice_id, query)
-            self.records.append(record)
-            ctx = _Ctx(record, rate, schedule, implicit)
-            ctx.task = asyncio.get_running_loop().create_task(worker(ctx))
-            tasks.add(ctx.task)
-            contexts[cid] = ctx
-            return ctx
-
-        def active() -> int:
-            return sum(1 for c in contexts.values() if not (c.task and c.task.done()))
-
-        async def handle(msg: dict[str, Any], first: bool) -> bool:
-            nonlocal authed
-            text: Any
-            cid = msg.get("context_id") if multi else None
-            if first or (multi and cid not in contexts):
-                key = msg.get("xi-api-key") or msg.get("xi_api_key")
-                if key is not None:
-                    authed = key == cfg.api_key
-                if not authed:
-                    await close(
-                        1008,
-                        "Invalid API key",
-                        {"message": "Invalid API key", "error": "invalid_api_key", "code": 1008},
-                    )
-                    return False
-            if msg.get("close_socket"):
-                for ctx in contexts.values():
-                    take(ctx, everything=True)
-                    ctx.queue.put_nowait(None)
-                closing.set()
-                return False
-            if multi and cid not in contexts:
-                if active() >= cfg.max_contexts:
-                    text = (
-                        f"Maximum simultaneous contexts per WebSocket connection exceeded "
-                        f"({cfg.max_contexts}). Close unused contexts."
-                    )
-                    await close(
-                        1008,
-                        text,
-                        {"message": text, "error": "max_active_conversations", "code": 1008},
-                    )
-                    return False
-                implicit = msg.get("text") != " " or "flush" in msg
-                new_ctx(cid, msg, implicit)
-                if not implicit:
-                    contexts[cid].record.messages.append(msg)
-                    return True
-            elif not multi and first:
-                if msg.get("text") != " ":
-                    text = "The first message must be an initialisation message with text ' '."
-                    await close(
-                        1008, text, {"message": text, "error": "invalid_request", "code": 1008}
-                    )
-                    return False
-                new_ctx(None, msg, False)
-                contexts[None].record.messages.append(msg)
-                return True
-            ctx = contexts[cid]
-            ctx.record.messages.append(msg)
-            if multi and ctx.implicit and "voice_settings" in msg:
-                text = f"Context {cid} received voice_settings after it was initialised."
-                await close(1008, text, {"message": text, "error": "invalid_request", "code": 1008})
-                return False
-            if msg.get("close_context"):
-                ctx.closed = True
-                ctx.record.closed_by_client = True
-                # The spec: unflushed text is dropped, text already flushed keeps generating
-                # (those are the late frames a client must drop), then isFinal.
-                ctx.buffer = ""
-                ctx.queue.put_nowait(None)
-                return True
-            text = msg.get("text")
-            if ctx.closed:
-                return True
-            if not multi and text == "":
-                take(ctx, everything=True)
-                ctx.queue.put_nowait(None)  # end of input
-                return True
-            if isinstance(text, str) and text not in ("", " "):
-                ctx.buffer += text
-            if (
-                msg.get("flush")
-                or (msg.get("try_trigger_generation") and len(ctx.buffer) >= 50)
-                or query.get("auto_mode") == "true"
-            ):
-                take(ctx, everything=True)
-            elif len(ctx.buffer) >= ctx.schedule[min(ctx.schedule_idx, len(ctx.schedule) - 1)]:
-                ctx.schedule_idx += 1
-                take(ctx, everything=False)
-            if cfg.fail == "quota" and isinstance(text, str) and text.strip():
-                text = (
-                    "This request exceeds your quota of 10000. You have 0 credits remaining, "
-                    "while 42 credits are required for this request."
-                )
-                await close(1008, text, {"message": text, "error": "quota_exceeded", "code": 1008})
-                return False
-            return True
-
-        first = True
+    async def _worker(self, ctx: _Ctx) -> None:
         try:
-            while not state["closed"]:
+            while True:
+                text = await ctx.queue.get()
+                if text is None:
+                    break
+                ctx.generating = True
                 try:
-                    raw = await asyncio.wait_for(ws.receive_text(), idle_s)
-                except TimeoutError:
-                    if any(c.generating for c in contexts.values()):
-                        continue  # the idle clock counts silence of the client, not of us
-                    text = (
-                        f"Have not received a new text input within the timeout of "
-                        f"{idle_s:g} seconds. Send text or an empty string to close."
-                    )
-                    await close(
-                        1008,
-                        text,
-                        {"message": text, "error": "input_timeout_exceeded", "code": 1008},
-                    )
-                    break
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    await close(
-                        1008,
-                        "Invalid JSON",
-                        {"message": "Invalid JSON", "error": "invalid_request", "code": 1008},
-                    )
-                    break
-                if not await handle(msg, first):
-                    break
-                first = False
-            if closing.is_set():
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await close(1000, "")
-            elif not state["closed"] and tasks:
-                # single: the worker closes after the final frame
-                await asyncio.gather(*tasks, return_exceptions=True)
-        except WebSocketDisconnect:
-            pass
-        except RuntimeError:
-            pass  # sent on a socket the client already closed
-        finally:
-            state["closed"] = True
-            for task in tasks:
-                task.cancel()
+                    await self._generate(ctx, text)
+                finally:
+                    ctx.generating = False
+            if not self.closed:
+                final: dict[str, Any] = {"isFinal": True}
+                if self.multi:
+                    final["contextId"] = ctx.record.context_id
+                await self.send(final)
+                ctx.record.final_sent = True
+            if not self.multi:
+                await self.close(1000, "")
+        except Exception:
+            logger.debug("mock worker ended", exc_info=True)
+
+    async def _generate(self, ctx: _Ctx, text: str) -> None:
+        cfg, mock = self.cfg, self.mock
+        t_trigger = time.perf_counter()
+        speech = await mock._speech_bank().speak(text.strip(), self.espeak_voice)
+        frames = mock._frames(ctx.record, speech, self.rate, text, t_trigger, ctx.samples)
+        for n, (pcm, chars, f_start) in enumerate(frames):
+            if self.closed:
+                return
+            # The frame is encoded ahead, so it leaves exactly when it is due (the
+            # configured first-audio delay is the vendor's, not ours plus encoding).
+            mark = len(ctx.record.sent_chars)
+            frame = mock._ws_frame(ctx, pcm, chars, f_start, n == 0)
+            if self.multi:
+                frame["contextId"] = ctx.record.context_id
+            payload = json.dumps(frame)
+            await mock._pace(ctx.record, n, t_trigger, self.rate)
+            failing = cfg.fail is not None and ctx.frame_no >= cfg.fail_after_frames
+            if failing and cfg.fail in ("stall", "server_error"):
+                del ctx.record.sent_chars[mark:]  # this frame never goes out
+            if failing and cfg.fail == "stall":
+                await asyncio.sleep(3600)
+            if failing and cfg.fail == "server_error":
+                await self.close(1011, "Internal server error")
+                return
+            if failing and cfg.fail == "bad_json":
+                async with self.send_lock:
+                    await self.ws.send_text("{not json")
+            if ctx.closed:
+                ctx.record.frames_after_close += 1
+            if self.closed:
+                return
+            async with self.send_lock:
+                await self.ws.send_text(payload)
+            ctx.record.frames_sent += 1
+            ctx.frame_no += 1
+            ctx.samples += len(pcm) // 2
+
+    @staticmethod
+    def _take(ctx: _Ctx, *, everything: bool) -> None:
+        """Move buffered text to the context's generation queue (all of it, or up to the
+        last complete word)."""
+        buf = ctx.buffer
+        if not buf.strip():
+            ctx.buffer = ""
+            return
+        if everything:
+            piece, ctx.buffer = buf, ""
+        else:
+            cut = buf.rstrip().rfind(" ")
+            if cut <= 0:
+                return
+            piece, ctx.buffer = buf[: cut + 1], buf[cut + 1 :]
+        ctx.queue.put_nowait(piece)
+
+    def _new_ctx(self, cid: str | None, msg: dict[str, Any], implicit: bool) -> _Ctx:
+        gen_cfg = msg.get("generation_config") or {}
+        schedule = list(gen_cfg.get("chunk_length_schedule") or [120, 160, 250, 290])
+        record = ContextRecord(
+            "multi" if self.multi else "single", self.conn, cid, self.voice_id, self.query
+        )
+        self.mock.records.append(record)
+        ctx = _Ctx(record, self.rate, schedule, implicit)
+        ctx.task = asyncio.get_running_loop().create_task(self._worker(ctx))
+        self.tasks.add(ctx.task)
+        self.contexts[cid] = ctx
+        return ctx
+
+    def _active(self) -> int:
+        return sum(1 for c in self.contexts.values() if not (c.task and c.task.done()))
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        first = True
+        while not self.closed:
+            try:
+                raw = await asyncio.wait_for(self.ws.receive_text(), self.idle_s)
+            except TimeoutError:
+                if any(c.generating for c in self.contexts.values()):
+                    continue  # the idle clock counts silence of the client, not of us
+                await self._refuse(
+                    f"Have not received a new text input within the timeout of "
+                    f"{self.idle_s:g} seconds. Send text or an empty string to close.",
+                    "input_timeout_exceeded",
+                )
+                return
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                await self._refuse("Invalid JSON", "invalid_request")
+                return
+            if not await self._handle(msg, first):
+                return
+            first = False
+
+    async def _handle(self, msg: dict[str, Any], first: bool) -> bool:
+        """One client message; False once the connection is done."""
+        cfg, multi, contexts = self.cfg, self.multi, self.contexts
+        text: Any
+        cid = msg.get("context_id") if multi else None
+        if first or (multi and cid not in contexts):
+            key = msg.get("xi-api-key") or msg.get("xi_api_key")
+            if key is not None:
+                self.authed = key == cfg.api_key
+            if not self.authed:
+                await self._refuse("Invalid API key", "invalid_api_key")
+                return False
+        if msg.get("close_socket"):
+            for ctx in contexts.values():
+                self._take(ctx, everything=True)
+                ctx.queue.put_nowait(None)
+            self.closing.set()
+            return False
+        if multi and cid not in contexts:
+            if self._active() >= cfg.max_contexts:
+                await self._refuse(
+                    f"Maximum simultaneous contexts per WebSocket connection exceeded "
+                    f"({cfg.max_contexts}). Close unused contexts.",
+                    "max_active_conversations",
+                )
+                return False
+            implicit = msg.get("text") != " " or "flush" in msg
+            self._new_ctx(cid, msg, implicit)
+            if not implicit:
+                contexts[cid].record.messages.append(msg)
+                return True
+        elif not multi and first:
+            if msg.get("text") != " ":
+                await self._refuse(
+                    "The first message must be an initialisation message with text ' '.",
+                    "invalid_request",
+                )
+                return False
+            self._new_ctx(None, msg, False)
+            contexts[None].record.messages.append(msg)
+            return True
+        ctx = contexts[cid]
+        ctx.record.messages.append(msg)
+        if multi and ctx.implicit and "voice_settings" in msg:
+            await self._refuse(
+                f"Context {cid} received voice_settings after it was initialised.",
+                "invalid_request",
+            )
+            return False
+        if msg.get("close_context"):
+            ctx.closed = True
+            ctx.record.closed_by_client = True
+            # The spec: unflushed text is dropped, text already flushed keeps generating
+            # (those are the late frames a client must drop), then isFinal.
+            ctx.buffer = ""
+            ctx.queue.put_nowait(None)
+            return True
+        text = msg.get("text")
+        if ctx.closed:
+            return True
+        if not multi and text == "":
+            self._take(ctx, everything=True)
+            ctx.queue.put_nowait(None)  # end of input
+            return True
+        if isinstance(text, str) and text not in ("", " "):
+            ctx.buffer += text
+        if (
+            msg.get("flush")
+            or (msg.get("try_trigger_generation") and len(ctx.buffer) >= 50)
+            or self.query.get("auto_mode") == "true"
+        ):
+            self._take(ctx, everything=True)
+        elif len(ctx.buffer) >= ctx.schedule[min(ctx.schedule_idx, len(ctx.schedule) - 1)]:
+            ctx.schedule_idx += 1
+            self._take(ctx, everything=False)
+        if cfg.fail == "quota" and isinstance(text, str) and text.strip():
+            await self._refuse(
+                "This request exceeds your quota of 10000. You have 0 credits remaining, "
+                "while 42 credits are required for this request.",
+                "quota_exceeded",
+            )
+            return False
+        return True

@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from lipcore_tts_elevenlabs.errors import (
     ElevenLabsConnectionError,
     ElevenLabsContextLimitError,
     ElevenLabsError,
+    ElevenLabsPermissionError,
     ElevenLabsTimeoutError,
 )
 from lipcore_tts_elevenlabs.settings import ElevenLabsSettings, settings_from_kwargs, ws_base_url
@@ -52,6 +54,8 @@ __all__ = ["ElevenLabsTTSSource"]
 logger = logging.getLogger("lipcore_tts_elevenlabs")
 
 _DEFAULT_SESSION = "__shared__"
+#: The shape of an ElevenLabs voice id ("21m00Tcm4TlvDq8ikWAM"): usable without a listing.
+_VENDOR_ID = re.compile(r"[A-Za-z0-9]{20}")
 
 
 class _FeedFailed:
@@ -138,6 +142,13 @@ class ElevenLabsTTSSource(TTSSource):
             )
         except Exception as exc:
             raise from_exception(exc, "listing ElevenLabs voices", secret=key) from None
+        if resp.status_code in (401, 403) and b"missing_permissions" in resp.content:
+            raise make_error(
+                ElevenLabsPermissionError,
+                f"ElevenLabs answered HTTP {resp.status_code} to listing voices",
+                resp.content.decode("utf-8", "replace")[:300],
+                secret=key,
+            )
         if resp.status_code != 200:
             raise from_http(resp.status_code, resp.content, secret=key)
         try:
@@ -194,16 +205,62 @@ class ElevenLabsTTSSource(TTSSource):
         return out
 
     async def resolve_voice(self, voice: str) -> Voice:
-        """The voice with id (or exact name) ``voice``; :class:`UnknownVoiceError` otherwise."""
-        voices = await self.voices()
+        """The one voice rule of this source, resolved once per session: a configured profile
+        (no listing), a vendor voice id, or a voice's exact name (case-insensitive when that is
+        unambiguous). The listing (:meth:`voices`, cached) is consulted when it can answer;
+        a key that may not list voices (``401 missing_permissions``: a key limited to speech)
+        still speaks with an explicit vendor voice id or profile. A name then cannot be
+        resolved: the error says to give the voice id."""
+        profile = self.settings.profiles.get(voice)
+        if profile is not None:
+            return Voice(
+                id=voice,
+                name=profile.name or voice,
+                language=profile.language_code or self.settings.language_code or "en",
+            )
+        if not voice:
+            raise UnknownVoiceError("no ElevenLabs voice given: pass a voice id or name")
+        cached = self._cached_voices()
+        if cached is None and _VENDOR_ID.fullmatch(voice):
+            # An explicit vendor id needs no listing (one round trip less, and a key without
+            # voices_read works). Synthesis will say if the vendor does not know it.
+            return self._unlisted_voice(voice)
+        try:
+            voices = list(await self.voices()) if cached is None else cached
+        except ElevenLabsPermissionError as exc:
+            if _VENDOR_ID.fullmatch(voice) or not any(c.isspace() for c in voice):
+                logger.info("ElevenLabs voices cannot be listed with this key (%s); using "
+                            "voice %r as a vendor voice id", exc.kind, voice)
+                return self._unlisted_voice(voice)
+            raise UnknownVoiceError(
+                f"ElevenLabs voice {voice!r} cannot be looked up by name: this API key may "
+                "not list voices (it lacks the voices_read permission). Give the voice id "
+                "instead, or use a key that may list voices."
+            ) from exc
         for v in voices:
-            if voice in (v.id, v.name):
+            if v.id == voice or v.name == voice:
                 return v
+        folded = [v for v in voices if v.name.casefold() == voice.casefold()]
+        if len(folded) == 1:
+            return folded[0]
         raise UnknownVoiceError(
             f"unknown ElevenLabs voice {voice!r}; available: "
             f"{', '.join(f'{v.id} ({v.name})' for v in voices) or 'none'}. "
-            "Pick a voice id from `lipcore voices --tts elevenlabs`."
+            "Pick a voice id or name from `lipcore voices --tts elevenlabs`."
         )
+
+    def _unlisted_voice(self, voice_id: str) -> Voice:
+        return Voice(id=voice_id, name=voice_id, language=self.settings.language_code or "en")
+
+    def _cached_voices(self) -> list[Voice] | None:
+        s = self.settings
+        if (
+            self._voices
+            and self._voices[1] == s.base_url
+            and time.monotonic() - self._voices[0] < s.voices_cache_ttl_s
+        ):
+            return list(self._voices[2])
+        return None
 
     def _check_cached_voice(self, voice: str) -> None:
         # Only when the list is cached: a fresh lookup would cost a round trip per utterance.

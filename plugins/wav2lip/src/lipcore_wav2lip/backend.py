@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from lipcore.interfaces import LipsyncBackend, MouthRenderer
+from lipcore.interfaces import AudioMouthRenderer, LipsyncBackend, MouthPatchStream
 from lipcore_wav2lip import audio as wa
 from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError
 from lipcore_wav2lip.face import (
@@ -88,7 +88,7 @@ def _landmarks_of(mouth_model: Any, photo: U8) -> npt.NDArray[np.float64] | None
         return None
 
 
-class PatchStream:
+class PatchStream(MouthPatchStream):
     """Mouth patches for one utterance, produced as its audio arrives.
 
     ``push(pcm, pts_ms)`` returns the patches whose mel window is complete, that is every frame
@@ -176,10 +176,10 @@ class PatchStream:
         return self.renderer._patches(frames, mel, idle_start=self.idle_start)
 
 
-class Wav2LipRenderer(MouthRenderer):
+class Wav2LipRenderer(AudioMouthRenderer):
     """Renders mouth patches from audio for one avatar, and composites them onto idle frames.
 
-    Beyond :class:`MouthRenderer` (proposal for audio-driven back ends):
+    The :class:`lipcore.interfaces.AudioMouthRenderer` of variant C, plus:
 
     * ``stream(sample_rate=..., idle_start=0)`` → :class:`PatchStream` (``push`` / ``finish``)
     * ``feed_audio(pcm, sample_rate, pts_ms)`` / ``finish_audio()``: the same on a current stream
@@ -265,9 +265,10 @@ class Wav2LipRenderer(MouthRenderer):
         return patches
 
     def render_audio(
-        self, audio: Any, sample_rate: int, *, idle_start: int = 0, queue: bool = True
+        self, audio: Any, sample_rate: int, *, idle_start: int = 0, queue: bool = False
     ) -> list[MouthPatch]:
-        """Every patch of one whole utterance (offline path: one mel, batched model runs)."""
+        """Every patch of one whole utterance (offline path: one mel, batched model runs);
+        ``queue`` also queues them for :meth:`render`."""
         x = wa.pcm_to_float(audio)
         if sample_rate != wa.SAMPLE_RATE:
             x = soxr.resample(x, sample_rate, wa.SAMPLE_RATE, quality="HQ").astype(np.float32)
@@ -357,6 +358,9 @@ class Wav2LipBackend(LipsyncBackend):
 
     type: ClassVar[str] = "onnx"
     driven_by: ClassVar[Literal["visemes", "audio"]] = "audio"
+    # The server renders the mouth; clients need the mask (and the reference face, shown as
+    # model_url). wav2lip.json stays on the server.
+    client_assets: ClassVar[Mapping[str, str]] = {"reference": "model_url", "mask": "mask_url"}
 
     def __init__(
         self,
