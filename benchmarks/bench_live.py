@@ -166,35 +166,56 @@ def run_sessions(
     }
 
 
-def memory(kind: str, avatar: Any, chunks: list[Any], n: int) -> dict[str, float]:
-    from lipcore.live import LiveRenderer, clear_avatar_cache, shared_avatar
+def memory(avatar_dir: str, n: int) -> dict[str, float]:
+    """Run in a fresh process (``--memory``), so freed memory of other runs is not reused."""
+    from lipcore.live import LiveRenderer, shared_avatar
 
-    clear_avatar_cache()
+    chunks = speech()
     gc.collect()
     r0 = rss()
-    shared = shared_avatar(avatar.directory)
-    for i in range(len(shared.idle)):  # what sessions convert on first use, done once
-        shared.idle_rgba(i)
-        shared.idle_i420(i)
+    shared = shared_avatar(avatar_dir)
     gc.collect()
     r1 = rss()
-    sessions = [Talker(LiveRenderer(shared, video_format="i420"), chunks, True) for _ in range(n)]
+    for i in range(len(shared.idle)):  # what sessions convert on first use, done once
+        shared.idle_rgba(i)
+    gc.collect()
+    r2 = rss()
+    sessions = [Talker(LiveRenderer(shared, video_format="rgba"), chunks, True) for _ in range(n)]
     for k in range(50):  # 2 s: every buffer and stream allocated
         for s in sessions:
             s.tick(k * 40.0)
     gc.collect()
-    r2 = rss()
+    r3 = rss()
     return {
         "avatar_mb": (r1 - r0) / 2**20,
-        "idle_frames_mb": shared.memory_bytes() / 2**20,
-        "session_mb": (r2 - r1) / n / 2**20,
+        "rgba_mb": (r2 - r1) / 2**20,
+        "session_mb": (r3 - r2) / n / 2**20,
     }
+
+
+def memory_in_child(avatar_dir: Path, n: int) -> dict[str, float]:
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory", str(avatar_dir), str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run in seconds")
+    ap.add_argument("--memory", nargs=2, metavar=("AVATAR_DIR", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory:
+        import json
+
+        print(json.dumps(memory(args.memory[0], int(args.memory[1]))))
+        return
     cv2.setNumThreads(1)
     from lipcore.live import shared_avatar
 
@@ -232,12 +253,12 @@ def main() -> None:
                             target,
                         ]
                     )
-            m = memory(kind, avatar, chunks, 3 if args.quick else 20)
+            m = memory_in_child(avatar.directory, 3 if args.quick else 20)
             mem_rows.append(
                 [
                     kind,
                     f"{m['avatar_mb']:.0f}",
-                    f"{m['idle_frames_mb']:.0f}",
+                    f"{m['rgba_mb']:.0f}",
                     f"{m['session_mb']:.1f}",
                 ]
             )
@@ -257,10 +278,11 @@ def main() -> None:
             ],
             rows,
         )
-        + "\n\nMemory (resident set growth): one avatar loaded with its idle loop decoded and "
-        "converted to RGBA and I420 (shared by all its sessions), and each session of it.\n\n"
+        + "\n\nMemory (resident set growth, measured in a fresh process): one avatar loaded "
+        "(idle loop decoded, the back end's renderer), its idle frames converted to RGBA (both "
+        "shared by all its sessions), and each RGBA session of it, talking.\n\n"
         + _report.table(
-            ["back end", "per avatar MB", "of which idle frames MB", "per session MB"], mem_rows
+            ["back end", "per avatar MB", "+ RGBA idle frames MB", "per session MB"], mem_rows
         )
         + "\n"
     )

@@ -91,6 +91,8 @@ __all__ = [
     "WordTiming",
     "clear_avatar_cache",
     "shared_avatar",
+    "words_from_phonemes",
+    "words_to_chars",
 ]
 
 VideoFormat = Literal["rgba", "i420", "rgb"]
@@ -625,7 +627,10 @@ class LiveRenderer:
         self._last: Mapping[str, float] | None = None  # weights of the last frame shown
         self._ramp: deque[Mapping[str, float]] = deque()
         n = max(2, buffers + 1)
-        self._rgb = [np.empty_like(self.shared.idle[0]) for _ in range(n)]
+        # RGB frames leave as they are only in the "rgb" format; otherwise the conversion
+        # copies them out at once and one scratch buffer serves every frame.
+        n_rgb = n if video_format == "rgb" else 1
+        self._rgb = [np.empty_like(self.shared.idle[0]) for _ in range(n_rgb)]
         self._out: list[U8] = []
         self._n_buffers = n
         self._next_buffer = 0
@@ -751,8 +756,7 @@ class LiveRenderer:
         )
 
     def _next_rgb(self) -> U8:
-        buf = self._rgb[self._next_buffer % self._n_buffers]
-        return buf
+        return self._rgb[self._next_buffer % len(self._rgb)]
 
     def _convert(self, i: int, rgb: U8 | None) -> U8:
         from lipcore.render import _changed_box
@@ -795,4 +799,40 @@ def words_to_chars(words: Sequence[WordTiming]) -> list[CharTiming]:
         for j, ch in enumerate(text):
             out.append(CharTiming(ch, w.start_ms + j * step, w.start_ms + (j + 1) * step))
         out.append(CharTiming(" ", w.end_ms, w.end_ms))
+    return out
+
+
+def words_from_phonemes(
+    text: str, phonemes: list[PhonemeTiming], language: str = "en-us"
+) -> list[WordTiming]:
+    """Word spans of ``text`` from its phoneme timings (as lipcore's espeak source gives them):
+    what a TTS that times words would send. espeak numbers its words but joins clitics ("on
+    the" is one word to it), so each of its words is split among the text's words by their
+    phoneme counts from the same G2P."""
+    from lipcore.default_plugins.mapper import g2p_word
+
+    words = [w.strip(".,;:!?\"'()") for w in text.split()]
+    words = [w for w in words if w]
+    groups: dict[int, list[PhonemeTiming]] = {}
+    for p in phonemes:
+        groups.setdefault(p.word, []).append(p)
+    out: list[WordTiming] = []
+    wi = 0
+    for _, group in sorted(groups.items()):
+        take: list[tuple[str, int]] = []
+        total = 0
+        while wi < len(words):
+            n = max(1, len(g2p_word(words[wi], language)))
+            take.append((words[wi], n))
+            total += n
+            wi += 1
+            if total >= len(group) - 1:
+                break
+        at = 0
+        for j, (word, n) in enumerate(take):
+            last = j == len(take) - 1
+            hi = len(group) if last else min(len(group) - 1, at + n)
+            span = group[min(at, len(group) - 1) : max(hi, at + 1)]
+            out.append(WordTiming(word, span[0].start_ms, span[-1].end_ms))
+            at = hi
     return out

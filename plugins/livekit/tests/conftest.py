@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 from PIL import Image
 
 from lipcore.avatar.store import Avatar, build_avatar
+
+# The tests import their fakes as a top-level module (pytest runs with importlib mode).
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")

@@ -210,3 +210,23 @@ def test_words_from_timed_transcripts() -> None:
 def test_unknown_avatar_is_refused_before_joining(tmp_path: Any) -> None:
     with pytest.raises(AvatarLoadError):
         LipcoreAvatarSession(tmp_path / "missing")
+
+
+async def test_word_clock_restarting_per_sentence(lk_avatar: Avatar) -> None:
+    gen = LipcoreVideoGenerator(LiveRenderer(lk_avatar, sample_rate=24000))
+    got: list[Any] = []
+    real = gen.live.push_audio
+
+    def spy(pcm: Any, **kw: Any) -> None:
+        got.extend(kw.get("words", ()))
+        real(pcm, **kw)
+
+    gen.live.push_audio = spy  # type: ignore[method-assign]
+    second = rtc.AudioFrame(b"\0\0" * 24000, 24000, 1, 24000)  # 1 s
+    first = rtc.AudioFrame(b"\0\0" * 24000, 24000, 1, 24000)
+    first.userdata["lk.timed_transcripts"] = [TimedString("one", start_time=0.1, end_time=0.5)]
+    second.userdata["lk.timed_transcripts"] = [TimedString("two", start_time=0.1, end_time=0.4)]
+    await gen.push_audio(first)
+    await gen.push_audio(second)  # its clock restarted: placed after the first second
+    await gen.push_audio(AudioSegmentEnd())
+    assert [(w.word, w.start_ms) for w in got] == [("one", 100.0), ("two", 1100.0)]

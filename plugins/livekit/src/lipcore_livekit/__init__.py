@@ -12,5 +12,6 @@ LiveRenderer`; :class:`LipcoreAvatarSession` wires it with LiveKit's ``QueueAudi
 """
 
 from lipcore_livekit.avatar import LipcoreAvatarSession, LipcoreVideoGenerator, words_from_frame
+from lipcore_livekit.tts import LipcoreTTS
 
-__all__ = ["LipcoreAvatarSession", "LipcoreVideoGenerator", "words_from_frame"]
+__all__ = ["LipcoreAvatarSession", "LipcoreTTS", "LipcoreVideoGenerator", "words_from_frame"]

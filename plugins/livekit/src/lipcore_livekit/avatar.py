@@ -72,6 +72,12 @@ class LipcoreVideoGenerator(VideoGenerator):
             rtc.VideoBufferType.RGBA if live.video_format == "rgba" else rtc.VideoBufferType.I420
         )
         self._wake = asyncio.Event()
+        # Word times are read as ms from the start of the reply's audio. A TTS whose clock
+        # restarts per sentence (times going backwards) gets its words placed after the audio
+        # received so far instead.
+        self._received_ms = 0.0
+        self._word_base_ms = 0.0
+        self._last_word_ms = -1.0
 
     @property
     def options(self) -> AvatarOptions:
@@ -87,17 +93,35 @@ class LipcoreVideoGenerator(VideoGenerator):
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
             self.live.end_segment()
+            self._reset_words()
         else:
             self.live.push_audio(
                 bytes(frame.data.cast("B")) if isinstance(frame.data, memoryview) else frame.data,
                 sample_rate=frame.sample_rate,
                 channels=frame.num_channels,
-                words=words_from_frame(frame),
+                words=self._place(words_from_frame(frame)),
             )
+            self._received_ms += frame.samples_per_channel * 1000.0 / frame.sample_rate
         self._wake.set()
+
+    def _place(self, words: list[WordTiming]) -> list[WordTiming]:
+        if not words:
+            return words
+        if words[0].start_ms + self._word_base_ms <= self._last_word_ms:
+            self._word_base_ms = self._received_ms  # the TTS restarted its clock
+        base = self._word_base_ms
+        placed = [WordTiming(w.word, w.start_ms + base, w.end_ms + base) for w in words]
+        self._last_word_ms = max(self._last_word_ms, placed[-1].start_ms)
+        return placed
+
+    def _reset_words(self) -> None:
+        self._received_ms = 0.0
+        self._word_base_ms = 0.0
+        self._last_word_ms = -1.0
 
     def clear_buffer(self) -> None:
         self.live.clear()
+        self._reset_words()
         self._wake.set()
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
