@@ -136,20 +136,23 @@ class LiveFrame:
 
 
 class EnergyVisemeEstimator(AudioVisemeEstimator):
-    """Visemes from loudness alone: the fallback when the speech source gives no timings and
-    no audio-only estimator is installed.
+    """Visemes from loudness and one spectral cue: the fallback when the speech source gives
+    no timings and no audio-only estimator is installed.
 
-    Per video frame, the RMS level of a 30 ms window centred on the frame's time is compared
-    with a running speech peak (which decays slowly, so a quiet voice still opens the mouth):
+    Per video frame, a 30 ms window centred on the frame's time gives two numbers: its RMS
+    level against a running speech peak (which decays slowly, so a quiet voice still opens the
+    mouth), and the share of its energy below 300 Hz. Closed lips (/m b p/, and /n d/ whose
+    mouth is nearly closed too) leave mostly the voice's low "murmur"; open vowels put most of
+    their energy above it (measured on espeak-ng speech: ≥ 0.5 below 300 Hz for /m b n/,
+    ≤ 0.4 for vowels).
 
-    * loud (within ~24 dB of the peak) → the mouth opens in proportion (``AI`` with some
-      ``E``): open vowels open widest;
-    * a short dip while speaking (stops like /p b/, within 250 ms of voiced audio) → ``MBP``
+    * loud and not murmur-like → the mouth opens in proportion (``AI`` with some ``E``);
+    * murmur-like, or a short dip while speaking (stops, within 250 ms of voice) → ``MBP``
       (the lips close: on a smiling photo Rest would show the teeth);
     * longer silence → Rest (the photo's own mouth).
 
-    It cannot tell /m/ from /a/ at the same loudness, nor round the lips for /u o/: it moves
-    the jaw with the voice, which reads as talking but is far less exact than timings.
+    It cannot round the lips for /u o/ nor tell /m/ from /n/: it moves the jaw with the voice,
+    which reads as talking but is less exact than timings (see docs/benchmarks.md).
     Look-ahead: half a window (15 ms)."""
 
     name: ClassVar[str] = "energy"
@@ -216,7 +219,7 @@ class _EnergyStream(AudioVisemeStream):
             hi = max(lo, min(len(self._pcm), c + self._half - self._offset))
             win = self._pcm[lo:hi]
             rms = float(np.sqrt(np.mean(win * win))) if len(win) else 0.0
-            out.append(self._frame(self._next, rms))
+            out.append(self._frame(self._next, rms, self._murmur(win)))
             self._next += 1
         # Keep only what the next window needs.
         keep_from = max(0, self._centre(self._next) - self._half - self._offset)
@@ -225,7 +228,16 @@ class _EnergyStream(AudioVisemeStream):
             self._offset += keep_from
         return out
 
-    def _frame(self, j: int, rms: float) -> VisemeFrame:
+    def _murmur(self, win: npt.NDArray[np.float32]) -> float:
+        """Share of the window's energy below 300 Hz."""
+        if len(win) < 16:
+            return 0.0
+        spec = np.abs(np.fft.rfft(win * np.hanning(len(win)))) ** 2
+        cut = int(300.0 * len(win) / self.sr) + 1
+        total = float(spec.sum())
+        return float(spec[:cut].sum()) / total if total > 0 else 0.0
+
+    def _frame(self, j: int, rms: float, murmur: float = 0.0) -> VisemeFrame:
         t = j * 1000.0 / self.fps
         db = 20.0 * math.log10(max(rms, 1e-9))
         # The peak follows a louder voice at once and relaxes by ~3 dB per second.
@@ -234,9 +246,12 @@ class _EnergyStream(AudioVisemeStream):
         weights: dict[str, float] = {}
         if db > self.FLOOR_DBFS and level > 0.15:
             self._last_voiced_ms = t
-            o = min(1.0, (level - 0.15) / 0.75)
+            closed = min(1.0, max(0.0, (murmur - 0.45) / 0.15))
+            o = min(1.0, (level - 0.15) / 0.75) * (1.0 - closed)
+            if closed > 0.02:
+                weights["MBP"] = closed
             if o > 0.02:
-                weights = {"AI": 0.75 * o, "E": 0.25 * o}
+                weights.update({"AI": 0.75 * o, "E": 0.25 * o})
         elif t - self._last_voiced_ms <= self.HANGOVER_MS:
             weights = {"MBP": 1.0}
         return VisemeFrame(pts_ms=t, weights=weights)

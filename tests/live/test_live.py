@@ -204,19 +204,37 @@ def test_bad_input(live_avatars: dict[str, Avatar], engine: Engine, tmp_path: Pa
     assert not live.speaking  # nothing was queued by the refused input
 
 
+def _vowel(seconds: float, rate: int) -> np.ndarray:
+    """Energy mostly above 300 Hz, like an open vowel (F1 ~750 Hz, F2 ~1200 Hz)."""
+    t = np.arange(round(seconds * rate)) / rate
+    x = 0.05 * np.sin(2 * np.pi * 150 * t) + 0.3 * np.sin(2 * np.pi * 750 * t)
+    x += 0.2 * np.sin(2 * np.pi * 1200 * t)
+    return (x * 32767).astype(np.int16)
+
+
 def test_energy_fallback_is_an_audio_viseme_estimator() -> None:
     est = EnergyVisemeEstimator()
     assert isinstance(est, AudioVisemeEstimator)
     rate = 16000
-    # 300 ms loud, 60 ms silence (a stop), 300 ms loud, 600 ms silence.
+    # vowel 300 ms, silence 60 ms (a stop), vowel 300 ms, murmur 100 ms (/m/: only the voice's
+    # low harmonics), vowel 200 ms, silence 600 ms.
     x = np.concatenate(
-        [_tone(0.3, rate), np.zeros(960, np.int16), _tone(0.3, rate), np.zeros(9600, np.int16)]
+        [
+            _vowel(0.3, rate),
+            np.zeros(960, np.int16),
+            _vowel(0.3, rate),
+            _tone(0.1, rate, hz=150.0),
+            _vowel(0.2, rate),
+            np.zeros(9600, np.int16),
+        ]
     )
     frames = est.estimate(x.tobytes(), sample_rate=rate, fps=25.0)
     by_t = {round(f.pts_ms): f.weights for f in frames}
     assert by_t[120].get("AI", 0) > 0.5  # open in the voice
     assert by_t[320].get("MBP", 0) == 1.0  # the short dip closes the lips
-    assert by_t[1200] == {}  # a long pause is Rest
+    assert by_t[720].get("MBP", 0) == 1.0 and "AI" not in by_t[720]  # the murmur too
+    assert by_t[880].get("AI", 0) > 0.5
+    assert by_t[1400] == {}  # a long pause is Rest
     assert frames[-1].weights == {}
 
 
