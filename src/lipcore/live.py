@@ -147,16 +147,18 @@ class EnergyVisemeEstimator(AudioVisemeEstimator):
     ≤ 0.4 for vowels).
 
     * loud and not murmur-like → the mouth opens in proportion (``AI`` with some ``E``);
-    * murmur-like, or a short dip while speaking (stops, within 250 ms of voice) → ``MBP``
-      (the lips close: on a smiling photo Rest would show the teeth);
+    * murmur-like, or a dip while speaking → ``MBP`` (the lips close: on a smiling photo Rest
+      would show the teeth). A dip is a quiet window within 250 ms of voice, or a quiet 10 ms
+      anywhere in the frame's own span (a stop's silence, ~30 ms for espeak's /p/, can fall
+      between two frame centres); so stops like /t k/ close the lips too;
     * longer silence → Rest (the photo's own mouth).
 
     It cannot round the lips for /u o/ nor tell /m/ from /n/: it moves the jaw with the voice,
     which reads as talking but is less exact than timings (see docs/benchmarks.md).
-    Look-ahead: half a window (15 ms)."""
+    Look-ahead: half a frame period (20 ms at 25 fps)."""
 
     name: ClassVar[str] = "energy"
-    lookahead_ms: ClassVar[float] = 15.0
+    lookahead_ms: ClassVar[float] = 20.0  # half a frame at 25 fps (the span searched for dips)
 
     def stream(
         self,
@@ -184,6 +186,11 @@ class _EnergyStream(AudioVisemeStream):
         self._offset = 0  # absolute sample index of self._pcm[0]
         self._next = 0
         self._half = round(self.WINDOW_MS / 2000.0 * sample_rate)
+        # A stop's silence can be shorter than a frame period (espeak's /p/: ~30 ms) and fall
+        # between two frame centres: each frame also looks for a dip anywhere in its own span.
+        self._span = round(sample_rate / fps / 2.0)
+        self._sub = max(1, round(0.010 * sample_rate))
+        self._reach = max(self._half, self._span)
         self._peak_db = -30.0
         self._last_voiced_ms = -math.inf
         self._finished = False
@@ -213,20 +220,31 @@ class _EnergyStream(AudioVisemeStream):
             c = self._centre(self._next)
             if c >= end and final:
                 break
-            if c + self._half > end and not final:
+            if c + self._reach > end and not final:
                 break
             lo = max(0, c - self._half - self._offset)
             hi = max(lo, min(len(self._pcm), c + self._half - self._offset))
             win = self._pcm[lo:hi]
             rms = float(np.sqrt(np.mean(win * win))) if len(win) else 0.0
-            out.append(self._frame(self._next, rms, self._murmur(win)))
+            out.append(self._frame(self._next, rms, self._murmur(win), self._dip(c)))
             self._next += 1
         # Keep only what the next window needs.
-        keep_from = max(0, self._centre(self._next) - self._half - self._offset)
+        keep_from = max(0, self._centre(self._next) - self._reach - self._offset)
         if keep_from:
             self._pcm = self._pcm[keep_from:]
             self._offset += keep_from
         return out
+
+    def _dip(self, c: int) -> float:
+        """The quietest 10 ms (RMS) within the frame's own span around sample ``c``."""
+        lo = max(0, c - self._span - self._offset)
+        hi = min(len(self._pcm), c + self._span - self._offset)
+        seg = self._pcm[lo:hi]
+        n = self._sub
+        if len(seg) < n:
+            return math.inf
+        steps = range(0, len(seg) - n + 1, max(1, n // 2))
+        return min(float(np.sqrt(np.mean(seg[i : i + n] ** 2))) for i in steps)
 
     def _murmur(self, win: npt.NDArray[np.float32]) -> float:
         """Share of the window's energy below 300 Hz."""
@@ -237,7 +255,7 @@ class _EnergyStream(AudioVisemeStream):
         total = float(spec.sum())
         return float(spec[:cut].sum()) / total if total > 0 else 0.0
 
-    def _frame(self, j: int, rms: float, murmur: float = 0.0) -> VisemeFrame:
+    def _frame(self, j: int, rms: float, murmur: float = 0.0, dip: float = math.inf) -> VisemeFrame:
         t = j * 1000.0 / self.fps
         db = 20.0 * math.log10(max(rms, 1e-9))
         # The peak follows a louder voice at once and relaxes by ~3 dB per second.
@@ -245,8 +263,13 @@ class _EnergyStream(AudioVisemeStream):
         level = (db - (self._peak_db - self.RANGE_DB)) / self.RANGE_DB
         weights: dict[str, float] = {}
         if db > self.FLOOR_DBFS and level > 0.15:
+            # Voiced just before (not the onset after a pause, whose span holds silence too).
+            recent = t - self._last_voiced_ms <= 1000.0 / self.fps + 1e-6
             self._last_voiced_ms = t
             closed = min(1.0, max(0.0, (murmur - 0.45) / 0.15))
+            dip_db = 20.0 * math.log10(max(dip, 1e-9))
+            if recent and dip_db < self._peak_db - self.RANGE_DB:
+                closed = 1.0  # a stop's silence inside this frame's span
             o = min(1.0, (level - 0.15) / 0.75) * (1.0 - closed)
             if closed > 0.02:
                 weights["MBP"] = closed
