@@ -495,11 +495,12 @@ class _Segment:
         phonemes: Sequence[PhonemeTiming],
         chars: Sequence[CharTiming],
     ) -> None:
-        if self._resampler is None or self._resampler.in_rate != rate:
-            if self._resampler is not None:  # the rate changed: flush the old filter first
-                self._add(self._resampler.push(np.zeros(0, np.float32), last=True))
-            self._resampler = _Resampler(rate, self.sr)
-        self._add(self._resampler.push(x))
+        if len(x):  # timings alone (push_timings) leave the resampler as it is
+            if self._resampler is None or self._resampler.in_rate != rate:
+                if self._resampler is not None:  # the rate changed: flush the old filter
+                    self._add(self._resampler.push(np.zeros(0, np.float32), last=True))
+                self._resampler = _Resampler(rate, self.sr)
+            self._add(self._resampler.push(x))
         self._timings(phonemes, chars)
 
     def _add(self, y: npt.NDArray[np.float32]) -> None:

@@ -362,3 +362,20 @@ def test_character_timings_equal_their_words(
         out.append([f.weights for f in _drain(live)])
     assert out[0] == out[1]
     assert any(w and w.get("MBP", 0) > 0.9 for w in out[0])
+
+
+def test_rate_change_mid_utterance_keeps_every_sample(
+    live_avatars: dict[str, Avatar], engine: Engine
+) -> None:
+    live = LiveRenderer(live_avatars["sprites"], engine=engine, sample_rate=24000)
+    live.push_audio(_tone(0.5, 22050, 2).tobytes(), sample_rate=22050, channels=2)
+    live.push_timings(words=[WordTiming("hello", 0.0, 400.0)])  # timings alone: no flush
+    live.push_audio(_tone(0.5, 16000).tobytes(), sample_rate=16000)
+    live.end_segment()
+    speech = [f for f in _drain(live) if f.audio is not None]
+    total = sum(len(f.audio) for f in speech if f.audio is not None)
+    expected = round(live.lead_ms * 24) + 24000  # 0.5 s + 0.5 s at the output rate
+    assert expected <= total < expected + 960
+    audio = np.concatenate([f.audio for f in speech if f.audio is not None])
+    nonzero = np.flatnonzero(np.abs(audio) > 300)
+    assert abs(nonzero[-1] - expected) < 50  # the tone ends where 1 s of audio ends
