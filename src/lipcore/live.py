@@ -756,7 +756,8 @@ class LiveRenderer:
     # -- output ----------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """The next :meth:`pull` returns speech (not an idle or hold frame)."""
+        """The next :meth:`pull` returns the utterance's next frame (its audio, or the mouth's
+        tail after the audio), not an idle or hold frame."""
         return bool(self._segments) and self._segments[0].ready()
 
     def pull(self) -> LiveFrame:
