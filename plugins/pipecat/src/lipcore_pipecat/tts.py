@@ -28,7 +28,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from lipcore.engine import EmptyTextError, Engine
+from lipcore.engine import EmptyTextError, Engine, clean_text
 from lipcore.errors import LipcoreError
 from lipcore.interfaces import CharTiming, PhonemeTiming, VisemeFrame
 from lipcore_pipecat.frames import (
@@ -108,6 +108,15 @@ class _Resampler:
         return np.asarray(y, dtype="<i2").tobytes()
 
 
+async def _speakable(text: str, _text_type: str) -> str:
+    """``text``, or ``""`` when lipcore's text cleaning leaves nothing to say."""
+    try:
+        clean_text(text, max_chars=max(len(text), 1))
+    except EmptyTextError:
+        return ""
+    return text
+
+
 class LipcoreTTSService(TTSService):
     """Speech from a lipcore TTS source, with word timestamps and lipcore's visemes.
 
@@ -143,12 +152,16 @@ class LipcoreTTSService(TTSService):
     ) -> None:
         settings = kwargs.pop("settings", None) or TTSSettings(model=None, voice=voice,
                                                                 language=None)
+        # Last transform: text with nothing speakable in it ("...", an emoji) opens no audio
+        # context, so Pipecat never counts it as a context that failed to produce audio.
+        transforms = [*(kwargs.pop("text_transforms", None) or []), ("*", _speakable)]
         super().__init__(
             push_text_frames=False,  # words come timed, from the source's own timings
             push_stop_frames=True,
             push_start_frame=True,
             sample_rate=sample_rate,
             settings=settings,
+            text_transforms=transforms,
             **kwargs,
         )
         self._engine = engine or Engine()
