@@ -214,9 +214,9 @@ class LipcoreFrameSerializer(FrameSerializer):
         if isinstance(frame, InterruptionFrame):
             return self._stop()
         if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
-            if self.should_ignore_frame(frame):
-                return None
             msg = frame.message
+            if isinstance(msg, Mapping) and self.should_ignore_frame(frame):
+                return None
             # Only the protocol's own messages (hello, pong, error, ...) reach a lipcore client;
             # other transport messages (RTVI, an app's) are not part of protocol v1.
             if isinstance(msg, Mapping) and msg.get("type") in SERVER_MESSAGES \
@@ -278,9 +278,11 @@ class LipcoreFrameSerializer(FrameSerializer):
                 .mean(axis=1).astype("<i2").tobytes()
         if frame.sample_rate != utt.sample_rate:
             if utt.resampler is None or utt.resampler[0] != frame.sample_rate:
+                # "LQ": it holds back little (up to ~6 ms; the better qualities hold 15-35 ms,
+                # which the end of an utterance would lose: a serializer cannot flush later).
                 utt.resampler = (frame.sample_rate,
                                  soxr.ResampleStream(frame.sample_rate, utt.sample_rate, 1,
-                                                     dtype="int16"))
+                                                     dtype="int16", quality="LQ"))
             y = utt.resampler[1].resample_chunk(np.frombuffer(pcm, dtype="<i2"))
             pcm = np.asarray(y, dtype="<i2").tobytes()
             if not pcm:
