@@ -21,10 +21,11 @@ from typing import Any
 
 from pipecat.frames.frames import OutputTransportMessageFrame
 
-from lipcore.interfaces import VisemeFrame
+from lipcore.interfaces import PhonemeTiming, VisemeFrame
 
 __all__ = [
     "LIPCORE_LABEL",
+    "LipcoreTimingsFrame",
     "LipcoreUtteranceEndFrame",
     "LipcoreUtteranceStartFrame",
     "LipcoreVisemesFrame",
@@ -91,3 +92,20 @@ class LipcoreUtteranceEndFrame(OutputTransportMessageFrame):
         if self.message is None:
             self.message = {"label": LIPCORE_LABEL, "type": "utterance_end",
                             "context_id": self.context_id, "duration_ms": self.duration_ms}
+
+
+@dataclass
+class LipcoreTimingsFrame(OutputTransportMessageFrame):
+    """The phoneme times of the audio pushed right after this frame (ms on the utterance's
+    timeline), for :class:`LipcoreVideoService`. Pushed by ``LipcoreTTSService`` with
+    ``emit_timings=True``; lipcore's serializer sends nothing for it."""
+
+    message: Any = None
+    context_id: str = ""
+    phonemes: tuple[PhonemeTiming, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[no-untyped-call]
+        if self.message is None:
+            self.message = {"label": LIPCORE_LABEL, "type": "timings",
+                            "context_id": self.context_id}

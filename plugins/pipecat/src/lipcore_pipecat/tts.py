@@ -32,6 +32,7 @@ from lipcore.engine import EmptyTextError, Engine, clean_text
 from lipcore.errors import LipcoreError
 from lipcore.interfaces import CharTiming, PhonemeTiming, VisemeFrame
 from lipcore_pipecat.frames import (
+    LipcoreTimingsFrame,
     LipcoreUtteranceEndFrame,
     LipcoreUtteranceStartFrame,
     LipcoreVisemesFrame,
@@ -133,8 +134,10 @@ class LipcoreTTSService(TTSService):
         voice: a voice of the source, or a language code (``"en-us"``, ``"de"``).
         tts: the engine's TTS source name (default: the engine's default, ``espeak``).
         tts_options: options passed to the source for every utterance.
-        emit_visemes: push the viseme frames (the lipcore serializer and
-            ``LipcoreVideoService`` use them; without either they are harmless messages).
+        emit_visemes: push the viseme frames (lipcore's serializer sends them to the client;
+            elsewhere they are harmless transport messages).
+        emit_timings: push each chunk's phoneme times (:class:`LipcoreTimingsFrame`), from
+            which ``LipcoreVideoService`` renders a phoneme-exact mouth.
         sample_rate: output rate; ``None`` is the pipeline's ``audio_out_sample_rate``.
         **kwargs: passed to Pipecat's ``TTSService`` (text aggregation, transforms, ...).
     """
@@ -147,6 +150,7 @@ class LipcoreTTSService(TTSService):
         tts: str | None = None,
         tts_options: Mapping[str, Any] | None = None,
         emit_visemes: bool = True,
+        emit_timings: bool = False,
         sample_rate: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -169,6 +173,7 @@ class LipcoreTTSService(TTSService):
         self._tts_name = tts
         self._tts_options = dict(tts_options or {})
         self._emit_visemes = emit_visemes
+        self._emit_timings = emit_timings
         self._contexts: dict[str, _Context] = {}
 
     @property
@@ -219,6 +224,11 @@ class LipcoreTTSService(TTSService):
                     event = self._visemes(ctx, context_id, step.frames, step.provisional)
                     if event is not None:
                         yield event
+                if self._emit_timings and chunk.phonemes:
+                    yield LipcoreTimingsFrame(context_id=context_id, phonemes=tuple(
+                        PhonemeTiming(p.phoneme, p.start_ms + ctx.offset_ms,
+                                      p.end_ms + ctx.offset_ms, p.word)
+                        for p in chunk.phonemes))
                 timed = words.phonemes(chunk.phonemes) + words.characters(chunk.chars)
                 if chunk.final:
                     timed += words.flush()

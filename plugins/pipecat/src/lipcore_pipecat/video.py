@@ -1,0 +1,253 @@
+"""``LipcoreVideoService``: server-rendered avatar video for any Pipecat transport.
+
+A frame processor placed after the TTS service. It takes the TTS's audio (and the timings that
+come with it) into lipcore's live renderer (:class:`lipcore.live.LiveRenderer`, the same
+renderer the LiveKit adapter drives) and pushes, at the avatar's frame rate, one
+``OutputImageRawFrame`` per video frame with the audio that frame shows right behind it. The
+images are ``sync_with_audio``: the output transport shows each only once the audio before it
+has been sent, so picture and sound leave in step whatever the transport's buffering.
+
+Timings, best first:
+
+* phonemes, from :class:`~lipcore_pipecat.LipcoreTTSService` with ``emit_timings=True``
+  (lipcore's own sources know every phoneme's time): the mouth is exact;
+* Pipecat's word timestamps (``TTSTextFrame.pts``, word starts, as e.g. ElevenLabs gives
+  them): each word's span runs from its start for an estimated length, and the renderer's
+  grapheme-to-phoneme path places its sounds;
+* nothing: the live renderer's audio-only estimator (``estimator=``, an
+  :class:`lipcore.interfaces.AudioVisemeEstimator`; by default its loudness-driven fallback).
+
+Silence shows the avatar's idle loop. An interruption clears the renderer (no queued audio is
+played, the mouth ramps to rest over ``ramp_ms``) at once; Pipecat's output transport drops the
+frames it had queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
+from pipecat.processors.frame_processor import (
+    FrameDirection,
+    FrameProcessor,
+    FrameProcessorSetup,
+)
+
+from lipcore.engine import Engine
+from lipcore.interfaces import AudioVisemeEstimator
+from lipcore.live import LiveFrame, LiveRenderer, SharedAvatar, WordTiming
+from lipcore_pipecat.frames import LipcoreTimingsFrame, LipcoreVisemesFrame
+
+__all__ = ["LipcoreVideoService"]
+
+#: A word's assumed length per letter when only its start is known (≈ 12 letters/s speech).
+_MS_PER_LETTER = 75.0
+
+
+class LipcoreVideoService(FrameProcessor):
+    """Avatar video frames in step with the TTS audio (see the module docstring).
+
+    Args:
+        avatar: an avatar directory (``lipcore avatarize``), a loaded avatar, or a
+            :func:`lipcore.live.shared_avatar` (shared by every session of the avatar).
+        engine: the lipcore engine (its viseme mapper and mouth lead).
+        sample_rate: the rate of the audio pushed on (default: the pipeline's output rate).
+        estimator: visemes from audio alone, for TTS services that give no timings.
+        ramp_ms: how long the mouth takes to rest after an interruption (100-200 ms).
+        language: the language of the words, for the renderer's grapheme-to-phoneme path.
+
+    The video is ``width`` x ``height`` RGB at ``fps``: configure the transport with
+    ``video_out_enabled=True, video_out_width=svc.width, video_out_height=svc.height,
+    video_out_framerate=svc.fps`` (not ``video_out_is_live``: the images are timed by the
+    audio queue).
+    """
+
+    def __init__(
+        self,
+        avatar: str | Path | SharedAvatar | Any,
+        *,
+        engine: Engine | None = None,
+        sample_rate: int | None = None,
+        estimator: AudioVisemeEstimator | None = None,
+        ramp_ms: float = 150.0,
+        language: str = "en",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._engine = engine or Engine()
+        self._avatar = avatar
+        self._estimator = estimator
+        self._ramp_ms = ramp_ms
+        self._language = language
+        self._rate_arg = sample_rate
+        # The renderer is built at once (the avatar loads and is checked here, not mid-call);
+        # its output rate is fixed at StartFrame when it is the pipeline's.
+        self._live = self._renderer(sample_rate or 24000)
+        self._clock_task: asyncio.Task[None] | None = None
+        self._held_stops: deque[Frame] = deque()
+        self._word_base_ns: int | None = None  # pipeline clock at the utterance's first audio
+        self._timed = False  # this utterance has phoneme timings (words are then not used)
+        self.frames_pushed = 0
+        self.speech_frames_pushed = 0
+        self.late_ticks = 0  # clock ticks that came more than a frame late (load)
+
+    def _renderer(self, rate: int) -> LiveRenderer:
+        return LiveRenderer(self._avatar, engine=self._engine, sample_rate=rate,
+                            video_format="rgb", estimator=self._estimator,
+                            ramp_ms=self._ramp_ms, language=self._language)
+
+    @property
+    def width(self) -> int:
+        return int(self._live.width)
+
+    @property
+    def height(self) -> int:
+        return int(self._live.height)
+
+    @property
+    def fps(self) -> int:
+        return round(self._live.fps)
+
+    @property
+    def renderer(self) -> LiveRenderer:
+        """The live renderer (one per session)."""
+        return self._live
+
+    # -- frames in ----------------------------------------------------------------------
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        await super().setup(setup)
+        rate = self._rate_arg or setup.audio_out_sample_rate
+        if rate and rate != self._live.sample_rate:
+            self._live = self._renderer(rate)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction != FrameDirection.DOWNSTREAM:
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._start_clock()
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            await self._stop_clock()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            self._live.clear()  # queued speech gone now; the mouth ramps to rest
+            self._held_stops.clear()
+            self._word_base_ns = None
+            self._timed = False
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TTSAudioRawFrame):
+            if not self._live.speaking:
+                self._utterance_starts()
+            self._live.push_audio(frame.audio, sample_rate=frame.sample_rate,
+                                  channels=frame.num_channels)
+        elif isinstance(frame, LipcoreTimingsFrame):
+            if not self._live.speaking:
+                self._utterance_starts()
+            self._timed = True
+            self._live.push_timings(phonemes=frame.phonemes)
+        elif isinstance(frame, LipcoreVisemesFrame):
+            pass  # the mouth is drawn here: viseme events for a client would be noise
+        elif isinstance(frame, TTSTextFrame):
+            if not self._timed and frame.pts is not None:
+                self._word(frame)
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TTSStoppedFrame):
+            self._live.end_segment()
+            if self._live.speaking:
+                # On when the utterance has played out: an output transport flushes its audio
+                # buffer at a stop frame, which would cut into the audio still to come.
+                self._held_stops.append(frame)
+            else:
+                await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    def _utterance_starts(self) -> None:
+        # Pipecat times words from the utterance's first audio, on the pipeline clock: the
+        # first of its frames to get here marks that moment (they come in one step).
+        self._word_base_ns = self.get_clock().get_time()
+        self._timed = False
+
+    def _word(self, frame: TTSTextFrame) -> None:
+        assert frame.pts is not None
+        if self._word_base_ns is None or not self._live.speaking:
+            self._utterance_starts()
+        assert self._word_base_ns is not None
+        start = max(0.0, (frame.pts - self._word_base_ns) / 1e6)
+        text = frame.text.strip()
+        letters = sum(c.isalnum() for c in text)
+        if not letters:
+            return
+        length = min(800.0, max(150.0, letters * _MS_PER_LETTER))
+        self._live.push_timings(words=[WordTiming(text, start, start + length)])
+
+    # -- frames out ---------------------------------------------------------------------
+
+    def _start_clock(self) -> None:
+        if self._clock_task is None:
+            self._clock_task = self.create_task(self._clock(), name="lipcore-video-clock")
+
+    async def _stop_clock(self) -> None:
+        if self._clock_task is not None:
+            await self.cancel_task(self._clock_task)
+            self._clock_task = None
+
+    async def _clock(self) -> None:
+        """Pull one frame per video frame period, on an absolute schedule (no drift)."""
+        period = 1.0 / self._live.fps
+        t0 = time.monotonic()
+        k = 0
+        while True:
+            try:
+                await self._emit(self._live.pull())
+            except Exception as exc:  # a broken avatar or back end: say so, stop the video
+                await self.push_error(f"lipcore video stopped: {exc}", exception=exc)
+                return
+            k += 1
+            due = t0 + k * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -period:
+                self.late_ticks += 1
+                if delay < -5 * period:  # far behind (a stall): start the schedule over
+                    t0, k = time.monotonic(), 0
+
+    async def _emit(self, f: LiveFrame) -> None:
+        image = OutputImageRawFrame(image=f.video.tobytes(), size=(self.width, self.height),
+                                    format="RGB")
+        image.sync_with_audio = True
+        await self.push_frame(image)
+        self.frames_pushed += 1
+        if f.audio is not None:
+            self.speech_frames_pushed += 1
+            await self.push_frame(TTSAudioRawFrame(f.audio.tobytes(), self._live.sample_rate,
+                                                   1))
+        if f.segment_end and self._held_stops:
+            await self.push_frame(self._held_stops.popleft())
+        elif self._held_stops and not self._live.speaking:
+            while self._held_stops:  # (the utterance was cleared or had no audio)
+                await self.push_frame(self._held_stops.popleft())
+
+    async def cleanup(self) -> None:
+        await self._stop_clock()
+        await super().cleanup()  # type: ignore[no-untyped-call]
+        logger.debug(f"{self}: {self.frames_pushed} frames, {self.late_ticks} late ticks")

@@ -1,0 +1,280 @@
+"""LipcoreVideoService end to end over Pipecat's SmallWebRTC transport (aiortc) on loopback: a
+pipeline (LipcoreTTSService on espeak-ng → LipcoreVideoService → SmallWebRTCTransport) sends
+video and audio to an aiortc peer; what the peer receives (frames and sound, placed by their
+arrival) is written to an MP4 that ``lipcore eval sync`` measures within ``lipcore say``'s
+bounds. Also frame-level: an interruption stops the sound at once and brings the mouth to rest
+within 200 ms; unknown frames pass; no timings falls back to the audio-only estimate."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from lipcore_pipecat import LipcoreTTSService, LipcoreVideoService
+from pipecat.frames.frames import (
+    DataFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStoppedFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.tests.utils import SleepFrame, run_test
+
+from lipcore.avatar.store import Avatar, build_avatar
+from lipcore.engine import Engine
+
+pytestmark = pytest.mark.slow
+
+SENTENCE = "Maybe the people on the boat bring more apples."
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def avatar(tmp_path_factory: pytest.TempPathFactory, grace_hopper_path: Path,
+           face_model_path: Path, engine: Engine) -> Avatar:
+    from PIL import Image
+
+    photo = np.asarray(Image.open(grace_hopper_path).convert("RGB"))
+    photo = np.ascontiguousarray(photo[40:552, :512])
+    return build_avatar(photo, tmp_path_factory.mktemp("pc-avatar") / "grace512",
+                        backend="sprites", seconds=3.0, fps=25.0, engine=engine,
+                        face_model=face_model_path, avatar_id="grace512")
+
+
+# -- frame level ------------------------------------------------------------------------------
+
+
+def _idle_hashes(svc: LipcoreVideoService) -> set[str]:
+    return {hashlib.sha1(f.tobytes()).hexdigest() for f in svc.renderer.shared.idle}
+
+
+@dataclass
+class _AppData(DataFrame):
+    payload: str = ""
+
+
+def test_interruption_rests_the_mouth_within_200_ms(avatar: Avatar, engine: Engine) -> None:
+    tts = LipcoreTTSService(engine=engine, voice="en-us", emit_timings=True)
+    svc = LipcoreVideoService(avatar, engine=engine)
+    marker = _AppData(payload="keep me")
+    down_seq, _ = asyncio.run(run_test(
+        Pipeline([tts, svc]),
+        frames_to_send=[TTSSpeakFrame("One two three four five six seven eight nine ten."),
+                        marker, SleepFrame(1.0), InterruptionFrame(), SleepFrame(0.8)]))
+    down: list[Frame] = list(down_seq)
+    i = next(k for k, f in enumerate(down) if isinstance(f, InterruptionFrame))
+    before, after = down[:i], down[i + 1:]
+    assert sum(isinstance(f, TTSAudioRawFrame) for f in before) > 10  # it was speaking
+    # Not one sample of the interrupted speech after the interruption.
+    assert not [f for f in after if isinstance(f, TTSAudioRawFrame)]
+    # The mouth ramps to rest: within 200 ms (5 frames at 25 fps) the picture is the idle
+    # loop's own (the photo's mouth), and stays so.
+    images = [f for f in after if isinstance(f, OutputImageRawFrame)]
+    assert len(images) >= 15
+    idle = _idle_hashes(svc)
+    rest_from = next(k for k, f in enumerate(images)
+                     if all(hashlib.sha1(g.image).hexdigest() in idle for g in images[k:]))
+    assert rest_from * 1000 / svc.fps <= 200, rest_from
+    assert hashlib.sha1(images[0].image).hexdigest() not in idle  # it did ramp, not jump
+    # Frames the service does not know pass through untouched.
+    assert marker in down and next(f for f in down if f is marker).payload == "keep me"
+    # Every image is sync_with_audio (timed by the transport's audio queue).
+    assert all(f.sync_with_audio for f in images)
+
+
+def test_one_image_per_frame_of_audio_and_the_stop_after_it(avatar: Avatar,
+                                                            engine: Engine) -> None:
+    tts = LipcoreTTSService(engine=engine, voice="en-us")  # words only: no phoneme timings
+    svc = LipcoreVideoService(avatar, engine=engine)
+    down, _ = asyncio.run(run_test(Pipeline([tts, svc]), frames_to_send=[
+        TTSSpeakFrame("Hello there."), SleepFrame(2.5)]))
+    kinds = [type(f) for f in down]
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    # Each audio frame holds exactly one video frame of sound (24 kHz / 25 fps) and follows
+    # its image.
+    assert audio and {len(f.audio) // 2 for f in audio} == {960}
+    for k, f in enumerate(down):
+        if isinstance(f, TTSAudioRawFrame):
+            assert isinstance(down[k - 1], OutputImageRawFrame)
+    # The TTS's stop frame leaves after the utterance's last audio, not before it.
+    last_audio = max(k for k, t in enumerate(kinds) if t is TTSAudioRawFrame)
+    assert kinds.index(TTSStoppedFrame) > last_audio
+    # Word timings moved the mouth (not the idle picture) while speaking.
+    idle = _idle_hashes(svc)
+    speaking = [down[k - 1] for k, f in enumerate(down) if isinstance(f, TTSAudioRawFrame)]
+    assert sum(hashlib.sha1(f.image).hexdigest() not in idle for f in speaking) > 5
+
+
+# -- WebRTC end to end ----------------------------------------------------------------------
+
+
+def _mono(frame: Any) -> np.ndarray:
+    a = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    a = a.reshape(-1, channels) if a.shape[0] == 1 else a.T
+    return a.astype(np.float32).mean(axis=1)
+
+
+async def _webrtc_session(avatar: Avatar, engine: Engine, seconds: float) -> dict[str, Any]:
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+    from pipecat.workers.runner import WorkerRunner
+
+    # The peer: receives audio and video.
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="sendrecv")
+    got: dict[str, list[tuple[float, Any]]] = {"audio": [], "video": []}
+    readers: list[asyncio.Task[None]] = []
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def read() -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                now = time.monotonic()
+                if track.kind == "audio":
+                    got["audio"].append((now, (_mono(frame), frame.sample_rate)))
+                else:
+                    got["video"].append((now, frame.to_ndarray(format="rgb24")))
+
+        readers.append(asyncio.ensure_future(read()))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    conn = SmallWebRTCConnection()
+    await conn.initialize(sdp=pc.localDescription.sdp, type=pc.localDescription.type)
+    answer = conn.get_answer()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    # The bot.
+    tts = LipcoreTTSService(engine=engine, voice="en-us", emit_timings=True)
+    video = LipcoreVideoService(avatar, engine=engine)
+    transport = SmallWebRTCTransport(conn, TransportParams(
+        audio_out_enabled=True, audio_out_sample_rate=24000, video_out_enabled=True,
+        video_out_width=video.width, video_out_height=video.height,
+        video_out_framerate=video.fps))
+    worker = PipelineWorker(Pipeline([transport.input(), tts, video, transport.output()]),
+                            params=PipelineParams(audio_out_sample_rate=24000),
+                            idle_timeout_secs=None, enable_rtvi=False)
+    said: dict[str, float] = {}
+
+    @transport.event_handler("on_client_connected")
+    async def _connected(_t: Any, _c: Any) -> None:
+        async def later() -> None:
+            await asyncio.sleep(1.0)  # let the peer's jitter buffers settle on the idle loop
+            said["at"] = time.monotonic()
+            await worker.queue_frame(TTSSpeakFrame(SENTENCE))
+        readers.append(asyncio.ensure_future(later()))
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    run = asyncio.ensure_future(runner.run())
+    await asyncio.sleep(seconds)
+    await worker.cancel()
+    await asyncio.wait_for(run, 10)
+    for r in readers:
+        r.cancel()
+    await pc.close()
+    return {"got": got, "said": said, "fps": video.fps, "late": video.late_ticks,
+            "frames": video.frames_pushed}
+
+
+def _write_received(got: dict[str, Any], fps: int, out: Path, engine: Engine) -> dict[str, Any]:
+    """The received frames and sound as one MP4, both placed by arrival time, and the true
+    timings of the sentence beside it (where its audio is found in the received sound)."""
+    import soxr
+
+    from lipcore.media import VideoWriter
+
+    video = got["video"]
+    audio = got["audio"]
+    assert len(video) > 5 * fps and audio, (len(video), len(audio))
+    rate = audio[0][1][1]
+    t0 = video[0][0]
+    # The audio stream is continuous (silence is sent too); its clock is anchored at the
+    # packet that arrived with the least delay.
+    n, anchor = 0, float("inf")
+    for t, (x, _) in audio:
+        n += len(x)
+        anchor = min(anchor, t - n / rate)
+    pcm = np.concatenate([x for _, (x, _) in audio])
+    start = round((t0 - anchor) * rate)
+    pcm = pcm[start:] if start >= 0 else np.concatenate([np.zeros(-start, np.float32), pcm])
+    # Video on a fixed grid at fps: the newest frame received by each grid time.
+    times = np.array([t for t, _ in video])
+    n_frames = min(int((times[-1] - t0) * fps), int(len(pcm) / rate * fps))
+    grid = t0 + np.arange(n_frames) / fps
+    idx = np.searchsorted(times, grid, side="right") - 1
+    frames = [video[max(0, i)][1] for i in idx]
+    pcm = pcm[: round(n_frames * rate / fps)]
+    # Where the sentence is in the received sound: cross-correlation with the TTS's own audio.
+    utt = asyncio.run(_reference(engine))
+    ref = np.frombuffer(b"".join(utt["audio"]), "<i2").astype(np.float32)
+    ref = soxr.resample(ref, utt["rate"], rate)
+    size = 1 << int(np.ceil(np.log2(len(pcm) + len(ref))))
+    corr = np.fft.irfft(np.fft.rfft(pcm, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(corr[: len(pcm)]))
+    offset_ms = lag * 1000.0 / rate
+    with VideoWriter(out, fps, audio=np.clip(pcm, -32768, 32767).astype(np.int16),
+                     sample_rate=rate, crf=18) as writer:
+        for f in frames:
+            writer.write(f)
+    data = {"version": 1, "text": SENTENCE, "language": utt["language"], "voice": "en-us",
+            "fps": fps, "timings_given": "phonemes", "audio_offset_ms": offset_ms,
+            "lead_ms": engine.settings.lead_ms, "sample_rate": rate,
+            "video": {"file": out.name, "frames": n_frames},
+            "phonemes": [{"phoneme": p.phoneme, "start_ms": p.start_ms, "end_ms": p.end_ms,
+                          "word": p.word} for p in utt["phonemes"]]}
+    out.with_suffix(".timings.json").write_text(json.dumps(data, indent=1) + "\n", "utf-8")
+    return data
+
+
+async def _reference(engine: Engine) -> dict[str, Any]:
+    utt = await engine.utterance(SENTENCE, voice="en-us")
+    audio = [step.chunk.audio async for step in utt]
+    return {"audio": audio, "rate": utt.sample_rate, "phonemes": utt.phonemes,
+            "language": utt.language}
+
+
+def test_webrtc_peer_receives_lip_synced_video(avatar: Avatar, engine: Engine,
+                                               tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lipcore.cli import app
+
+    session = asyncio.run(_webrtc_session(avatar, engine, seconds=7.0))
+    got = session["got"]
+    out = tmp_path / "received.mp4"
+    data = _write_received(got, session["fps"], out, engine)
+    # The sentence was heard: it sits after the moment it was asked for.
+    assert data["audio_offset_ms"] > 500
+    res = CliRunner().invoke(app, ["eval", "sync", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    print("webrtc", report, "late ticks", session["late"], "frames", session["frames"])
+    # lipcore say's bounds: the mouth is not late by more than a frame, at most 60 ms early,
+    # and every /p b m/ closes.
+    assert report["frames_with_face"] >= 0.95 * report["frames"]
+    assert -60.0 <= report["offset_ms"] <= 40.0
+    assert report["bilabials"] >= 5 and report["closure_rate"] == 1.0
+    assert report["open_vowel_aperture"] > 0.08
