@@ -156,6 +156,31 @@ def test_stop_mid_sentence_and_garbage(bot_url: str) -> None:
     asyncio.run(body())
 
 
+def test_barge_in_replaces_the_answer(bot_url: str) -> None:
+    async def body() -> None:
+        s = session(bot_url)
+        async with websockets.connect(s["ws_url"] + "?visemes=inline") as ws:
+            json.loads(await ws.recv())
+            long = "one two three four five six seven eight nine ten eleven twelve thirteen"
+            await ws.send(json.dumps({"type": "speak", "text": long}))
+            await receive(ws, lambda m: isinstance(m, tuple) and m[0].pts_ms >= 500)
+            await ws.send(json.dumps({"type": "speak", "text": "Stop, listen.",
+                                      "barge_in": True}))
+            msgs = await receive(ws, is_type("utterance_end"))
+            stop = next(m for m in msgs if isinstance(m, dict) and m["type"] == "stop")
+            assert stop["utterance"] == 1 and stop["reason"] == "barge_in"
+            k = msgs.index(stop)
+            # Nothing of utterance 1 after its stop; the new answer is utterance 2.
+            assert not [m for m in msgs[k + 1:] if (isinstance(m, tuple) and m[0].utterance == 1)
+                        or (isinstance(m, dict) and m.get("utterance") == 1)]
+            start = next(m for m in msgs[k:] if isinstance(m, dict)
+                         and m["type"] == "utterance_start")
+            assert start["utterance"] == 2 and start["text"] == "You said: Stop, listen."
+            assert msgs[-1]["utterance"] == 2
+
+    asyncio.run(body())
+
+
 def test_unknown_session_and_avatar(bot_url: str) -> None:
     r = httpx.post(f"{bot_url}/session-2d", json={"avatar_id": "nope", "voice_id": "en-us"})
     assert r.status_code == 404 and "nope" in r.json()["detail"]

@@ -8,8 +8,9 @@ the client connects), ``utterance_start``/``visemes``/``utterance_end`` from
 with the chunk's viseme event inline on ``visemes="inline"`` connections), ``stop`` when the
 pipeline is interrupted, ``pong`` and ``error``. In (client → Pipecat): ``speak`` and streamed
 ``text_delta``/``text_end`` become the user's message to the LLM (or, with
-``text_in="speak"``, text for the TTS to say), ``stop`` interrupts the pipeline, ``ping`` is
-answered. The encoders are lipcore's own (:mod:`lipcore.server.protocol`).
+``text_in="speak"``, text for the TTS to say; ``barge_in`` interrupts the pipeline first),
+``stop`` interrupts the pipeline, ``ping`` is answered. The encoders are lipcore's own
+(:mod:`lipcore.server.protocol`).
 
 A Pipecat serializer returns at most one message per frame; the protocol's order holds because
 lipcore's frames travel in the output transport's audio queue (see
@@ -18,6 +19,7 @@ lipcore's frames travel in the output transport's audio queue (see
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -165,6 +167,8 @@ class LipcoreFrameSerializer(FrameSerializer):
         self._client_stop = False  # the next stop answers the client's own stop
         self._stream: list[str] = []  # text_delta of the streamed turn (text_in="user")
         self._streamed_chars = 0
+        self._worker: Any = None  # the PipelineWorker (from setup), for barge-in
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def sample_rate(self) -> int:
@@ -175,6 +179,7 @@ class LipcoreFrameSerializer(FrameSerializer):
         await super().setup(setup)
         if self._sample_rate is None and setup.audio_out_sample_rate:
             self._sample_rate = setup.audio_out_sample_rate
+        self._worker = getattr(setup, "pipeline_worker", None)
 
     # -- out ------------------------------------------------------------------------------
 
@@ -352,8 +357,8 @@ class LipcoreFrameSerializer(FrameSerializer):
             if len(text) > self.max_text_chars:
                 return _err("limit_exceeded", f"text is {len(text)} characters; the limit is "
                             f"{self.max_text_chars}")
-            # barge_in: lipcore's clients stop what they play themselves before they send it;
-            # the new text follows what the pipeline still has queued.
+            if msg.barge_in and self._worker is not None:
+                return self._barge_in(self._text(text))
             return self._text(text)
         if isinstance(msg, TextDelta):
             self._streamed_chars += len(msg.delta)
@@ -373,6 +378,20 @@ class LipcoreFrameSerializer(FrameSerializer):
             text, self._stream = "".join(self._stream).strip(), []
             return self._text(text) if text else None
         return None  # (every client message type is handled above)
+
+    def _barge_in(self, then: Frame) -> Frame:
+        """Interrupt what the bot says (the input transport pushes the returned interruption),
+        then, once the pipeline has processed it, put the new text in (as RTVI's send-text
+        does): queued at once, the text would be dropped by the interruption it follows."""
+
+        async def follow() -> None:
+            await self._worker.flush_pipeline()
+            await self._worker.queue_frame(then)
+
+        task = asyncio.get_running_loop().create_task(follow())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return InterruptionFrame()
 
     def _text(self, text: str) -> Frame:
         if self.text_in == "speak":
