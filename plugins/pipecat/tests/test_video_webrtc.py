@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lipcore_pipecat import LipcoreTTSService, LipcoreVideoService
+from lipcore_pipecat import LipcoreTimingsFrame, LipcoreTTSService, LipcoreVideoService
 from pipecat.frames.frames import (
     DataFrame,
     Frame,
@@ -26,8 +26,10 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from lipcore.avatar.store import Avatar, build_avatar
@@ -117,6 +119,37 @@ def test_one_image_per_frame_of_audio_and_the_stop_after_it(avatar: Avatar,
     idle = _idle_hashes(svc)
     speaking = [down[k - 1] for k, f in enumerate(down) if isinstance(f, TTSAudioRawFrame)]
     assert sum(hashlib.sha1(f.image).hexdigest() not in idle for f in speaking) > 5
+
+
+class _DropTimings(FrameProcessor):
+    """Stands in for a TTS service that gives no timings at all."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, (TTSTextFrame, LipcoreTimingsFrame)):
+            await self.push_frame(frame, direction)
+
+
+def test_no_timings_falls_back_to_the_audio_only_estimator(avatar: Avatar,
+                                                           engine: Engine) -> None:
+    from lipcore.live import EnergyVisemeEstimator
+
+    class Counting(EnergyVisemeEstimator):
+        streams = 0
+
+        def stream(self, **kwargs: Any) -> Any:
+            Counting.streams += 1
+            return super().stream(**kwargs)
+
+    tts = LipcoreTTSService(engine=engine, voice="en-us")
+    svc = LipcoreVideoService(avatar, engine=engine, estimator=Counting())
+    down, _ = asyncio.run(run_test(Pipeline([tts, _DropTimings(), svc]), frames_to_send=[
+        TTSSpeakFrame("Hello there, how are you?"), SleepFrame(2.5)]))
+    speaking = [down[k - 1] for k, f in enumerate(down) if isinstance(f, TTSAudioRawFrame)]
+    assert len(speaking) > 25 and Counting.streams >= 1
+    idle = _idle_hashes(svc)
+    moved = sum(hashlib.sha1(f.image).hexdigest() not in idle for f in speaking)
+    assert moved > 0.3 * len(speaking), (moved, len(speaking))
 
 
 # -- WebRTC end to end ----------------------------------------------------------------------
