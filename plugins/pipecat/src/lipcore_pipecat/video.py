@@ -73,8 +73,8 @@ class LipcoreVideoService(FrameProcessor):
 
     The video is ``width`` x ``height`` RGB at ``fps``: configure the transport with
     ``video_out_enabled=True, video_out_width=svc.width, video_out_height=svc.height,
-    video_out_framerate=svc.fps`` (not ``video_out_is_live``: the images are timed by the
-    audio queue).
+    video_out_framerate=svc.transport_framerate`` (not ``video_out_is_live``: the images are
+    timed by the audio queue).
     """
 
     def __init__(
@@ -86,9 +86,11 @@ class LipcoreVideoService(FrameProcessor):
         estimator: AudioVisemeEstimator | None = None,
         ramp_ms: float = 150.0,
         language: str = "en",
+        sync_with_audio: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._sync_with_audio = sync_with_audio
         self._engine = engine or Engine()
         self._avatar = avatar
         self._estimator = estimator
@@ -122,6 +124,15 @@ class LipcoreVideoService(FrameProcessor):
     @property
     def fps(self) -> int:
         return round(self._live.fps)
+
+    @property
+    def transport_framerate(self) -> int:
+        """The ``video_out_framerate`` to give the transport: a little above the avatar's fps.
+        Pipecat's (non-live) video task re-draws the current image every ``1/framerate`` s
+        *plus* its own drawing time, so at exactly ``fps`` it falls behind and skips an image
+        now and then (a one-frame /p b m/ closure can vanish); WebRTC tracks send at most 30
+        frames a second, so more than that would only queue up."""
+        return max(self.fps, 30)
 
     @property
     def renderer(self) -> LiveRenderer:
@@ -234,7 +245,7 @@ class LipcoreVideoService(FrameProcessor):
     async def _emit(self, f: LiveFrame) -> None:
         image = OutputImageRawFrame(image=f.video.tobytes(), size=(self.width, self.height),
                                     format="RGB")
-        image.sync_with_audio = True
+        image.sync_with_audio = self._sync_with_audio
         await self.push_frame(image)
         self.frames_pushed += 1
         if f.audio is not None:
