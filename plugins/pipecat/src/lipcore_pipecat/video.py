@@ -12,8 +12,8 @@ Timings, best first:
 * phonemes, from :class:`~lipcore_pipecat.LipcoreTTSService` with ``emit_timings=True``
   (lipcore's own sources know every phoneme's time): the mouth is exact;
 * Pipecat's word timestamps (``TTSTextFrame.pts``, word starts, as e.g. ElevenLabs gives
-  them): each word's span runs from its start for an estimated length, and the renderer's
-  grapheme-to-phoneme path places its sounds;
+  them): a word spans from its start to the next word's start (the audio waits for that word,
+  about one word's length), and the renderer's grapheme-to-phoneme path places its sounds;
 * nothing: the live renderer's audio-only estimator (``estimator=``, an
   :class:`lipcore.interfaces.AudioVisemeEstimator`; by default its loudness-driven fallback).
 
@@ -54,9 +54,6 @@ from lipcore.live import LiveFrame, LiveRenderer, SharedAvatar, WordTiming
 from lipcore_pipecat.frames import LipcoreTimingsFrame, LipcoreVisemesFrame
 
 __all__ = ["LipcoreVideoService"]
-
-#: A word's assumed length per letter when only its start is known (≈ 12 letters/s speech).
-_MS_PER_LETTER = 75.0
 
 
 class LipcoreVideoService(FrameProcessor):
@@ -104,6 +101,11 @@ class LipcoreVideoService(FrameProcessor):
         self._held_stops: deque[Frame] = deque()
         self._word_base_ns: int | None = None  # pipeline clock at the utterance's first audio
         self._timed = False  # this utterance has phoneme timings (words are then not used)
+        self._in_utterance = False
+        self._last_word: tuple[str, float] | None = None  # its end is the next word's start
+        self._held: list[tuple[bytes, int, int]] = []  # audio waiting for its word's timing
+        self._held_ms = 0.0
+        self._fed_ms = 0.0  # audio of this utterance given to the renderer
         self.frames_pushed = 0
         self.speech_frames_pushed = 0
         self.late_ticks = 0  # clock ticks that came more than a frame late (load)
@@ -161,19 +163,21 @@ class LipcoreVideoService(FrameProcessor):
         elif isinstance(frame, InterruptionFrame):
             self._live.clear()  # queued speech gone now; the mouth ramps to rest
             self._held_stops.clear()
-            self._word_base_ns = None
-            self._timed = False
+            self._reset_utterance()
             await self.push_frame(frame, direction)
         elif isinstance(frame, TTSAudioRawFrame):
-            if not self._live.speaking:
-                self._utterance_starts()
-            self._live.push_audio(frame.audio, sample_rate=frame.sample_rate,
-                                  channels=frame.num_channels)
+            self._begin()
+            self._held.append((frame.audio, frame.sample_rate, frame.num_channels))
+            self._held_ms += len(frame.audio) / 2 / frame.num_channels / frame.sample_rate * 1e3
+            if self._last_word is None:
+                self._release(float("inf"))  # no words (yet): nothing to wait for
+            else:
+                self._release(self._last_word[1])
         elif isinstance(frame, LipcoreTimingsFrame):
-            if not self._live.speaking:
-                self._utterance_starts()
+            self._begin()
             self._timed = True
             self._live.push_timings(phonemes=frame.phonemes)
+            self._release(float("inf"))
         elif isinstance(frame, LipcoreVisemesFrame):
             pass  # the mouth is drawn here: viseme events for a client would be noise
         elif isinstance(frame, TTSTextFrame):
@@ -181,6 +185,12 @@ class LipcoreVideoService(FrameProcessor):
                 self._word(frame)
             await self.push_frame(frame, direction)
         elif isinstance(frame, TTSStoppedFrame):
+            if self._last_word is not None:
+                text, start = self._last_word
+                end = self._fed_ms + self._held_ms
+                self._live.push_timings(words=[WordTiming(text, start, max(end, start + 50.0))])
+            self._release(float("inf"))
+            self._reset_utterance()
             self._live.end_segment()
             if self._live.speaking:
                 # On when the utterance has played out: an output transport flushes its audio
@@ -191,24 +201,59 @@ class LipcoreVideoService(FrameProcessor):
         else:
             await self.push_frame(frame, direction)
 
-    def _utterance_starts(self) -> None:
-        # Pipecat times words from the utterance's first audio, on the pipeline clock: the
-        # first of its frames to get here marks that moment (they come in one step).
-        self._word_base_ns = self.get_clock().get_time()
+    def _begin(self) -> None:
+        """The first frame of an utterance (audio, timings or a word) starts its clock:
+        Pipecat times words from the utterance's first audio on the pipeline clock, and those
+        frames come in one step."""
+        if not self._in_utterance:
+            self._in_utterance = True
+            self._word_base_ns = self.get_clock().get_time()
+
+    def _reset_utterance(self) -> None:
+        self._in_utterance = False
+        self._word_base_ns = None
         self._timed = False
+        self._last_word = None
+        self._held.clear()
+        self._held_ms = 0.0
+        self._fed_ms = 0.0
 
     def _word(self, frame: TTSTextFrame) -> None:
+        """A word start from Pipecat. Its end is the next word's start, so the word goes to the
+        renderer when the next one arrives, and the audio waits for the word that covers it
+        (a word's start comes before its audio): the mapper never finalizes a frame of speech
+        it has no timing for."""
         assert frame.pts is not None
-        if self._word_base_ns is None or not self._live.speaking:
-            self._utterance_starts()
+        self._begin()
         assert self._word_base_ns is not None
         start = max(0.0, (frame.pts - self._word_base_ns) / 1e6)
         text = frame.text.strip()
-        letters = sum(c.isalnum() for c in text)
-        if not letters:
+        if not any(c.isalnum() for c in text):
             return
-        length = min(800.0, max(150.0, letters * _MS_PER_LETTER))
-        self._live.push_timings(words=[WordTiming(text, start, start + length)])
+        if self._last_word is not None:
+            prev, prev_start = self._last_word
+            self._live.push_timings(
+                words=[WordTiming(prev, prev_start, max(start, prev_start + 1.0))])
+        self._last_word = (text, start)
+        self._release(start)
+
+    def _release(self, until_ms: float) -> None:
+        """Feed the held audio to the renderer up to ``until_ms`` on the utterance's timeline."""
+        while self._held and self._fed_ms < until_ms:
+            pcm, rate, channels = self._held[0]
+            ms = len(pcm) / 2 / channels / rate * 1e3
+            if self._fed_ms + ms > until_ms:
+                n = int((until_ms - self._fed_ms) * rate / 1e3) * 2 * channels
+                if n <= 0:
+                    return
+                pcm, rest = pcm[:n], pcm[n:]
+                self._held[0] = (rest, rate, channels)
+                ms = len(pcm) / 2 / channels / rate * 1e3
+            else:
+                self._held.pop(0)
+            self._live.push_audio(pcm, sample_rate=rate, channels=channels)
+            self._fed_ms += ms
+            self._held_ms -= ms
 
     # -- frames out ---------------------------------------------------------------------
 
