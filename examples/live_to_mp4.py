@@ -26,43 +26,7 @@ from typing import Any
 import numpy as np
 
 from lipcore.engine import Engine
-from lipcore.interfaces import PhonemeTiming
-from lipcore.live import LiveFrame, LiveRenderer, WordTiming
-
-
-def words_from_phonemes(
-    text: str, phonemes: list[PhonemeTiming], language: str = "en-us"
-) -> list[WordTiming]:
-    """Word spans of the text from a phoneme-timed utterance. espeak numbers its words but
-    joins clitics ("on the" is one word to it), so each of its words is split among the text's
-    words by their phoneme counts from the same G2P."""
-    from lipcore.default_plugins.mapper import g2p_word
-
-    words = [w.strip(".,;:!?\"'()") for w in text.split()]
-    words = [w for w in words if w]
-    groups: dict[int, list[PhonemeTiming]] = {}
-    for p in phonemes:
-        groups.setdefault(p.word, []).append(p)
-    out: list[WordTiming] = []
-    wi = 0
-    for _, group in sorted(groups.items()):
-        take: list[tuple[str, int]] = []
-        total = 0
-        while wi < len(words):
-            n = max(1, len(g2p_word(words[wi], language)))
-            take.append((words[wi], n))
-            total += n
-            wi += 1
-            if total >= len(group) - 1:
-                break
-        at = 0
-        for j, (word, n) in enumerate(take):
-            last = j == len(take) - 1
-            hi = len(group) if last else min(len(group) - 1, at + n)
-            span = group[min(at, len(group) - 1) : max(hi, at + 1)]
-            out.append(WordTiming(word, span[0].start_ms, span[-1].end_ms))
-            at = hi
-    return out
+from lipcore.live import LiveFrame, LiveRenderer, words_from_phonemes
 
 
 async def render_live_mp4(

@@ -91,6 +91,8 @@ __all__ = [
     "WordTiming",
     "clear_avatar_cache",
     "shared_avatar",
+    "words_from_phonemes",
+    "words_to_chars",
 ]
 
 VideoFormat = Literal["rgba", "i420", "rgb"]
@@ -134,24 +136,29 @@ class LiveFrame:
 
 
 class EnergyVisemeEstimator(AudioVisemeEstimator):
-    """Visemes from loudness alone: the fallback when the speech source gives no timings and
-    no audio-only estimator is installed.
+    """Visemes from loudness and one spectral cue: the fallback when the speech source gives
+    no timings and no audio-only estimator is installed.
 
-    Per video frame, the RMS level of a 30 ms window centred on the frame's time is compared
-    with a running speech peak (which decays slowly, so a quiet voice still opens the mouth):
+    Per video frame, a 30 ms window centred on the frame's time gives two numbers: its RMS
+    level against a running speech peak (which decays slowly, so a quiet voice still opens the
+    mouth), and the share of its energy below 300 Hz. Closed lips (/m b p/, and /n d/ whose
+    mouth is nearly closed too) leave mostly the voice's low "murmur"; open vowels put most of
+    their energy above it (measured on espeak-ng speech: ≥ 0.5 below 300 Hz for /m b n/,
+    ≤ 0.4 for vowels).
 
-    * loud (within ~24 dB of the peak) → the mouth opens in proportion (``AI`` with some
-      ``E``): open vowels open widest;
-    * a short dip while speaking (stops like /p b/, within 250 ms of voiced audio) → ``MBP``
-      (the lips close: on a smiling photo Rest would show the teeth);
+    * loud and not murmur-like → the mouth opens in proportion (``AI`` with some ``E``);
+    * murmur-like, or a dip while speaking → ``MBP`` (the lips close: on a smiling photo Rest
+      would show the teeth). A dip is a quiet window within 250 ms of voice, or a quiet 10 ms
+      anywhere in the frame's own span (a stop's silence, ~30 ms for espeak's /p/, can fall
+      between two frame centres); so stops like /t k/ close the lips too;
     * longer silence → Rest (the photo's own mouth).
 
-    It cannot tell /m/ from /a/ at the same loudness, nor round the lips for /u o/: it moves
-    the jaw with the voice, which reads as talking but is far less exact than timings.
-    Look-ahead: half a window (15 ms)."""
+    It cannot round the lips for /u o/ nor tell /m/ from /n/: it moves the jaw with the voice,
+    which reads as talking but is less exact than timings (see docs/benchmarks.md).
+    Look-ahead: half a frame period (20 ms at 25 fps)."""
 
     name: ClassVar[str] = "energy"
-    lookahead_ms: ClassVar[float] = 15.0
+    lookahead_ms: ClassVar[float] = 20.0  # half a frame at 25 fps (the span searched for dips)
 
     def stream(
         self,
@@ -179,6 +186,11 @@ class _EnergyStream(AudioVisemeStream):
         self._offset = 0  # absolute sample index of self._pcm[0]
         self._next = 0
         self._half = round(self.WINDOW_MS / 2000.0 * sample_rate)
+        # A stop's silence can be shorter than a frame period (espeak's /p/: ~30 ms) and fall
+        # between two frame centres: each frame also looks for a dip anywhere in its own span.
+        self._span = round(sample_rate / fps / 2.0)
+        self._sub = max(1, round(0.010 * sample_rate))
+        self._reach = max(self._half, self._span)
         self._peak_db = -30.0
         self._last_voiced_ms = -math.inf
         self._finished = False
@@ -208,22 +220,42 @@ class _EnergyStream(AudioVisemeStream):
             c = self._centre(self._next)
             if c >= end and final:
                 break
-            if c + self._half > end and not final:
+            if c + self._reach > end and not final:
                 break
             lo = max(0, c - self._half - self._offset)
             hi = max(lo, min(len(self._pcm), c + self._half - self._offset))
             win = self._pcm[lo:hi]
             rms = float(np.sqrt(np.mean(win * win))) if len(win) else 0.0
-            out.append(self._frame(self._next, rms))
+            out.append(self._frame(self._next, rms, self._murmur(win), self._dip(c)))
             self._next += 1
         # Keep only what the next window needs.
-        keep_from = max(0, self._centre(self._next) - self._half - self._offset)
+        keep_from = max(0, self._centre(self._next) - self._reach - self._offset)
         if keep_from:
             self._pcm = self._pcm[keep_from:]
             self._offset += keep_from
         return out
 
-    def _frame(self, j: int, rms: float) -> VisemeFrame:
+    def _dip(self, c: int) -> float:
+        """The quietest 10 ms (RMS) within the frame's own span around sample ``c``."""
+        lo = max(0, c - self._span - self._offset)
+        hi = min(len(self._pcm), c + self._span - self._offset)
+        seg = self._pcm[lo:hi]
+        n = self._sub
+        if len(seg) < n:
+            return math.inf
+        steps = range(0, len(seg) - n + 1, max(1, n // 2))
+        return min(float(np.sqrt(np.mean(seg[i : i + n] ** 2))) for i in steps)
+
+    def _murmur(self, win: npt.NDArray[np.float32]) -> float:
+        """Share of the window's energy below 300 Hz."""
+        if len(win) < 16:
+            return 0.0
+        spec = np.abs(np.fft.rfft(win * np.hanning(len(win)))) ** 2
+        cut = int(300.0 * len(win) / self.sr) + 1
+        total = float(spec.sum())
+        return float(spec[:cut].sum()) / total if total > 0 else 0.0
+
+    def _frame(self, j: int, rms: float, murmur: float = 0.0, dip: float = math.inf) -> VisemeFrame:
         t = j * 1000.0 / self.fps
         db = 20.0 * math.log10(max(rms, 1e-9))
         # The peak follows a louder voice at once and relaxes by ~3 dB per second.
@@ -231,10 +263,18 @@ class _EnergyStream(AudioVisemeStream):
         level = (db - (self._peak_db - self.RANGE_DB)) / self.RANGE_DB
         weights: dict[str, float] = {}
         if db > self.FLOOR_DBFS and level > 0.15:
+            # Voiced just before (not the onset after a pause, whose span holds silence too).
+            recent = t - self._last_voiced_ms <= 1000.0 / self.fps + 1e-6
             self._last_voiced_ms = t
-            o = min(1.0, (level - 0.15) / 0.75)
+            closed = min(1.0, max(0.0, (murmur - 0.45) / 0.15))
+            dip_db = 20.0 * math.log10(max(dip, 1e-9))
+            if recent and dip_db < self._peak_db - self.RANGE_DB:
+                closed = 1.0  # a stop's silence inside this frame's span
+            o = min(1.0, (level - 0.15) / 0.75) * (1.0 - closed)
+            if closed > 0.02:
+                weights["MBP"] = closed
             if o > 0.02:
-                weights = {"AI": 0.75 * o, "E": 0.25 * o}
+                weights.update({"AI": 0.75 * o, "E": 0.25 * o})
         elif t - self._last_voiced_ms <= self.HANGOVER_MS:
             weights = {"MBP": 1.0}
         return VisemeFrame(pts_ms=t, weights=weights)
@@ -455,11 +495,12 @@ class _Segment:
         phonemes: Sequence[PhonemeTiming],
         chars: Sequence[CharTiming],
     ) -> None:
-        if self._resampler is None or self._resampler.in_rate != rate:
-            if self._resampler is not None:  # the rate changed: flush the old filter first
-                self._add(self._resampler.push(np.zeros(0, np.float32), last=True))
-            self._resampler = _Resampler(rate, self.sr)
-        self._add(self._resampler.push(x))
+        if len(x):  # timings alone (push_timings) leave the resampler as it is
+            if self._resampler is None or self._resampler.in_rate != rate:
+                if self._resampler is not None:  # the rate changed: flush the old filter
+                    self._add(self._resampler.push(np.zeros(0, np.float32), last=True))
+                self._resampler = _Resampler(rate, self.sr)
+            self._add(self._resampler.push(x))
         self._timings(phonemes, chars)
 
     def _add(self, y: npt.NDArray[np.float32]) -> None:
@@ -625,7 +666,10 @@ class LiveRenderer:
         self._last: Mapping[str, float] | None = None  # weights of the last frame shown
         self._ramp: deque[Mapping[str, float]] = deque()
         n = max(2, buffers + 1)
-        self._rgb = [np.empty_like(self.shared.idle[0]) for _ in range(n)]
+        # RGB frames leave as they are only in the "rgb" format; otherwise the conversion
+        # copies them out at once and one scratch buffer serves every frame.
+        n_rgb = n if video_format == "rgb" else 1
+        self._rgb = [np.empty_like(self.shared.idle[0]) for _ in range(n_rgb)]
         self._out: list[U8] = []
         self._n_buffers = n
         self._next_buffer = 0
@@ -712,7 +756,8 @@ class LiveRenderer:
     # -- output ----------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """The next :meth:`pull` returns speech (not an idle or hold frame)."""
+        """The next :meth:`pull` returns the utterance's next frame (its audio, or the mouth's
+        tail after the audio), not an idle or hold frame."""
         return bool(self._segments) and self._segments[0].ready()
 
     def pull(self) -> LiveFrame:
@@ -751,8 +796,7 @@ class LiveRenderer:
         )
 
     def _next_rgb(self) -> U8:
-        buf = self._rgb[self._next_buffer % self._n_buffers]
-        return buf
+        return self._rgb[self._next_buffer % len(self._rgb)]
 
     def _convert(self, i: int, rgb: U8 | None) -> U8:
         from lipcore.render import _changed_box
@@ -795,4 +839,40 @@ def words_to_chars(words: Sequence[WordTiming]) -> list[CharTiming]:
         for j, ch in enumerate(text):
             out.append(CharTiming(ch, w.start_ms + j * step, w.start_ms + (j + 1) * step))
         out.append(CharTiming(" ", w.end_ms, w.end_ms))
+    return out
+
+
+def words_from_phonemes(
+    text: str, phonemes: list[PhonemeTiming], language: str = "en-us"
+) -> list[WordTiming]:
+    """Word spans of ``text`` from its phoneme timings (as lipcore's espeak source gives them):
+    what a TTS that times words would send. espeak numbers its words but joins clitics ("on
+    the" is one word to it), so each of its words is split among the text's words by their
+    phoneme counts from the same G2P."""
+    from lipcore.default_plugins.mapper import g2p_word
+
+    words = [w.strip(".,;:!?\"'()") for w in text.split()]
+    words = [w for w in words if w]
+    groups: dict[int, list[PhonemeTiming]] = {}
+    for p in phonemes:
+        groups.setdefault(p.word, []).append(p)
+    out: list[WordTiming] = []
+    wi = 0
+    for _, group in sorted(groups.items()):
+        take: list[tuple[str, int]] = []
+        total = 0
+        while wi < len(words):
+            n = max(1, len(g2p_word(words[wi], language)))
+            take.append((words[wi], n))
+            total += n
+            wi += 1
+            if total >= len(group) - 1:
+                break
+        at = 0
+        for j, (word, n) in enumerate(take):
+            last = j == len(take) - 1
+            hi = len(group) if last else min(len(group) - 1, at + n)
+            span = group[min(at, len(group) - 1) : max(hi, at + 1)]
+            out.append(WordTiming(word, span[0].start_ms, span[-1].end_ms))
+            at = hi
     return out
