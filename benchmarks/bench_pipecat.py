@@ -293,7 +293,7 @@ session), an estimate from CPU cost only; bench_server.py measures lipcore's ser
 under its latency target directly. Audio delivered below 1x real time at 30 Pipecat sessions:
 sessions fell behind (the gap of a turn's LLM→TTS start, and the event loop shared by 30
 pipelines). The runs shared the 2-core VM with other work (the load average above), so the
-absolute figures are noisy (two runs an hour apart: Pipecat 2.1-2.5 % and 2.4-3.6 %); the
+absolute figures are noisy (two runs, 20:17 and 20:54 UTC: Pipecat 2.1-2.5 % and 2.4-3.6 %); the
 ratio between the two stacks (~4x) is the result. Video path:
 late ticks are clock ticks that came more than a frame late (the same load); its cost per
 session falls with more sessions because the decoded idle loop and the mouth renderer are
