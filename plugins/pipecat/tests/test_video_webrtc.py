@@ -152,6 +152,33 @@ def test_no_timings_falls_back_to_the_audio_only_estimator(avatar: Avatar,
     assert moved > 0.3 * len(speaking), (moved, len(speaking))
 
 
+def test_the_engines_audio_only_estimator_is_taken_when_installed(avatar: Avatar,
+                                                                   engine: Engine) -> None:
+    """Where the engine has an estimator registry (``engine.audio_viseme_estimator()``) its
+    default is used; without one, or with none installed, the renderer's fallback."""
+    from lipcore.errors import PluginNotFoundError
+    from lipcore.live import EnergyVisemeEstimator
+
+    class Mine(EnergyVisemeEstimator):
+        name = "mine"
+
+    class WithRegistry(Engine):
+        def audio_viseme_estimator(self, name: str | None = None) -> Any:
+            return Mine()
+
+    class NoneInstalled(Engine):
+        def audio_viseme_estimator(self, name: str | None = None) -> Any:
+            raise PluginNotFoundError("no audio viseme estimator installed")
+
+    got = LipcoreVideoService(avatar, engine=WithRegistry()).renderer.estimator
+    assert isinstance(got, Mine)
+    fallback = LipcoreVideoService(avatar, engine=NoneInstalled()).renderer.estimator
+    assert type(fallback) is EnergyVisemeEstimator
+    given = Mine()
+    assert LipcoreVideoService(avatar, engine=WithRegistry(),
+                               estimator=given).renderer.estimator is given
+
+
 # -- WebRTC end to end ----------------------------------------------------------------------
 
 

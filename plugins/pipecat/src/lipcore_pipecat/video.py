@@ -49,11 +49,27 @@ from pipecat.processors.frame_processor import (
 )
 
 from lipcore.engine import Engine
+from lipcore.errors import LipcoreError
 from lipcore.interfaces import AudioVisemeEstimator
 from lipcore.live import LiveFrame, LiveRenderer, SharedAvatar, WordTiming
 from lipcore_pipecat.frames import LipcoreTimingsFrame, LipcoreVisemesFrame
 
 __all__ = ["LipcoreVideoService"]
+
+
+def _installed_estimator(engine: Engine) -> AudioVisemeEstimator | None:
+    """The engine's default audio-only viseme estimator, where the engine has that registry
+    (``engine.audio_viseme_estimator()``, the estimator plugins' hook); ``None`` leaves the live
+    renderer's own loudness-driven fallback."""
+    get = getattr(engine, "audio_viseme_estimator", None)
+    if get is None:
+        return None
+    try:
+        found = get()
+    except LipcoreError as exc:  # none installed: the fallback it is
+        logger.debug(f"no audio-only viseme estimator: {exc}")
+        return None
+    return found if isinstance(found, AudioVisemeEstimator) else None
 
 
 class LipcoreVideoService(FrameProcessor):
@@ -64,7 +80,9 @@ class LipcoreVideoService(FrameProcessor):
             :func:`lipcore.live.shared_avatar` (shared by every session of the avatar).
         engine: the lipcore engine (its viseme mapper and mouth lead).
         sample_rate: the rate of the audio pushed on (default: the pipeline's output rate).
-        estimator: visemes from audio alone, for TTS services that give no timings.
+        estimator: visemes from audio alone, for TTS services that give no timings (default:
+            the engine's audio-only estimator where one is installed, else the live
+            renderer's loudness-driven fallback).
         ramp_ms: how long the mouth takes to rest after an interruption (100-200 ms).
         language: the language of the words, for the renderer's grapheme-to-phoneme path.
 
@@ -90,7 +108,7 @@ class LipcoreVideoService(FrameProcessor):
         self._sync_with_audio = sync_with_audio
         self._engine = engine or Engine()
         self._avatar = avatar
-        self._estimator = estimator
+        self._estimator = estimator or _installed_estimator(self._engine)
         self._ramp_ms = ramp_ms
         self._language = language
         self._rate_arg = sample_rate
