@@ -22,6 +22,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("Wav2Lip (variant C)", "wav2lip"),
     ("Browser client", "browser"),
     ("Live video (lipcore.live, LiveKit)", "live"),
+    ("Pipecat (serializer path, video path)", "pipecat"),
 ]
 
 
