@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lipcore.errors import InputError, LipcoreError, PluginNotFoundError
+from lipcore.errors import InputError, LipcoreError, PluginNotFoundError, TTSError
 from lipcore.interfaces import MouthRenderer, VisemeFrame
 
 if TYPE_CHECKING:
@@ -587,6 +587,14 @@ def render_talk(
         renderer = open_avatar_renderer(avatar, engine=engine, backend=backend)
     fps = renderer.fps
     utt, pcm, rate = asyncio.run(synthesize(engine, text, voice=voice, tts=tts, fps=fps))
+    if not len(pcm) or not np.any(pcm):
+        # A video of silence with a closed mouth is not what was asked for: say where it broke.
+        source = tts or engine.settings.default_tts
+        raise TTSError(
+            f"the speech source {source!r} returned no audio for this text (voice {voice!r}); "
+            "nothing was written. Try another voice or TTS source, or check the source's "
+            "settings"
+        )
     audio_ms = len(pcm) * 1000.0 / rate
     frames = list(utt.frames)
     if stop_ms is not None:
