@@ -31,7 +31,8 @@ import soxr
 
 from lipcore.interfaces import LipsyncBackend, MouthRenderer
 from lipcore_wav2lip import audio as wa
-from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError
+from lipcore.errors import LipcoreError
+from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError, SettingsError
 from lipcore_wav2lip.face import (
     FACE_SIZE,
     CropBox,
@@ -57,6 +58,36 @@ ASSET_VERSION = 1
 Conditioning = Literal["photo", "idle"]
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
+
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+MAX_BATCH = 256
+
+
+def _choice(setting: str, value: str, valid: Sequence[str]) -> str:
+    """``value`` (case and spaces ignored) if it is one of ``valid``, else a
+    :class:`SettingsError` naming the setting, the value and the valid values."""
+    clean = str(value).strip().lower()
+    if clean not in valid:
+        raise SettingsError(
+            f"{setting}={value!r} is not a valid value; use one of: {', '.join(valid)}"
+        )
+    return clean
+
+
+def _batch(setting: str, value: object) -> int:
+    """A batch size 1…MAX_BATCH from an int or its text, else a :class:`SettingsError`."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_BATCH:
+        raise SettingsError(
+            f"{setting}={value!r} is not a valid batch size; use a whole number from 1 to "
+            f"{MAX_BATCH} (default 8)"
+        )
+    return n
 
 
 def _roi_tuple(roi: Any) -> tuple[int, int, int, int]:
@@ -374,13 +405,42 @@ class Wav2LipBackend(LipsyncBackend):
             if model_path
             else (Path(env["LIPCORE_WAV2LIP_MODEL"]) if env.get("LIPCORE_WAV2LIP_MODEL") else None)
         )
-        self.device: Device = device or env.get("LIPCORE_WAV2LIP_DEVICE", "auto")  # type: ignore[assignment]
-        self.precision: Precision = precision or env.get("LIPCORE_WAV2LIP_PRECISION", "fp32")  # type: ignore[assignment]
-        self.batch_size = batch_size or int(env.get("LIPCORE_WAV2LIP_BATCH", "8"))
+        # Settings are checked here, when the back end is created: a bad value is one clear
+        # error naming the valid ones, before any avatar or session depends on it.
+        self.device: Device = _choice(  # type: ignore[assignment]
+            "device" if device else "LIPCORE_WAV2LIP_DEVICE",
+            device or env.get("LIPCORE_WAV2LIP_DEVICE", "auto"), DEVICES)
+        self.precision: Precision = _choice(  # type: ignore[assignment]
+            "precision" if precision else "LIPCORE_WAV2LIP_PRECISION",
+            precision or env.get("LIPCORE_WAV2LIP_PRECISION", "fp32"), PRECISIONS)
+        self.batch_size = _batch(
+            "batch_size" if batch_size is not None else "LIPCORE_WAV2LIP_BATCH",
+            batch_size if batch_size is not None else env.get("LIPCORE_WAV2LIP_BATCH", "8"))
         self.conditioning: Conditioning = conditioning
         self.threads = threads
         self._model: Wav2LipModel | None = None
+        self._model_error: LipcoreError | None = None
         self._model_lock = threading.Lock()
+
+    @property
+    def configured(self) -> bool:
+        """Whether a model is configured (a server should then check it at start)."""
+        return self.model_path is not None
+
+    def availability(self) -> str | None:
+        """``None`` when a model is configured and loads (signature checked, trial run done);
+        else one sentence why not. The model is loaded once; a failure is remembered (fix the
+        setting and restart)."""
+        if self.model_path is None:
+            return (
+                "no Wav2Lip model is configured on this server (the operator sets "
+                "LIPCORE_WAV2LIP_MODEL to the ONNX export of the Wav2Lip checkpoint)"
+            )
+        try:
+            self.model()
+        except LipcoreError as exc:
+            return f"the server's Wav2Lip model cannot be used: {exc}"
+        return None
 
     # ------------------------------------------------------------------ build time
 
@@ -453,6 +513,8 @@ class Wav2LipBackend(LipsyncBackend):
     def model(self) -> Wav2LipModel:
         """The shared ONNX session (loaded on first use)."""
         with self._model_lock:
+            if self._model_error is not None:
+                raise self._model_error
             if self._model is None:
                 if self.model_path is None:
                     raise ModelNotFoundError(
@@ -461,13 +523,17 @@ class Wav2LipBackend(LipsyncBackend):
                         "pass "
                         "model_path= to Wav2LipBackend"
                     )
-                self._model = Wav2LipModel(
-                    self.model_path,
-                    device=self.device,
-                    precision=self.precision,
-                    batch_size=self.batch_size,
-                    threads=self.threads,
-                )
+                try:
+                    self._model = Wav2LipModel(
+                        self.model_path,
+                        device=self.device,
+                        precision=self.precision,
+                        batch_size=self.batch_size,
+                        threads=self.threads,
+                    )
+                except LipcoreError as exc:
+                    self._model_error = exc
+                    raise
             return self._model
 
     def open_renderer(self, avatar: Any) -> Wav2LipRenderer:
