@@ -128,3 +128,29 @@ def test_availability(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     reason = backend.availability()
     assert reason is not None and "cannot be used" in reason and "junk.onnx" in reason
     assert backend.configured
+
+
+@pytest.mark.parametrize(
+    ("env", "word"),
+    [
+        ({"LIPCORE_WAV2LIP_MODEL": "JUNK"}, "cannot run"),
+        ({"LIPCORE_WAV2LIP_BATCH": "abc"}, "LIPCORE_WAV2LIP_BATCH"),
+    ],
+)
+def test_serve_checks_the_configured_model_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], word: str
+) -> None:
+    """``lipcore serve`` with a configured but unusable model (or bad settings) stops at start
+    with the reason, before it listens (issue 18 item 11)."""
+    from typer.testing import CliRunner
+
+    from lipcore.cli import app
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(junk) if v == "JUNK" else v)
+    result = CliRunner().invoke(app, ["serve", "--port", "1", "--data-dir", str(tmp_path)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert word in out and "Traceback" not in out, out

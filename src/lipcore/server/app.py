@@ -31,11 +31,11 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
-from lipcore.server.errors import UnauthorizedError
+from lipcore.server.errors import BackendUnavailableError, UnauthorizedError
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
 
-__all__ = ["create_app", "tune_gc"]
+__all__ = ["backend_availability", "create_app", "tune_gc"]
 
 logger = logging.getLogger("lipcore.server")
 
@@ -52,6 +52,9 @@ class LipsyncAssetsOut(LipsyncAssets):
 
 class AvatarOut(AvatarizeResponse):
     lipsync_assets: LipsyncAssetsOut
+    name: str | None = Field(None, description="display name (given at upload, else the "
+                                                "photo's file name, else the id)")
+    thumbnail_url: str | None = Field(None, description="a square face thumbnail (JPEG)")
     preview_url: str | None = None
     idle: dict[str, float] | None = None
     photo: dict[str, int] | None = None
@@ -60,6 +63,17 @@ class AvatarOut(AvatarizeResponse):
 
 class AvatarListOut(BaseModel):
     avatars: list[AvatarOut]
+
+
+class BackendOut(BaseModel):
+    type: str
+    available: bool
+    reason: str | None = None
+
+
+class BackendListOut(BaseModel):
+    backends: list[BackendOut]
+    default: str = Field(description="the back end an upload without `backend` gets")
 
 
 class VoiceOut(BaseModel):
@@ -100,7 +114,7 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 409, 410, 413, 422, 429, 502)
+    code: {"model": ErrorBody} for code in (401, 404, 409, 410, 413, 422, 429, 502, 503)
 }
 
 
@@ -251,6 +265,14 @@ async def _audio_driven_renderer(st: _State, rec: Any) -> Any:
     backend = st.engine.lipsync_backend(rec.lipsync_type, avatar=rec.avatar_id)
     if getattr(backend, "driven_by", "visemes") == "visemes":
         return None
+    # The back end's model is the server's configuration: a broken one is a server fault (503
+    # with the reason), not a 422 to a client that cannot fix it. Checked before the session
+    # exists, so no session is left whose every speak would fail.
+    reason = await asyncio.to_thread(backend.availability)
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"this server cannot run avatar {rec.avatar_id!r} ({rec.lipsync_type}): {reason}"
+        )
 
     def open_renderer() -> Any:
         from lipcore.avatar.store import load_avatar
@@ -258,6 +280,19 @@ async def _audio_driven_renderer(st: _State, rec: Any) -> Any:
         return backend.open_renderer(load_avatar(rec.directory))
 
     return await asyncio.to_thread(open_renderer)
+
+
+def backend_availability(engine: lipcore.Engine) -> list[dict[str, Any]]:
+    """``[{type, available, reason}]`` for every installed lip-sync back end. A back end that
+    cannot even be created (bad settings) is unavailable with its error as the reason."""
+    out = []
+    for name in engine.registry.names("lipsync_backends"):
+        try:
+            reason = engine.lipsync_backend(name).availability()
+        except LipcoreError as exc:
+            reason = str(exc)
+        out.append({"type": name, "available": reason is None, "reason": reason})
+    return out
 
 
 def _routes() -> APIRouter:
@@ -290,6 +325,8 @@ def _routes() -> APIRouter:
         request: Request,
         hero_image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP)")],
         backend: Annotated[str | None, Form(description="sprites | mesh | onnx")] = None,
+        name: Annotated[str | None, Form(description="display name (default: the file's "
+                                                     "name)")] = None,
     ) -> dict[str, Any]:
         """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
         to a minute); builds run in worker threads with bounded concurrency."""
@@ -301,7 +338,9 @@ def _routes() -> APIRouter:
                 f"hero_image is larger than the {limit} byte upload limit; send a smaller photo "
                 "(2048 px on the long side is plenty)"
             )
-        rec = await st.avatars.build(data, backend=backend)
+        if not (name and name.strip()) and hero_image.filename:
+            name = Path(hero_image.filename).stem
+        rec = await st.avatars.build(data, backend=backend, name=name)
         return _describe_avatar(request, st, rec)
 
     @router.get("/avatars", tags=["avatars"], dependencies=[Auth],
@@ -315,6 +354,15 @@ def _routes() -> APIRouter:
             with contextlib.suppress(LipcoreError):  # removed or damaged meanwhile: skip it
                 out.append(_describe_avatar(request, st, st.avatars.get(avatar_id)))
         return {"avatars": out}
+
+    @router.get("/backends", tags=["avatars"], dependencies=[Auth],
+                response_model=BackendListOut, responses=_ERRORS)
+    async def list_backends(request: Request) -> dict[str, Any]:
+        """The lip-sync back ends installed, and whether this server can run each as
+        configured (``reason``: one sentence why not). Clients offer only available ones."""
+        st = _state(request)
+        return {"backends": await asyncio.to_thread(backend_availability, st.engine),
+                "default": st.settings.default_backend}
 
     @router.get("/voices", tags=["sessions"], dependencies=[Auth],
                 response_model=VoiceListOut, responses=_ERRORS)

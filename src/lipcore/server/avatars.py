@@ -63,6 +63,8 @@ class AvatarRecord:
         extra = m.model_extra or {}
         if isinstance(extra.get("preview"), str):
             files["preview"] = extra["preview"]
+        if isinstance(extra.get("thumbnail"), str):
+            files["thumbnail"] = extra["thumbnail"]
         if "preview" not in files and (self.directory / "preview.png").is_file():
             files["preview"] = "preview.png"
         if "mask" not in files and (self.directory / "mask_mouth.png").is_file():
@@ -94,11 +96,18 @@ class AvatarRecord:
         mesh = pick("meshdef", "meshdef_json", "mesh")
         if mesh:
             assets["meshdef_url"] = mesh
-        model = pick("model", "reference", "face_crop")
+        # model_url is a model file a client would run itself. A Wav2Lip avatar has none (the
+        # server renders its mouth); its reference face is in files["reference"], not here.
+        model = pick("model")
         if model and lip.get("type") == "onnx":
             assets["model_url"] = model
+        name = (self.manifest.model_extra or {}).get("name")
         return {
             "avatar_id": self.avatar_id,
+            # Shown in avatar lists: the name given at upload (else the photo's file name);
+            # avatars built before names existed show their id.
+            "name": name if isinstance(name, str) and name else self.avatar_id,
+            "thumbnail_url": pick("thumbnail"),
             "idle_url": url(files.get("idle", self.manifest.idle.file)),
             "lipsync_assets": assets,
             "preview_url": pick("preview"),
@@ -183,7 +192,9 @@ class AvatarStore:
             max_side=self.settings.max_image_side,
         )
 
-    async def build(self, data: bytes, *, backend: str | None = None) -> AvatarRecord:
+    async def build(
+        self, data: bytes, *, backend: str | None = None, name: str | None = None
+    ) -> AvatarRecord:
         """Build an avatar from photo bytes (checked first) in a worker thread."""
         backend = backend or self.settings.default_backend
         if self._pending >= self.settings.build_concurrency + self.settings.max_pending_builds:
@@ -204,13 +215,15 @@ class AvatarStore:
                 out_dir = self.root / avatar_id
                 self.root.mkdir(parents=True, exist_ok=True)
                 await anyio.to_thread.run_sync(self._build_sync, rgb, out_dir, backend,
-                                               avatar_id)
+                                               avatar_id, name)
         finally:
             self._pending -= 1
         logger.info("avatar built", extra={"avatar_id": avatar_id, "backend": backend})
         return self.get(avatar_id)
 
-    def _build_sync(self, rgb: Any, out_dir: Path, backend: str, avatar_id: str) -> None:
+    def _build_sync(
+        self, rgb: Any, out_dir: Path, backend: str, avatar_id: str, name: str | None = None
+    ) -> None:
         from lipcore.avatar.store import build_avatar
 
         try:
@@ -222,6 +235,7 @@ class AvatarStore:
                 fps=self.settings.idle_fps,
                 engine=self.engine,
                 avatar_id=avatar_id,
+                name=name,
             )
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)

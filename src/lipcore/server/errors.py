@@ -6,6 +6,7 @@ from lipcore.errors import InputError, LimitError, LipcoreError
 
 __all__ = [
     "AvatarNotFoundError",
+    "BackendUnavailableError",
     "BuildBusyError",
     "NotConnectedError",
     "QueueFullError",
@@ -24,6 +25,14 @@ class UnauthorizedError(LipcoreError):
 class AvatarNotFoundError(LipcoreError, LookupError):
     code = "avatar_not_found"
     http_status = 404
+
+
+class BackendUnavailableError(LipcoreError):
+    """The avatar's lip-sync back end cannot run on this server as configured (e.g. no model).
+    A fault of the server, not of the client's request: 503, with the back end's reason."""
+
+    code = "backend_unavailable"
+    http_status = 503
 
 
 class SessionNotFoundError(LipcoreError, LookupError):
