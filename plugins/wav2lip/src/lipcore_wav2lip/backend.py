@@ -29,9 +29,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from lipcore.errors import LipcoreError
 from lipcore.interfaces import LipsyncBackend, MouthRenderer
 from lipcore_wav2lip import audio as wa
-from lipcore.errors import LipcoreError
 from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError, SettingsError
 from lipcore_wav2lip.face import (
     FACE_SIZE,
