@@ -210,7 +210,8 @@ def test_back_ends_the_server_cannot_run_are_not_offered(browser: Any, server: A
     try:
         s = page.evaluate("window.lipcore.state")
         assert s["avatar"] == ids["sprites"], s["avatar"]
-        offered = page.eval_on_selector_all("#upload-backend option", "els => els.map(e => e.value)")
+        offered = page.eval_on_selector_all("#upload-backend option",
+                                            "els => els.map(e => e.value)")
         assert "onnx" not in offered and {"sprites", "mesh"} <= set(offered), offered
         note = page.inner_text("#backend-note")
         assert "Wav2Lip" in note and "LIPCORE_WAV2LIP_MODEL" in note, note
