@@ -607,7 +607,11 @@ def render_talk(
         audio_ms = len(pcm) * 1000.0 / rate
         frames = ramp_to_rest(frames, stop_ms, ramp_ms)
     last_pts = max((f.pts_ms for f in frames), default=0.0)
-    offset_ms = aligned_offset_ms(lead_in_ms, utt.lead_ms, fps)
+    # An audio-driven back end's patch i shows audio time i/fps exactly (no viseme lead): the
+    # audio then starts on a frame boundary. With the viseme lead (20 ms) the onnx mouth sat
+    # 20 ms early (offset 500 ms, patches from frame round(12.5) = 12, i.e. 480 ms).
+    grid_lead = 0.0 if isinstance(renderer, AudioDrivenRenderer) else utt.lead_ms
+    offset_ms = aligned_offset_ms(lead_in_ms, grid_lead, fps)
     plan = SpeechPlan(
         fps=fps,
         audio_offset_ms=offset_ms,

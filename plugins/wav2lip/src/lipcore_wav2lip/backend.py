@@ -123,8 +123,9 @@ class PatchStream:
     """Mouth patches for one utterance, produced as its audio arrives.
 
     ``push(pcm, pts_ms)`` returns the patches whose mel window is complete, that is every frame
-    ``i`` with ``int(80 i / fps) + 16`` mel columns final, which needs the audio up to about
-    ``i / fps + 212.5 ms`` (16 columns of 12.5 ms plus half an STFT window). ``finish()`` returns
+    ``i`` with ``int(80 (i - 1) / fps) + 16`` mel columns final (the training alignment, see
+    :mod:`lipcore_wav2lip.audio`), which needs the audio up to about ``(i - 1) / fps + 212.5 ms``
+    (16 columns of 12.5 ms plus half an STFT window). ``finish()`` returns
     the rest (windows past the end are silence). The patches equal those of
     :meth:`Wav2LipRenderer.render_audio` on the whole audio, however it was chunked.
     """
@@ -502,7 +503,8 @@ class Wav2LipBackend(LipsyncBackend):
                 "sample_rate": wa.SAMPLE_RATE,
                 "mel_fps": wa.MEL_FPS,
                 "window": wa.MEL_WINDOW,
-                "alignment": "frame i uses mel columns [int(80 i / fps), +16)",
+                "alignment": "frame i uses mel columns [int(80 (i - 1) / fps), +16) "
+                "(Wav2Lip's training alignment)",
             },
         }
         (out / ASSET_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
