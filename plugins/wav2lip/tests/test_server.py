@@ -133,3 +133,56 @@ def test_without_a_model_the_server_offers_no_wav2lip_and_says_so(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_model_failing_at_run_time_is_reported_as_such(
+    grace_hopper_path: Path,
+    face_model_path: Path,
+    tiny_model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model that loads but fails inside ONNX Runtime while rendering: the client gets the
+    wav2lip_model_run error with its reason, not "internal error" (issue 18 item 8)."""
+    import onnxruntime
+    from lipcore_wav2lip import runtime
+
+    from lipcore.avatar.store import build_avatar
+
+    def broken(self: Any, mel: Any, face: Any) -> Any:
+        raise onnxruntime.capi.onnxruntime_pybind11_state.Fail(
+            "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv")
+
+    monkeypatch.setenv("LIPCORE_WAV2LIP_MODEL", str(tiny_model_path))
+    data = tmp_path / "data"
+    build_avatar(grace_hopper_path, data / "avatars" / "a_w2l_runfail", backend="onnx",
+                 seconds=3.0, avatar_id="a_w2l_runfail", face_model=face_model_path)  # fmt: skip
+    url, server, thread = _serve(create_app(settings=ServerSettings(data_dir=data)))
+    try:
+
+        async def run() -> dict[str, Any]:
+            async with httpx.AsyncClient() as http:
+                r = await http.post(f"{url}/session-2d",
+                                    json={"avatar_id": "a_w2l_runfail", "voice_id": "de"})
+                assert r.status_code == 200, r.text
+                s = r.json()
+                # Loaded and trial-checked at session creation; it breaks only now.
+                monkeypatch.setattr(runtime.Wav2LipModel, "_run_raw", broken)
+                async with connect(s["ws_url"]) as ws:
+                    json.loads(await ws.recv())
+                    await ws.send(json.dumps({"type": "speak", "text": "Mama baut ein Boot."}))
+                    while True:
+                        msg = await asyncio.wait_for(ws.recv(), 30)
+                        if isinstance(msg, bytes):
+                            continue
+                        ev = json.loads(msg)
+                        if ev["type"] == "error":
+                            return dict(ev)
+            raise AssertionError("unreachable")
+
+        ev = asyncio.run(run())
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert ev["code"] == "wav2lip_model_run", ev
+    assert "internal error" not in ev["message"] and "Wav2Lip model" in ev["message"], ev
