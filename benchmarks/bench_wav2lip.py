@@ -251,7 +251,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"({'✅' if realtime else '❌'} one live session needs ≥ 1.00). CPU work around the "
             f"model adds ≈ {around_ms:.1f} ms per frame (mel, window, ROI resample, JPEG).",
             f"- Streaming latency the model adds (hold-back): each frame waits for "
-            f"{hold:.0f} ms of audio after its own time at most (212.5 ms mel right context + "
+            f"{hold:.0f} ms of audio after its own time at most (172.5 ms mel right context + "
             f"resampler + chunking), then for its batch: ≈ {added:.0f} ms in all at batch 8 on "
             f"this CPU (right context + one batch-8 inference); the mouth stays on the audio "
             f"clock, so this delays the start of playback, not the sync.",

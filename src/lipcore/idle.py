@@ -4,7 +4,9 @@ One still photo becomes a 3–5 s loop with
 
 * **micro head motion**: roll within ±2° plus sub-percent translation and scale, each a sum of
   sinusoids with a whole number of cycles per loop, so the motion is exactly periodic and the
-  loop has no seam (the step from the last frame to the first is an ordinary step);
+  loop has no seam (the step from the last frame to the first is an ordinary step); the loop
+  starts where the head moves briskly, so the encoder's key frame at 0 never shows as a held
+  frame;
 * **slight parallax**: the head (face oval widened, plus hair) moves as one rigid similarity
   transform; the motion fades with distance from the head to a small fraction of it in the
   background. The displacement field is built from precomputed coordinate grids and applied
@@ -82,6 +84,7 @@ _BLINK_HOLD_MS = 30.0
 _BLINK_OPEN_MS = 110.0
 _BLINK_MS = _BLINK_CLOSE_MS + _BLINK_HOLD_MS + _BLINK_OPEN_MS
 _SEAM_GUARD_S = 0.5  # no blink this close to the loop seam
+_SEAM_WINDOW = 3  # steps either side of the seam that must all be brisk
 _MAP_STEP = 4  # the displacement maps are computed on a grid this much coarser
 
 
@@ -249,8 +252,12 @@ def plan_idle_motion(
     d_scale = np.abs(np.diff(np.append(scale, scale[0]))) * face_w
     speed = np.abs(d_roll) + d_shift + d_scale
     # speed[k] is the step k → k+1; starting at frame s makes step s-1 → s the seam.
-    order = np.argsort(speed)
-    seam_step = int(order[len(order) // 4])  # a slow step (25th percentile)
+    # The seam goes where the head moves briskly, every step around it well above the slow
+    # turning points. A seam at a slow moment (as first built) looked like a held frame: the
+    # key frame at 0 and H.264's predicted frames after it "stick" when the motion per frame is
+    # sub-pixel, so 0 → 1 showed ~0.02x the median flow, a hitch every loop (docs/architecture.md).
+    window = np.stack([np.roll(speed, -d) for d in range(-_SEAM_WINDOW, _SEAM_WINDOW + 1)])
+    seam_step = int(np.argmax(window.min(axis=0)))
     start = (seam_step + 1) % n
     roll, shift, scale = (
         np.roll(roll, -start),
@@ -605,8 +612,11 @@ def build_idle_loop(
         preset=preset,
         keyframe_interval_s=motion.frames / fps,
         # Without macroblock-tree the frames late in the GOP keep their detail, so the step
-        # back to the key frame at the seam is not a visible "pop" of fresh grain.
-        x264_params="no-mbtree=1",
+        # back to the key frame at the seam is not a visible "pop" of fresh grain. The idle
+        # motion is sub-pixel per frame: x264's early P-skip and its better-quality key frame
+        # made frame 1 a copy of frame 0 (0.06x the median optical flow: a held frame every
+        # loop); without the early skip and with P as good as I it moves (0.44x), same size.
+        x264_params="no-mbtree=1:no-fast-pskip=1:ipratio=1.0",
         total_frames=motion.frames,
     ) as writer:
         for i in range(motion.frames):

@@ -81,7 +81,7 @@ class LipsyncAssets(_Model):
     meshdef_url: str | None = None
     mask_url: str
     roi: ROI
-    model_url: str | None = None  # variant C: the face-crop reference
+    model_url: str | None = None  # a model file the client runs (none for server-rendered C)
     mouth_track_url: str | None = None
     renderer_url: str | None = Field(
         default=None, description="the back end's web renderer ES module, if it ships one"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from lipcore.errors import InputError, LipcoreError, PluginNotFoundError
+from lipcore.errors import InputError, LipcoreError, PluginNotFoundError, TTSError
 from lipcore.interfaces import AudioMouthRenderer, MouthRenderer, VisemeFrame
 
 if TYPE_CHECKING:
@@ -595,6 +595,14 @@ def render_talk(
         renderer = open_avatar_renderer(avatar, engine=engine, backend=backend)
     fps = renderer.fps
     utt, pcm, rate = asyncio.run(synthesize(engine, text, voice=voice, tts=tts, fps=fps))
+    if not len(pcm) or not np.any(pcm):
+        # A video of silence with a closed mouth is not what was asked for: say where it broke.
+        source = tts or engine.settings.default_tts
+        raise TTSError(
+            f"the speech source {source!r} returned no audio for this text (voice {voice!r}); "
+            "nothing was written. Try another voice or TTS source, or check the source's "
+            "settings"
+        )
     audio_ms = len(pcm) * 1000.0 / rate
     frames = list(utt.frames)
     if stop_ms is not None:
@@ -607,7 +615,11 @@ def render_talk(
         audio_ms = len(pcm) * 1000.0 / rate
         frames = ramp_to_rest(frames, stop_ms, ramp_ms)
     last_pts = max((f.pts_ms for f in frames), default=0.0)
-    offset_ms = aligned_offset_ms(lead_in_ms, utt.lead_ms, fps)
+    # An audio-driven back end's patch i shows audio time i/fps exactly (no viseme lead): the
+    # audio then starts on a frame boundary. With the viseme lead (20 ms) the onnx mouth sat
+    # 20 ms early (offset 500 ms, patches from frame round(12.5) = 12, i.e. 480 ms).
+    grid_lead = 0.0 if isinstance(renderer, AudioDrivenRenderer) else utt.lead_ms
+    offset_ms = aligned_offset_ms(lead_in_ms, grid_lead, fps)
     plan = SpeechPlan(
         fps=fps,
         audio_offset_ms=offset_ms,

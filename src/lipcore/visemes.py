@@ -68,6 +68,18 @@ _EXACT: Final[dict[str, tuple[str, ...]]] = {
     "əl": ("L",),
 }  # fmt: skip
 
+#: Per language (primary subtag): phonemes whose mouth shape differs from the IPA letter's
+#: default. French schwa (de, le, que, je, petit) is rounded, between [ø] and [œ]: French
+#: lexicons transcribe it ø, and espeak writes ə for it; drawn spread (E) it looks English.
+_LANGUAGE_EXACT: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "fr": {"ə": ("O",)},
+}
+
+
+def _language_key(language: str | None) -> str:
+    return (language or "").strip().lower().replace("_", "-").split("-")[0]
+
+
 #: One IPA letter → class. Vowels first, then consonants.
 _BASE: Final[dict[str, str]] = {
     # open / near-open vowels
@@ -141,15 +153,25 @@ def _strip_diacritics(p: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def phoneme_visemes(phoneme: str, *, strict: bool = False) -> tuple[str, ...]:
+def phoneme_visemes(
+    phoneme: str, *, strict: bool = False, language: str | None = None
+) -> tuple[str, ...]:
     """The viseme class(es) of one IPA phoneme, in the order the mouth goes through them.
 
     Silence gives ``("Rest",)``. An unknown symbol raises :class:`UnmappedPhonemeError` when
     ``strict``; otherwise it falls back to ``("E",)`` (a neutral, slightly open mouth).
+    ``language`` (a BCP-47 tag or espeak voice, e.g. ``"fr"``) applies that language's own
+    shapes where they differ (French schwa is rounded).
     """
     if is_silence(phoneme):
         return ("Rest",)
     p = normalize_phoneme(phoneme)
+    own = _LANGUAGE_EXACT.get(_language_key(language))
+    if own:
+        if p in own:
+            return own[p]
+        if _strip_diacritics(p) in own:
+            return own[_strip_diacritics(p)]
     if p in _EXACT:
         return _EXACT[p]
     bare = _strip_diacritics(p)

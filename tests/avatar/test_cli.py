@@ -40,6 +40,12 @@ def test_avatarize_grace_hopper(grace_hopper_path: Path, tmp_path: Path) -> None
     avatar = load_avatar(out)
     assert avatar.lipsync_type == "sprites" and avatar.manifest.idle.frames == 60
     assert avatar.asset(avatar.extra["preview"]).is_file()
+    # Listed by the photo's file name, with a square face thumbnail written at build.
+    assert avatar.extra["name"] == grace_hopper_path.stem
+    from PIL import Image
+
+    with Image.open(avatar.asset(avatar.extra["thumbnail"])) as thumb:
+        assert thumb.size == (160, 160) and thumb.format == "JPEG"
 
 
 def test_avatarize_refuses_a_landscape(tmp_path: Path) -> None:

@@ -145,6 +145,10 @@ def test_non_images_are_refused(data: bytes) -> None:
     with pytest.raises(CorruptImageError, match="not a readable image") as info:
         load_photo(data)
     assert isinstance(info.value, InputError) and info.value.code == "corrupt_image"
+    # A plain sentence for a person: no decoder class names or object reprs (issue 18).
+    message = str(info.value)
+    for internal in ("Error", "0x", "<_io", "BytesIO", "cannot identify"):
+        assert internal not in message, message
 
 
 def test_truncated_jpeg_is_refused(grace_hopper_path: Path) -> None:

@@ -237,6 +237,9 @@ def test_uploading_a_photo_builds_and_shows_a_new_avatar(browser: Any, real_serv
     try:
         page.select_option("#upload-backend", "mesh")
         page.set_input_files("#upload", str(grace_hopper_path))
+        # While it builds, the header says so (not "no avatar yet", not the old "live").
+        page.wait_for_function("document.querySelector('#status').textContent === "
+                               "'building avatar…'", timeout=10_000)
         page.wait_for_function(
             f"window.lipcore.state.avatar !== {ids['sprites']!r} && window.lipcore.state.ready",
             timeout=120_000)
@@ -246,6 +249,13 @@ def test_uploading_a_photo_builds_and_shows_a_new_avatar(browser: Any, real_serv
         assert page.eval_on_selector("#avatar", "el => el.value") == new_id
         options = page.eval_on_selector_all("#avatar option", "els => els.map(e => e.value)")
         assert new_id in options and ids["sprites"] in options
+        # Listed by name (no name typed: the photo's file name) with a thumbnail.
+        item = page.locator(f".avatar-item[data-id='{new_id}']")
+        assert item.locator(".name").inner_text() == grace_hopper_path.stem
+        page.wait_for_function(f"(() => {{ const i = document.querySelector("
+                               f"\".avatar-item[data-id='{new_id}'] img\"); "
+                               f"return i && i.complete && i.naturalWidth > 0; }})()",
+                               timeout=10_000)
         # It speaks like any other.
         page.evaluate("window.lipcore.speak('Hello there.')")
         page.wait_for_function("window.lipcore.state.lastActivity > 0.3", timeout=15_000)

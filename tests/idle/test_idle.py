@@ -68,17 +68,22 @@ def test_video_file(grace_loop: Loop) -> None:
 @pytest.mark.parametrize("name", ["grace_loop", "astro_loop"])
 def test_loop_is_seamless(request: pytest.FixtureRequest, name: str) -> None:
     loop = _loops(request, name)
-    # The rendered loop: the wrap-around step is an ordinary (slow) step.
-    assert loop.result.seam_step <= loop.result.typical_step
+    # The rendered loop: the wrap-around step is an ordinary step, no bigger than the largest
+    # elsewhere. (It is not a slow one: the loop starts where the head moves briskly, see
+    # test_the_seam_moves_like_any_other_step_by_optical_flow.)
+    assert loop.result.seam_step <= 1.05 * max(loop.result.steps[:-1])
     # The loop does move (a still image would pass the seam test trivially).
     assert loop.result.typical_step > 0.05
     # Decoded from the MP4, the seam also carries the step from the last predicted frame back
     # to the key frame: H.264 lets slow motion "stick" in predicted frames and the key frame
-    # snaps back to the exact picture. Measured: 0.94-0.99 grey levels (mean over the frame,
-    # 4x shrunk), 2-4x a median step. It stays below one grey level on average.
+    # snaps back to the exact picture. The codec's share of the seam (decoded minus rendered
+    # seam step) stays below one grey level on average (mean over the frame, 4x shrunk).
+    # Measured: 0.76 (grace), 0.91 (astronaut). Whether the head keeps moving through the seam
+    # is measured by optical flow (next test): the pixel step mixes motion and grain.
     steps, seam, typical = loop_steps(loop.frames)
-    print(f"{name}: decoded seam step {seam:.3f}, median {typical:.3f}, max {steps[:-1].max():.3f}")
-    assert seam < 1.0, f"seam {seam:.3f} grey levels"
+    print(f"{name}: decoded seam step {seam:.3f} (rendered {loop.result.seam_step:.3f}), "
+          f"median {typical:.3f}, max {steps[:-1].max():.3f}")
+    assert seam - loop.result.seam_step < 1.0, f"seam {seam:.3f} grey levels"
 
 
 def _similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, float]:
@@ -226,3 +231,40 @@ def test_bad_landmarks_and_photo(tmp_path: Path, grace_rgb: np.ndarray) -> None:
         build_idle_loop(grace_rgb, np.zeros((10, 2)), tmp_path / "x.mp4")
     with pytest.raises(InputError, match="RGB"):
         build_idle_loop(np.zeros((10, 10)), np.zeros((478, 3)), tmp_path / "x.mp4")
+
+
+def flow_steps(loop: Loop) -> np.ndarray:
+    """Per step k → k+1 of the decoded loop (the last: the seam, last → first frame), the
+    median optical-flow magnitude (Farnebäck, pixels) over the face. Flow measures motion, not
+    pixel change: the key frame's fresh codec grain at the seam does not count as movement,
+    and a step that shows the same picture twice does count as no movement."""
+    lm = loop.face.landmarks[:, :2]
+    x0, y0 = np.floor(lm.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(lm.max(axis=0)).astype(int)
+    grey = [cv2.cvtColor(f[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY) for f in loop.frames]
+    out = []
+    for k in range(len(grey)):
+        flow = cv2.calcOpticalFlowFarneback(grey[k], grey[(k + 1) % len(grey)], None, 0.5, 3,
+                                            21, 3, 5, 1.1, 0)
+        out.append(float(np.median(np.hypot(flow[..., 0], flow[..., 1]))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", ["grace_loop", "astro_loop"])
+def test_the_seam_moves_like_any_other_step_by_optical_flow(request: pytest.FixtureRequest,
+                                                            name: str) -> None:
+    """At the loop point the head keeps moving: neither the seam (last → first) nor the first
+    step (0 → 1) is a near-duplicate frame, which a viewer sees as a hitch every loop (issue 18
+    item 14: 0 → 1 moved 0.12x the median step). Measured by optical flow, not pixel
+    difference, which the key frame's grain blurs."""
+    loop = _loops(request, name)
+    steps = flow_steps(loop)
+    median = float(np.median(steps))
+    ratios = steps / median
+    print(f"{name}: flow median {median:.3f} px; 0→1 {ratios[0]:.2f}x, seam {ratios[-1]:.2f}x, "
+          f"1→2 {ratios[1]:.2f}x, min elsewhere {ratios[2:-1].min():.2f}x")
+    assert median > 0.05, median  # the loop moves
+    # Around the loop point every step is an ordinary one.
+    # (Before: 0.02x and 0.00x at 0 → 1. Elsewhere the slowest turning points are 0.2-0.45x.)
+    for k in (-2, -1, 0, 1):
+        assert ratios[k] > 0.3, (k, ratios[k], ratios[:4], ratios[-4:])

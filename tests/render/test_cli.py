@@ -67,3 +67,44 @@ def test_demo_writes_every_video_and_preview(tmp_path: Path) -> None:
             with av.open(str(video)) as c:
                 assert c.streams.video[0].frames > 50 and c.streams.audio
             assert video.with_suffix(".timings.json").is_file()
+
+
+def test_say_with_a_tts_that_returns_no_audio_is_an_error(
+    avatars: dict[str, Avatar], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A speech source that yields no audio is an error naming the speech source, not a
+    silent video reported as a success (issue 18 item 15)."""
+    import lipcore.engine
+    from lipcore.testing import ReplayTTSSource, testing_engine
+
+    engine = testing_engine(tts={"mute": ReplayTTSSource([])}, default_tts="mute")
+    monkeypatch.setattr(lipcore.engine, "Engine", lambda *a, **k: engine)
+    video = tmp_path / "talk.mp4"
+    result = runner.invoke(app, ["say", "Hello there.", "--avatar",
+                                 str(avatars["sprites"].directory), "--tts", "mute",
+                                 "--voice", "test", "--out", str(video)])
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split()).lower()
+    assert "speech source" in out and "returned no audio" in out and "mute" in out, out
+    assert "Traceback" not in result.output
+    assert not video.exists()
+
+
+def test_error_text_is_not_read_as_console_markup(tmp_path: Path) -> None:
+    """An error's [brackets] print as written (issue 18 item 10): the fp16 install hint."""
+    import typer
+
+    from lipcore.cli._common import user_errors
+    from lipcore.errors import LipcoreError
+
+    mini = typer.Typer()
+
+    @mini.command()
+    @user_errors
+    def fail() -> None:
+        raise LipcoreError("FP16 needs onnx; pip install 'lipcore-wav2lip[fp16]' [bold]x[/]")
+
+    result = runner.invoke(mini, [])
+    assert result.exit_code == 2
+    assert "pip install 'lipcore-wav2lip[fp16]'" in result.output, result.output
+    assert "[bold]x[/]" in result.output, result.output

@@ -389,3 +389,36 @@ def test_preview_starts_at_the_next_frame_not_final_yet() -> None:
     assert guess[0].pts_ms == pytest.approx(final[-1].pts_ms + 1000.0 / 30)
     assert guess[-1].pts_ms == pytest.approx(1000.0)
     assert stream.preview(final[-1].pts_ms) == []
+
+
+def test_french_schwa_is_rounded_per_language() -> None:
+    """French schwa (de, le, que, je) is rounded (lexicons write it ø): drawn O in French, and
+    still spread (E) in English and German (issue 18 item 16)."""
+    from lipcore.visemes import phoneme_visemes
+
+    assert phoneme_visemes("ə", language="fr") == ("O",)
+    assert phoneme_visemes("ˈə-", language="fr-FR") == ("O",)
+    assert phoneme_visemes("ə", language="en-us") == ("E",)
+    assert phoneme_visemes("ə", language="de") == ("E",)
+    assert phoneme_visemes("ə") == ("E",)
+
+    # Through the mapper, from espeak-ng's real French: every schwa of the clitics is O.
+    chunks = run(collect(EspeakSource().synthesize("Je te le dis, que de choses.", voice="fr")))
+    phonemes = phonemes_of(chunks)
+    schwas = [p for p in phonemes if p.phoneme.strip("ˈˌ-ː") == "ə"]
+    assert len(schwas) >= 4, [p.phoneme for p in phonemes]
+    mapper = DefaultVisemeMapper()
+    track = mapper.track_from_phonemes(phonemes, language="fr")
+    for p in schwas:
+        cls = {s.viseme for s in track if s.phoneme == p.phoneme and s.start_ms == p.start_ms}
+        assert cls == {"O"}, (p, cls)
+    # The same phonemes read as English keep the spread schwa.
+    en = mapper.track_from_phonemes(phonemes, language="en")
+    assert {s.viseme for s in en if s.phoneme.strip("ˈˌ-ː") == "ə"} == {"E"}
+    # Streaming and word (character-timed) paths take the language too.
+    stream = mapper.stream(language="fr", fps=30.0)
+    frames = stream.push(phonemes=phonemes, horizon_ms=10_000.0) + stream.finish()
+    assert frames
+    words = [CharTiming(c, 100.0 * i, 100.0 * (i + 1)) for i, c in enumerate("le")]
+    segs = mapper.track_from_characters(words, language="fr")
+    assert [s.viseme for s in segs] == ["L", "O"], segs

@@ -81,20 +81,53 @@ def test_streaming_mel_tiny_clip_matches_offline() -> None:
         stream.push(x)
 
 
+def _training_windows(spec_t: np.ndarray, start_frame: int, fps: float) -> list[np.ndarray]:
+    """Wav2Lip's ``wav2lip_train.py`` ``Dataset.get_segmented_mels`` (with its
+    ``crop_audio_window``) transcribed line by line: the mel windows of the 5 frames
+    ``start_frame … start_frame + 4`` (``spec_t`` is time × 80, as the training code holds it;
+    frame files are named by 0-based frame number)."""
+    mels = []
+    start_frame_num = start_frame + 1  # "0-indexing ---> 1-indexing"
+    assert start_frame_num - 2 >= 0
+    for i in range(start_frame_num, start_frame_num + 5):
+        start_idx = int(80.0 * ((i - 2) / float(fps)))
+        m = spec_t[start_idx : start_idx + 16, :]
+        assert m.shape[0] == 16
+        mels.append(m.T)
+    return mels
+
+
 def test_window_alignment_is_the_training_one() -> None:
-    # 80 mel columns per second: frame i at 25 fps starts at column int(3.2 i).
-    assert [wa.window_start(i, 25.0) for i in range(6)] == [0, 3, 6, 9, 12, 16]
-    assert wa.window_start(100, 25.0) == 320
-    assert wa.window_start(3, 30.0) == 8
+    """Frame f gets the window Wav2Lip's generator was trained with for frame f, which starts
+    one frame before inference.py's (issue 18 item 12; docs in lipcore_wav2lip.audio)."""
+    # 80 mel columns per second: frame i at 25 fps starts at column int(3.2 (i - 1)).
+    assert [wa.window_start(i, 25.0) for i in range(1, 7)] == [0, 3, 6, 9, 12, 16]
+    assert wa.window_start(101, 25.0) == 320
+    assert wa.window_start(4, 30.0) == 8
+    assert wa.WINDOW_OFFSET_FRAMES == 1
+    mel = np.arange(80 * 400, dtype=np.float32).reshape(80, 400)
+    for fps in (25.0, 30.0):
+        for start in (1, 2, 7, 40, 90):
+            expected = _training_windows(mel.T, start, fps)
+            got = wa.mel_windows(mel, list(range(start, start + 5)), fps)
+            for k in range(5):
+                np.testing.assert_array_equal(got[k, 0], expected[k])
+            # inference.py's window would be one frame later: not what training paired.
+            later = mel[:, int(80.0 * start / fps) : int(80.0 * start / fps) + 16]
+            assert not np.array_equal(got[0, 0], later)
     assert wa.frame_count(16000, 25.0) == 25
     assert wa.frame_count(16001, 25.0) == 26
-    mel = np.arange(80 * 20, dtype=np.float32).reshape(80, 20)
-    win = wa.mel_windows(mel, [0, 1, 2], 25.0)
-    assert win.shape == (3, 1, 80, 16)
-    np.testing.assert_array_equal(win[1, 0], mel[:, 3:19])
-    # Frame 2 starts at column 6: columns 20.. are past the end → silence.
-    np.testing.assert_array_equal(win[2, 0, :, :14], mel[:, 6:20])
-    assert np.all(win[2, 0, :, 14:] == wa.SILENCE)
+    small = np.arange(80 * 20, dtype=np.float32).reshape(80, 20)
+    win = wa.mel_windows(small, [0, 1, 2, 3], 25.0)
+    assert win.shape == (4, 1, 80, 16)
+    # Frame 0 starts 3 columns before the audio: those are silence.
+    assert np.all(win[0, 0, :, :3] == wa.SILENCE)
+    np.testing.assert_array_equal(win[0, 0, :, 3:], small[:, 0:13])
+    np.testing.assert_array_equal(win[1, 0], small[:, 0:16])
+    np.testing.assert_array_equal(win[2, 0], small[:, 3:19])
+    # Frame 3 starts at column 6: columns 20.. are past the end → silence.
+    np.testing.assert_array_equal(win[3, 0, :, :14], small[:, 6:20])
+    assert np.all(win[3, 0, :, 14:] == wa.SILENCE)
 
 
 def test_pcm_conversion_and_bad_audio() -> None:

@@ -93,6 +93,11 @@ def test_offline_say_renders_the_mouth_from_the_audio(
     )  # fmt: skip
     frames = list(read_frames(result.video))
     assert len(frames) == result.frames
+    # The audio starts on a frame boundary: patch i is shown at exactly its audio time i/fps
+    # (issue 18: the viseme lead put it at 420 ms, patches at frame round(10.5) = 10, 20 ms
+    # early).
+    offset_frames = result.audio_offset_ms * renderer.fps / 1000.0
+    assert offset_frames == round(offset_frames), result.audio_offset_ms
     idle = built.idle_frames()
     roi = built.manifest.roi
     fps = renderer.fps

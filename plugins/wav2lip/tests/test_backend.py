@@ -202,11 +202,12 @@ def test_streamed_real_speech_equals_offline(
     for a, b in zip(streamed, offline, strict=True):
         assert (a.frame, a.pts_ms, a.idle_index) == (b.frame, b.pts_ms, b.idle_index)
         assert np.array_equal(a.rgb, b.rgb)
-    # The right context each frame waited for: its 16-column window plus half an STFT window
-    # (212.5 ms), plus the resampler's hold-back, at most one chunk more.
+    # The right context each frame waited for: its 16-column window (which starts one frame
+    # before the frame, the training alignment) plus half an STFT window: 172.5 ms past the
+    # frame's time; plus the resampler's hold-back, at most one chunk more.
     chunk_ms = max(len(c) / 2 / rate * 1000 for c, _ in chunks)
     waits = [ready - f * 40.0 for f, ready in stream.readiness[:before_finish]]
-    assert min(waits) >= 212.5 and max(waits) <= 212.5 + chunk_ms + 40
+    assert min(waits) >= 172.5 and max(waits) <= 172.5 + chunk_ms + 40
 
 
 def test_streaming_chunking_does_not_matter(renderer: Wav2LipRenderer) -> None:

@@ -38,7 +38,7 @@ _MATTE = (255, 255, 255)
 def _describe(source: PhotoSource) -> str:
     if isinstance(source, (str, Path)):
         return f"photo '{source}'"
-    if isinstance(source, bytes):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         return f"uploaded photo ({len(source)} bytes)"
     return "photo (PIL image)"
 
@@ -76,14 +76,16 @@ def _open(source: PhotoSource, name: str, max_bytes: int) -> tuple[Image.Image, 
     except Image.DecompressionBombError as exc:
         fh.close()
         raise ImageTooLargeError(
-            f"{name} declares more pixels than allowed ({exc}); use a photo of at most "
+            f"{name} declares more pixels than allowed; use a photo of at most "
             f"{MAX_PIXELS // 1_000_000} megapixels"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         fh.close()
+        # The decoder's own words (class names, object reprs) say nothing to a user; they stay
+        # on the exception chain for the log.
         raise CorruptImageError(
-            f"{name} is not a readable image ({type(exc).__name__}: {exc}); send a JPEG, PNG "
-            "or WebP photo"
+            f"{name} is not a readable image (not a JPEG, PNG or WebP file the decoder knows); "
+            "send a JPEG, PNG or WebP photo"
         ) from exc
     return img, fh
 
@@ -177,11 +179,14 @@ def load_photo(
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{name} is too large to decode ({exc})") from exc
+            raise ImageTooLargeError(
+                f"{name} is too large to decode; use a photo of at most "
+                f"{MAX_PIXELS // 1_000_000} megapixels"
+            ) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(
-                f"{name} could not be decoded ({type(exc).__name__}: {exc}); the file is "
-                "damaged or truncated. Re-export the photo as JPEG or PNG"
+                f"{name} could not be decoded: the file is damaged or truncated. Re-export "
+                "the photo as JPEG or PNG"
             ) from exc
     finally:
         if fh is not None:

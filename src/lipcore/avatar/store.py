@@ -64,6 +64,9 @@ PHOTO_FILE = "photo.jpg"
 IDLE_FILE = "idle.mp4"
 MOUTH_TRACK_FILE = "mouth_track.json"
 PREVIEW_FILE = "preview.png"
+THUMBNAIL_FILE = "thumbnail.jpg"
+#: Side (pixels) of the square face thumbnail an avatar list shows.
+THUMBNAIL_SIZE = 160
 
 #: ``progress(stage, overall_fraction)``: the stage being worked on (one of :data:`STAGES`)
 #: and how much of the whole build is done, in [0, 1].
@@ -329,6 +332,7 @@ def build_avatar(
     multiple: Literal["largest", "refuse"] = "largest",
     seed: int = 0,
     overwrite: bool = True,
+    name: str | None = None,
 ) -> Avatar:
     """Turn one photo into an avatar directory at ``out_dir`` and return it loaded.
 
@@ -415,6 +419,7 @@ def build_avatar(
             from PIL import Image
 
             Image.fromarray(rgb).save(tmp / PHOTO_FILE, quality=95, subsampling=0)
+            write_thumbnail(rgb, face.bbox, tmp / THUMBNAIL_FILE)
             (tmp / MOUTH_TRACK_FILE).write_text(idle.mouth_track.model_dump_json(), "utf-8")
             manifest = AvatarManifest(
                 avatar_id=avatar_id,
@@ -434,6 +439,10 @@ def build_avatar(
             # Beyond the contract (AvatarManifest allows extra fields): what a person or a
             # test wants to know about this build.
             extra = {
+                # What an avatar list shows: a name (given at upload, else the photo's file
+                # name, else the id) and a face thumbnail.
+                "name": _clean_name(name) or avatar_id,
+                "thumbnail": THUMBNAIL_FILE,
                 "preview": PREVIEW_FILE,
                 "mouth": {"files": mouth_files, "rest": _jsonable(mouth_model.rest)},
                 "face": face.to_dict(),
@@ -463,6 +472,33 @@ def build_avatar(
     avatar.build_seconds = dict(stages.seconds)
     avatar.build_cpu_seconds = dict(stages.cpu_seconds)
     return avatar
+
+
+def _clean_name(name: str | None) -> str:
+    """A display name: one line, at most 80 characters, no control characters."""
+    if not name:
+        return ""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(name))
+    return " ".join(text.split())[:80]
+
+
+def write_thumbnail(
+    rgb: npt.NDArray[np.uint8], bbox: tuple[float, float, float, float], path: Path
+) -> None:
+    """A square JPEG of the face (``bbox`` = landmark extent x, y, w, h, with a margin), of
+    :data:`THUMBNAIL_SIZE` pixels."""
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    x, y, w, h = bbox
+    side = min(max(w, h) * 1.6, width, height)
+    cx, cy = x + w / 2, y + h / 2
+    x0 = round(min(max(cx - side / 2, 0), width - side))
+    y0 = round(min(max(cy - side / 2, 0), height - side))
+    crop = Image.fromarray(rgb[y0 : y0 + int(side), x0 : x0 + int(side)])
+    crop.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS).save(
+        path, quality=85
+    )
 
 
 def _jsonable(value: Any) -> Any:

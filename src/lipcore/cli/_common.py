@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lipcore.errors import LipcoreError
 
@@ -23,7 +24,9 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LipcoreError as exc:
-            console.print(f"[bold red]error[/]: {exc}", highlight=False)
+            # The message is text, not markup: an install hint like
+            # pip install 'lipcore-wav2lip[fp16]' must keep its [fp16].
+            console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

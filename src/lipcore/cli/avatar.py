@@ -45,6 +45,9 @@ def avatarize(
         help="Fail if the photo shows several faces (default: use the largest).",
     ),
     avatar_id: str | None = typer.Option(None, "--id", help="Avatar id (default: from the photo)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Display name in avatar lists (default: the photo's file name)."
+    ),
 ) -> None:
     """Turn one photo into an avatar: idle loop, mouth model, back-end assets, preview."""
     from lipcore.avatar.store import build_avatar
@@ -72,6 +75,7 @@ def avatarize(
             avatar_id=avatar_id,
             progress=progress,
             multiple="refuse" if refuse_multiple else "largest",
+            name=name or photo.stem,
         )
         bar.update(task, completed=1.0, description="done")
     m = avatar.manifest

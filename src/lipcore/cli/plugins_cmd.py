@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lipcore.models import export_schemas
@@ -25,7 +26,9 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     for r in rows:
         regs = "; ".join(f"{fam}: {', '.join(names)}" for fam, names in r["registers"].items())
         dist = "(built-in)" if r["builtin"] else (r["distribution"] or "")
-        table.add_row(r["name"], dist, r["version"] or "", regs, r["status"])
+        # Cells are markup to rich: a broken plugin's error text is escaped, not interpreted.
+        table.add_row(*(escape(str(c)) for c in (r["name"], dist, r["version"] or "", regs,
+                                                 r["status"])))
     Console().print(table)
 
 

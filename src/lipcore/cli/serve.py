@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
 
 from lipcore.cli._common import console, user_errors
+from lipcore.errors import LipcoreError
+
+
+class ServerConfigError(LipcoreError):
+    """The server's own configuration cannot work (checked at start)."""
+
+    code = "server_config"
 
 
 @user_errors
@@ -42,6 +51,7 @@ def serve(
     engine = Engine(settings=EngineSettings(default_tts=tts) if tts else None)
     settings = ServerSettings(data_dir=data_dir or default_data_dir(), api_key=api_key,
                               public_url=public_url)
+    check_backends(engine)
     app = create_app(engine, settings)
     tune_gc()  # short collector pauses: the start-up heap is never scanned again
     auth = "API key required" if api_key else "no API key (loopback only)"
@@ -53,6 +63,30 @@ def serve(
     uvicorn.run(app, host=host, port=port, ws="websockets", log_config=None,
                 log_level=log_level.lower(), ws_per_message_deflate=False,
                 ws_max_size=max(settings.max_message_bytes, 1 << 20))
+
+
+def check_backends(engine: Any) -> None:
+    """At start: every installed lip-sync back end is created (bad settings fail here, with the
+    valid values) and asked whether it can run. One that the operator configured (a model path
+    set) but that cannot run stops the start with its reason; one merely not configured is a
+    warning (its avatars are listed as unusable and uploads do not offer it)."""
+    from lipcore.errors import LipcoreError
+    from lipcore.server.app import backend_availability
+
+    for entry in backend_availability(engine):
+        if entry["available"]:
+            continue
+        try:
+            configured = bool(getattr(engine.lipsync_backend(entry["type"]), "configured", False))
+        except LipcoreError:  # could not even be created: its settings are wrong
+            configured = True
+        if configured:
+            raise ServerConfigError(
+                f"lip-sync back end {entry['type']!r} is configured but cannot run: "
+                f"{entry['reason']}"
+            )
+        console.print(f"[yellow]note[/]: {escape(entry['type'])} avatars cannot run here: "
+                      f"{escape(str(entry['reason']))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

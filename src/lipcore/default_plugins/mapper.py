@@ -79,17 +79,20 @@ def _is_word_char(ch: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _visible_classes(phoneme: str) -> tuple[str, ...]:
-    """The viseme classes of ``phoneme``; none for silence and for what maps to Rest."""
+def _visible_classes(phoneme: str, language: str | None = None) -> tuple[str, ...]:
+    """The viseme classes of ``phoneme`` in ``language``; none for silence and for what maps
+    to Rest."""
     if is_silence(phoneme):
         return ()
-    classes = phoneme_visemes(phoneme)
+    classes = phoneme_visemes(phoneme, language=language)
     return () if classes == ("Rest",) else classes
 
 
-def _segments_for(ph: PhonemeTiming | tuple[str, float, float]) -> list[VisemeSegment]:
+def _segments_for(
+    ph: PhonemeTiming | tuple[str, float, float], language: str | None = None
+) -> list[VisemeSegment]:
     name, start, end = (ph.phoneme, ph.start_ms, ph.end_ms) if isinstance(ph, PhonemeTiming) else ph
-    classes = _visible_classes(name)
+    classes = _visible_classes(name, language)
     if not classes or end < start:
         return []
     if len(classes) == 1:
@@ -112,7 +115,7 @@ def _word_segments(chars: Sequence[CharTiming], language: str) -> list[VisemeSeg
     edges = [start + span * f for f in _word_fractions(phonemes)]
     out: list[VisemeSegment] = []
     for i, p in enumerate(phonemes):
-        out.extend(_segments_for((p, edges[i], edges[i + 1])))
+        out.extend(_segments_for((p, edges[i], edges[i + 1]), language))
     return out
 
 
@@ -184,7 +187,7 @@ class DefaultVisemeMapper(VisemeMapper):
     ) -> list[VisemeSegment]:
         track: list[VisemeSegment] = []
         for ph in phonemes:
-            track.extend(_segments_for(ph))
+            track.extend(_segments_for(ph, language))
         return track
 
     def track_from_characters(
@@ -254,7 +257,7 @@ class DefaultVisemeStream(VisemeStream):
             raise InputError("this viseme stream is finished; start a new one per utterance")
         segs: list[VisemeSegment] = []
         for ph in phonemes:
-            segs.extend(_segments_for(ph))
+            segs.extend(_segments_for(ph, self.language))
         self._add(segs)
         if chars:
             for group in self._words.push(chars):

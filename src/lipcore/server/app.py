@@ -32,11 +32,16 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
-from lipcore.server.errors import AvatarNotFoundError, AvatarUnusableError, UnauthorizedError
+from lipcore.server.errors import (
+    AvatarNotFoundError,
+    AvatarUnusableError,
+    BackendUnavailableError,
+    UnauthorizedError,
+)
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
 
-__all__ = ["create_app", "tune_gc"]
+__all__ = ["backend_availability", "create_app", "tune_gc"]
 
 logger = logging.getLogger("lipcore.server")
 
@@ -53,6 +58,9 @@ class LipsyncAssetsOut(LipsyncAssets):
 
 class AvatarOut(AvatarizeResponse):
     lipsync_assets: LipsyncAssetsOut
+    name: str | None = Field(None, description="display name (given at upload, else the "
+                                                "photo's file name, else the id)")
+    thumbnail_url: str | None = Field(None, description="a square face thumbnail (JPEG)")
     preview_url: str | None = None
     idle: dict[str, float] | None = None
     photo: dict[str, int] | None = None
@@ -63,6 +71,17 @@ class AvatarOut(AvatarizeResponse):
 
 class AvatarListOut(BaseModel):
     avatars: list[AvatarOut]
+
+
+class BackendOut(BaseModel):
+    type: str
+    available: bool
+    reason: str | None = None
+
+
+class BackendListOut(BaseModel):
+    backends: list[BackendOut]
+    default: str = Field(description="the back end an upload without `backend` gets")
 
 
 class VoiceOut(BaseModel):
@@ -103,7 +122,7 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 409, 410, 413, 422, 429, 502)
+    code: {"model": ErrorBody} for code in (401, 404, 409, 410, 413, 422, 429, 502, 503)
 }
 
 
@@ -284,6 +303,19 @@ async def _audio_driven_renderer(rec: AvatarRecord) -> AudioMouthRenderer | None
     return renderer
 
 
+def backend_availability(engine: lipcore.Engine) -> list[dict[str, Any]]:
+    """``[{type, available, reason}]`` for every installed lip-sync back end. A back end that
+    cannot even be created (bad settings) is unavailable with its error as the reason."""
+    out = []
+    for name in engine.registry.names("lipsync_backends"):
+        try:
+            reason = engine.lipsync_backend(name).availability()
+        except LipcoreError as exc:
+            reason = str(exc)
+        out.append({"type": name, "available": reason is None, "reason": reason})
+    return out
+
+
 def _routes() -> APIRouter:
     router = APIRouter()
 
@@ -316,6 +348,8 @@ def _routes() -> APIRouter:
         backend: Annotated[str | None, Form(
             description="the lipsync back end: sprites, mesh, onnx or a plugin's kind "
             "(an alias resolves to it)")] = None,
+        name: Annotated[str | None, Form(description="display name (default: the file's "
+                                                     "name)")] = None,
     ) -> dict[str, Any]:
         """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
         to a minute); builds run in worker threads with bounded concurrency."""
@@ -327,7 +361,9 @@ def _routes() -> APIRouter:
                 f"hero_image is larger than the {limit} byte upload limit; send a smaller photo "
                 "(2048 px on the long side is plenty)"
             )
-        rec = await st.avatars.build(data, backend=backend)
+        if not (name and name.strip()) and hero_image.filename:
+            name = Path(hero_image.filename).stem
+        rec = await st.avatars.build(data, backend=backend, name=name)
         return _describe_avatar(request, st, rec)
 
     @router.get("/avatars", tags=["avatars"], dependencies=[Auth],
@@ -339,6 +375,15 @@ def _routes() -> APIRouter:
         # One broken avatar never breaks the listing: the store skips it with a log line, and
         # one whose back end is missing or cannot run here is listed with usable: false.
         return {"avatars": [_describe_avatar(request, st, rec) for rec in st.avatars.records()]}
+
+    @router.get("/backends", tags=["avatars"], dependencies=[Auth],
+                response_model=BackendListOut, responses=_ERRORS)
+    async def list_backends(request: Request) -> dict[str, Any]:
+        """The lip-sync back ends installed, and whether this server can run each as
+        configured (``reason``: one sentence why not). Clients offer only available ones."""
+        st = _state(request)
+        return {"backends": await asyncio.to_thread(backend_availability, st.engine),
+                "default": st.settings.default_backend}
 
     @router.get("/voices", tags=["sessions"], dependencies=[Auth],
                 response_model=VoiceListOut, responses=_ERRORS)
@@ -411,6 +456,12 @@ def _routes() -> APIRouter:
         st = _state(request)
         rec = st.avatars.get(body.avatar_id)
         if rec.reason is not None:
+            if rec.backend is not None:
+                # Installed but unable to run as configured (e.g. no model): a fault of the
+                # server, not of the client's request; no session is left behind.
+                raise BackendUnavailableError(
+                    f"this server cannot run avatar {rec.avatar_id!r} ({rec.lipsync_type}): "
+                    f"{rec.reason}")
             raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
         patcher = await _audio_driven_renderer(rec)

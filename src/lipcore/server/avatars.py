@@ -107,7 +107,9 @@ class AvatarRecord:
                                  "photo": m.photo.file}
         if isinstance(extra.get("preview"), str):
             files["preview"] = extra["preview"]
-        elif (self.directory / "preview.png").is_file():
+        if isinstance(extra.get("thumbnail"), str):
+            files["thumbnail"] = extra["thumbnail"]
+        if "preview" not in files and (self.directory / "preview.png").is_file():
             files["preview"] = "preview.png"
         declared = self.backend.client_assets if self.backend is not None else {}
         for key in declared:
@@ -142,8 +144,14 @@ class AvatarRecord:
             if module and renderer_url is not None and self.backend.static_dir() is not None:
                 assets["renderer_url"] = renderer_url(module)
         assets["files"] = {k: url(v) for k, v in files.items()}
+        given = (self.manifest.model_extra or {}).get("name")
+        name = given if isinstance(given, str) and given else self.avatar_id
         return {
             "avatar_id": self.avatar_id,
+            # Shown in avatar lists: the name given at upload (else the photo's file name);
+            # avatars built before names existed show their id.
+            "name": name,
+            "thumbnail_url": url(files["thumbnail"]) if "thumbnail" in files else None,
             "idle_url": url(files.get("idle", self.manifest.idle.file)),
             "lipsync_assets": assets,
             "preview_url": url(files["preview"]) if "preview" in files else None,
@@ -247,7 +255,9 @@ class AvatarStore:
             max_side=self.settings.max_image_side,
         )
 
-    async def build(self, data: bytes, *, backend: str | None = None) -> AvatarRecord:
+    async def build(
+        self, data: bytes, *, backend: str | None = None, name: str | None = None
+    ) -> AvatarRecord:
         """Build an avatar from photo bytes (checked first) in a worker thread."""
         backend = backend or self.settings.default_backend
         if self._pending >= self.settings.build_concurrency + self.settings.max_pending_builds:
@@ -269,13 +279,15 @@ class AvatarStore:
                 out_dir = self.root / avatar_id
                 self.root.mkdir(parents=True, exist_ok=True)
                 await anyio.to_thread.run_sync(self._build_sync, rgb, out_dir, backend,
-                                               avatar_id)
+                                               avatar_id, name)
         finally:
             self._pending -= 1
         logger.info("avatar built", extra={"avatar_id": avatar_id, "backend": backend})
         return self.get(avatar_id)
 
-    def _build_sync(self, rgb: Any, out_dir: Path, backend: str, avatar_id: str) -> None:
+    def _build_sync(
+        self, rgb: Any, out_dir: Path, backend: str, avatar_id: str, name: str | None = None
+    ) -> None:
         from lipcore.avatar.store import build_avatar
 
         try:
@@ -287,6 +299,7 @@ class AvatarStore:
                 fps=self.settings.idle_fps,
                 engine=self.engine,
                 avatar_id=avatar_id,
+                name=name,
             )
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)

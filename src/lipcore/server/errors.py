@@ -7,6 +7,7 @@ from lipcore.errors import InputError, LimitError, LipcoreError
 __all__ = [
     "AvatarNotFoundError",
     "AvatarUnusableError",
+    "BackendUnavailableError",
     "BuildBusyError",
     "NotConnectedError",
     "QueueFullError",
@@ -32,6 +33,12 @@ class AvatarUnusableError(LipcoreError):
 
     code = "avatar_unusable"
     http_status = 409
+class BackendUnavailableError(LipcoreError):
+    """The avatar's lip-sync back end cannot run on this server as configured (e.g. no model).
+    A fault of the server, not of the client's request: 503, with the back end's reason."""
+
+    code = "backend_unavailable"
+    http_status = 503
 
 
 class SessionNotFoundError(LipcoreError, LookupError):

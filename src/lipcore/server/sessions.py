@@ -655,13 +655,20 @@ class Session:
 
     # -- connection ------------------------------------------------------------------------
 
+    def _mouth_fps(self) -> float:
+        fps = getattr(self.patcher, "fps", None)
+        return float(fps) if isinstance(fps, (int, float)) and fps > 0 else self.engine.settings.fps
+
     def _hello(self, resumed: bool) -> dict[str, Any]:
         s = self.settings
         return {
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
             "session_id": self.session_id,
-            "fps": self.engine.settings.fps,
+            # The rate of what draws the mouth: the viseme frames, or for an audio-driven
+            # avatar (Wav2Lip) the server's mouth patches (the avatar's video rate).
+            "fps": self._mouth_fps(),
+            "viseme_fps": self.engine.settings.fps,
             "classes": list(DEFAULT_CLASSES),
             "audio": {"format": "s16le", "sample_rate": self.sample_rate, "channels": 1},
             "lipsync": self.lipsync,

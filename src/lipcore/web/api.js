@@ -89,11 +89,12 @@ export async function listVoices() {
   return list.length ? list : FALLBACK_VOICES;
 }
 
-/** Upload a photo: POST /avatarize-2d (multipart hero_image) → AvatarizeResponse. */
-export async function avatarize(file, backend = null) {
+/** Upload a photo: POST /avatarize-2d (multipart hero_image, backend, name) → AvatarizeResponse. */
+export async function avatarize(file, backend = null, name = null) {
   const form = new FormData();
   form.append("hero_image", file);
   if (backend) form.append("backend", backend);
+  if (name) form.append("name", name);
   const av = await json(await fetch("avatarize-2d", { method: "POST", body: form }),
     "avatarize");
   rememberAvatar(av.avatar_id);
@@ -113,4 +114,20 @@ export async function createSession(avatarId, voiceId) {
   if (url.protocol === "http:") url.protocol = "ws:";
   if (url.protocol === "https:") url.protocol = "wss:";
   return { ...s, ws_url: url.href };
+}
+
+/** DELETE /session-2d/{id}: end a session the page no longer uses (a voice or avatar change). */
+export async function deleteSession(sessionId) {
+  const res = await fetch(`session-2d/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
+  if (!res.ok && res.status !== 404) await json(res, "closing the session");
+}
+
+/**
+ * GET /backends → {backends: [{type, available, reason}], default}: the lip-sync back ends this
+ * server can run. null when the server does not say (an older server): offer them all then.
+ */
+export async function listBackends() {
+  const res = await fetch("backends");
+  if (!res.ok) return null;
+  return res.json();
 }

@@ -4,6 +4,9 @@
 
 import * as api from "./api.js";
 import { AudioOut } from "./audio.js";
+import {
+  avatarName, avatarUsability, defaultVoice, groupVoices, plainMessage,
+} from "./choices.js";
 import { containFit } from "./overlay.js";
 import { activity, affineAt, frameIndexAt } from "./protocol.js";
 import { helpers, rendererFor, showNotice } from "./renderers.js";
@@ -37,18 +40,35 @@ const state = {
   lastPatchSeq: null,
   notice: null, // shown over the stage when the mouth is not drawn (unknown kind, unusable)
   error: null,
+  sessionId: null, // the server's id of the live session (one at a time: a switch closes it)
+  pageSpeakPending: false, // a sentence typed here whose utterance_start has not come yet
+  avatars: [], // the avatar list as shown: {avatar_id, name, usable, reason, thumbnail_url}
+  backends: null, // GET /backends: the lip-sync back ends and whether this server can run them
 };
 
 function log(type, fields = {}) {
   const ev = { t: performance.now(), type, ...fields };
   state.events.push(ev);
   if (state.events.length > 2000) state.events.shift();
+  if (type === "utterance_start") {
+    // Speech started elsewhere (the REST API, another tab's call) gets its own figures: it
+    // starts where the server started it. A sentence typed here keeps the time it was typed.
+    if (state.pageSpeakPending) {
+      state.pageSpeakPending = false;
+    } else if (!speakingBesides(fields.utterance)) {
+      resetMeasurements();
+      clearFigures();
+      state.speakAt = ev.t - Math.max(0, fields.server_to_page_ms ?? 0);
+    }
+  }
   if (type === "first_audio" && state.speakAt !== null && state.firstAudioMs === null) {
     state.firstAudioMs = ev.t + ev.heard_in_ms - state.speakAt;
     ui.stat("first-audio", state.firstAudioMs);
   }
   if (type === "pong") ui.stat("rtt", fields.rtt_ms);
-  if (type === "error" || type === "protocol_error") ui.toast(fields.message ?? type, true);
+  if (type === "error" || type === "protocol_error") {
+    ui.toast(plainMessage(fields.message ?? type), true);
+  }
   if (type === "utterance_start") {
     ui.caption(fields.text ?? "");
     const oneWay = fields.server_to_page_ms;
@@ -103,6 +123,23 @@ function envelopeLagMs(maxLag = 200, step = 5) {
     if (r > best.r) best = { lag, r };
   }
   return { lagMs: best.lag, r: best.r };
+}
+
+/** Whether an utterance other than `id` is still heard or waiting for its audio. */
+function speakingBesides(id) {
+  if (!session) return false;
+  return session.order.some((other) => {
+    if (other === id) return false;
+    const track = session.tracks.get(other);
+    if (!track || track.stoppedAt) return false;
+    const pts = session.audio.ptsHeard(other);
+    return pts === null || !track.finishedAt(pts);
+  });
+}
+
+/** The latency figures on screen back to "–" (a new session, new speech). */
+function clearFigures() {
+  for (const id of ["first-audio", "first-mouth", "av", "net"]) ui.stat(id, null);
 }
 
 function resetMeasurements() {
@@ -167,6 +204,8 @@ window.lipcore = {
 
 // ------------------------------------------------------------------------- UI helpers
 
+let captionShown = false;
+
 const ui = {
   status(text, kind = "on") {
     const el = $("#status");
@@ -180,6 +219,7 @@ const ui = {
   caption(text) {
     $("#caption").textContent = text;
     $("#caption").classList.toggle("show", Boolean(text));
+    captionShown = Boolean(text);
   },
   toast(text, isError = false) {
     const el = $("#toast");
@@ -197,7 +237,11 @@ const ui = {
 
 // ------------------------------------------------------------------------- avatar + session
 
-/** The lip-sync types this page draws, as the page names them. */
+/** How the upload chooser names the shipped back ends; a plugin's kind shows as itself. */
+const BACKEND_LABELS = Object.freeze({
+  sprites: "Sprites (cheapest)", mesh: "Mesh warp (smoother)", onnx: "Wav2Lip, server-rendered",
+});
+
 const video = $("#idle");
 const canvas2d = $("#overlay");
 const canvasGl = $("#overlay-gl");
@@ -214,9 +258,7 @@ function absolute(url) {
 async function loadAvatar(av) {
   ui.busy(true, "Loading avatar…");
   try {
-    session?.close();
-    session = null;
-    state.ready = false;
+    closeSession();
     const assets = av.lipsync_assets;
     // The mouth's renderer by kind (built in, or the back end's own module). None: the idle
     // loop plays alone with a notice saying why.
@@ -242,14 +284,16 @@ async function loadAvatar(av) {
     if (renderer) overlay = await renderer.load(useGl ? canvasGl : canvas2d, assets, helpers);
     state.avatar = av.avatar_id;
     state.backend = assets.type;
+    state.error = null;
     state.notice = reason ? `${reason}: playing the idle loop without a mouth` : null;
     showNotice($("#stage"), state.notice);
     $("#backend").textContent = renderer?.label ?? assets.type;
+    markCurrent(av.avatar_id);
     resize();
     if (av.usable === false) ui.status("not connected", "off");
     else await connect(av.avatar_id);
   } catch (e) {
-    state.error = String(e.message ?? e);
+    state.error = plainMessage(e.message ?? e);
     ui.toast(state.error, true);
     ui.status("not connected", "off");
     throw e;
@@ -258,38 +302,88 @@ async function loadAvatar(av) {
   }
 }
 
+let connectSeq = 0; // which connect() is the current one: older ones' late events are ignored
+
+/**
+ * End the live session: its socket, its audio (faded, so nothing of it plays on) and the server's
+ * session (DELETE, so a voice switch does not leave one behind).
+ */
+function closeSession() {
+  connectSeq += 1;
+  const old = session;
+  const oldId = state.sessionId;
+  session = null;
+  state.sessionId = null;
+  state.ready = false;
+  state.pageSpeakPending = false;
+  if (old) {
+    old.close();
+    old.audio.close();
+  }
+  if (oldId) api.deleteSession(oldId).catch(() => {});
+}
+
 async function connect(avatarId) {
+  closeSession();
+  const mine = connectSeq;
   ui.status("connecting…", "wait");
+  ui.caption("");
+  resetMeasurements();
+  clearFigures();
   const voice = $("#voice").value || params.get("voice") || "en-us";
   const s = await api.createSession(avatarId, voice);
-  session = new LiveSession(s.ws_url, { audio: session?.audio ?? sharedAudio(), log });
-  await session.connect();
+  if (mine !== connectSeq) {
+    // Switched again while this one was being created: it is not wanted.
+    api.deleteSession(s.session_id).catch(() => {});
+    return;
+  }
+  // A new audio player per session: its utterances are numbered from 1 again, and must not meet
+  // the old session's (stopped) utterance 1. The page keeps one AudioContext for all of them.
+  const live = new LiveSession(s.ws_url, {
+    audio: sessionAudio(),
+    log: (type, fields) => {
+      if (mine === connectSeq) log(type, fields);
+    },
+  });
+  session = live;
+  state.sessionId = s.session_id;
+  await live.connect();
+  if (mine !== connectSeq) return;
   state.ready = true;
   ui.status("live", "on");
 }
 
-let audioOut = null;
+let audioCtx = null;
+let audioBus = null; // every session's player goes through here, to the speakers and analyser
+let audioOut = null; // the current session's player
 let analyser = null;
 let analyserBuf = null;
-function sharedAudio() {
-  if (!audioOut) {
+function sessionAudio() {
+  if (!audioCtx) {
     // One AudioContext for the page; the analyser taps what goes to the speakers so the page
     // can measure the mouth against the sound it really plays.
-    audioOut = new AudioOut();
-    analyser = audioOut.ctx.createAnalyser();
+    audioCtx = new AudioContext({ latencyHint: "interactive" });
+    audioBus = audioCtx.createGain();
+    audioBus.connect(audioCtx.destination);
+    analyser = audioCtx.createAnalyser();
     analyser.fftSize = 512;
     analyserBuf = new Float32Array(analyser.fftSize);
-    audioOut.master.connect(analyser);
+    audioBus.connect(analyser);
   }
+  audioOut = new AudioOut({ ctx: audioCtx, dest: audioBus });
   return audioOut;
 }
 
 function speak(text, bargeIn = false) {
-  if (!session) throw new Error("no session: pick an avatar first");
-  const clean = text.trim();
-  if (!clean) return;
+  if (!session || !state.ready) {
+    throw new Error(state.avatar ? "Not connected yet: wait a moment, or pick the avatar again."
+      : "Pick or upload an avatar first.");
+  }
+  const clean = String(text ?? "").trim();
+  if (!clean) throw new Error("Type something for the avatar to say first.");
   resetMeasurements();
   state.speakAt = performance.now();
+  state.pageSpeakPending = true;
   session.speak(clean, bargeIn);
 }
 
@@ -374,6 +468,8 @@ function render(now) {
   const cost = performance.now() - t0;
 
   const act = activity(m.weights);
+  // The caption belongs to speech: once nothing is heard or waiting, it goes.
+  if (captionShown && !(session?.isSpeaking ?? false)) ui.caption("");
   state.lastWeights = m.weights;
   state.lastActivity = act;
   state.audioClockMs = m.ptsMs;
@@ -423,41 +519,137 @@ requestAnimationFrame(render);
 
 // ------------------------------------------------------------------------- wiring
 
-async function refreshAvatars(selectId = null) {
-  const list = await api.listAvatars().catch(() => []);
-  const sel = $("#avatar");
+/** GET /backends as the page uses it; null when the server does not list them. */
+async function refreshBackends() {
+  const body = await api.listBackends().catch(() => null);
+  state.backends = body?.backends ?? null;
+  const sel = $("#upload-backend");
+  if (!state.backends) return; // an older server: keep the static choices
   sel.innerHTML = "";
-  for (const av of list) {
+  // Only what this server can run and this page can draw; the reasons of the others are shown
+  // as a note, so that a missing model is not a surprise after a minute of building.
+  const runnable = state.backends.filter((b) => b.available);
+  for (const b of runnable) {
     const opt = document.createElement("option");
-    opt.value = av.avatar_id;
-    opt.textContent = av.name ?? av.avatar_id;
+    opt.value = b.type;
+    opt.textContent = BACKEND_LABELS[b.type] ?? b.type;
     sel.append(opt);
   }
+  const preferred = runnable.find((b) => b.type === body.default) ?? runnable[0];
+  if (preferred) sel.value = preferred.type;
+  sel.disabled = runnable.length === 0;
+  $("#upload-label").classList.toggle("disabled", runnable.length === 0);
+  const off = state.backends.filter((b) => !b.available);
+  const note = $("#backend-note");
+  note.textContent = off.map((b) => `${BACKEND_LABELS[b.type] ?? b.type} is not offered: ${b.reason}`)
+    .join(" ");
+  note.hidden = off.length === 0;
+}
+
+/** The avatar list, from the server: names, thumbnails, whether each can run here and why. */
+async function refreshAvatars(selectId = null) {
+  const list = await api.listAvatars().catch(() => []);
+  state.avatars = list.map((av) => ({ ...av, ...avatarUsability(av, state.backends),
+    displayName: avatarName(av) }));
+  const sel = $("#avatar");
+  sel.innerHTML = "";
+  const strip = $("#avatar-list");
+  strip.innerHTML = "";
+  for (const av of state.avatars) {
+    const opt = document.createElement("option");
+    opt.value = av.avatar_id;
+    opt.textContent = av.usable ? av.displayName : `${av.displayName} (can't run here)`;
+    sel.append(opt);
+
+    const item = document.createElement("button");
+    item.type = "button";
+    item.className = "avatar-item";
+    item.dataset.id = av.avatar_id;
+    item.dataset.usable = String(av.usable);
+    item.title = av.usable ? av.displayName : `${av.displayName}: ${av.reason ?? "can't run here"}`;
+    const thumb = document.createElement(av.thumbnail_url ? "img" : "span");
+    thumb.className = "thumb";
+    if (av.thumbnail_url) {
+      thumb.src = absolute(av.thumbnail_url);
+      thumb.alt = "";
+    } else {
+      thumb.textContent = av.displayName.slice(0, 1).toUpperCase();
+    }
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = av.displayName;
+    item.append(thumb, name);
+    if (!av.usable) {
+      const why = document.createElement("span");
+      why.className = "reason";
+      why.textContent = av.reason ?? "can't run on this server";
+      item.append(why);
+    }
+    item.addEventListener("click", () => pick(av.avatar_id).catch(() => {}));
+    strip.append(item);
+  }
   if (selectId) sel.value = selectId;
-  return list;
+  markCurrent(selectId ?? state.avatar);
+  return state.avatars;
+}
+
+function markCurrent(avatarId) {
+  if (avatarId && [...$("#avatar").options].some((o) => o.value === avatarId)) {
+    $("#avatar").value = avatarId;
+  }
+  for (const el of document.querySelectorAll(".avatar-item")) {
+    el.classList.toggle("current", el.dataset.id === avatarId);
+  }
+}
+
+function languageLabel(code) {
+  try {
+    return new Intl.DisplayNames([navigator.language || "en", "en"], { type: "language" }).of(code);
+  } catch {
+    return code;
+  }
 }
 
 async function refreshVoices() {
   const voices = await api.listVoices().catch(() => []);
   const sel = $("#voice");
-  const want = params.get("voice");
-  for (const v of voices) {
-    const opt = document.createElement("option");
-    opt.value = v.id;
-    opt.textContent = v.language ? `${v.name ?? v.id} (${v.language})` : (v.name ?? v.id);
-    sel.append(opt);
+  sel.innerHTML = "";
+  for (const group of groupVoices(voices, languageLabel)) {
+    const og = document.createElement("optgroup");
+    og.label = group.label;
+    for (const v of group.voices) {
+      const opt = document.createElement("option");
+      opt.value = v.id;
+      opt.textContent = v.name ?? v.id;
+      og.append(opt);
+    }
+    sel.append(og);
   }
-  if (want) sel.value = want;
-  if (!sel.value && voices.length) {
-    sel.value = (voices.find((v) => /^en-us/.test(v.id)) ?? voices.find((v) => /^en/.test(v.id))
-      ?? voices[0]).id;
-  }
+  // The select holds its first option by itself: the default is chosen, not left to that.
+  const id = defaultVoice(voices, { wanted: params.get("voice"),
+    languages: navigator.languages?.length ? navigator.languages : [navigator.language] });
+  if (id !== null) sel.value = id;
 }
 
+/** Open an avatar, unless it cannot run here: then say why and leave no session open. */
 async function pick(avatarId) {
-  const list = await api.listAvatars().catch(() => []);
-  const av = list.find((a) => a.avatar_id === avatarId && a.idle_url)
+  const av = state.avatars.find((a) => a.avatar_id === avatarId && a.idle_url)
     ?? await api.getAvatar(avatarId);
+  const { usable, reason } = avatarUsability(av, state.backends);
+  if (!usable) {
+    // Said, never opened: the avatar on screen (if any) stays live.
+    const why = reason ?? "its lip-sync back end is not available on this server";
+    state.unusable = { avatar_id: av.avatar_id, reason: why };
+    ui.toast(`${avatarName(av)} can't run here: ${why}`, true);
+    if (state.avatar && session) {
+      markCurrent(state.avatar);
+    } else {
+      markCurrent(av.avatar_id);
+      ui.status("avatar can't run here", "off");
+    }
+    return;
+  }
+  state.unusable = null;
   await loadAvatar(av);
   if (![...$("#avatar").options].some((o) => o.value === av.avatar_id)) {
     await refreshAvatars(av.avatar_id);
@@ -472,6 +664,7 @@ $("#speak-form").addEventListener("submit", (ev) => {
     speak(text, bargeIn);
   } catch (e) {
     ui.toast(String(e.message ?? e), true);
+    $("#text").focus();
   }
 });
 $("#text").addEventListener("keydown", (ev) => {
@@ -482,17 +675,24 @@ $("#text").addEventListener("keydown", (ev) => {
 });
 $("#stop").addEventListener("click", () => stop());
 $("#avatar").addEventListener("change", (ev) => pick(ev.target.value).catch(() => {}));
-$("#voice").addEventListener("change", () => state.avatar && connect(state.avatar));
+$("#voice").addEventListener("change", () => {
+  if (state.avatar) connect(state.avatar).catch((e) => ui.toast(plainMessage(e.message ?? e), true));
+});
 $("#upload").addEventListener("change", async (ev) => {
   const file = ev.target.files[0];
   if (!file) return;
+  const before = { text: $("#status").textContent, kind: $("#status").dataset.kind };
   ui.busy(true, "Building the avatar (face analysis, idle loop, mouth)…");
+  ui.status("building avatar…", "wait");
   try {
-    const av = await api.avatarize(file, $("#upload-backend").value || null);
+    const name = $("#upload-name").value.trim() || file.name.replace(/\.[^.]+$/, "");
+    const av = await api.avatarize(file, $("#upload-backend").value || null, name);
+    $("#upload-name").value = "";
     await refreshAvatars(av.avatar_id);
-    await loadAvatar(av);
+    await pick(av.avatar_id);
   } catch (e) {
-    ui.toast(String(e.message ?? e), true);
+    ui.toast(plainMessage(e.message ?? e), true);
+    if ($("#status").textContent === "building avatar…") ui.status(before.text, before.kind);
   } finally {
     ui.busy(false);
     ev.target.value = "";
@@ -500,12 +700,18 @@ $("#upload").addEventListener("change", async (ev) => {
 });
 // Browsers start audio only after a gesture (unless told otherwise): any click resumes it.
 document.addEventListener("pointerdown", () => audioOut?.resume(), { once: false });
+// The server's session ends with the page (a reload must not leave one behind).
+window.addEventListener("pagehide", () => closeSession());
 
 await refreshVoices();
+await refreshBackends();
 const avatars = await refreshAvatars(params.get("avatar"));
-const first = params.get("avatar") ?? avatars[0]?.avatar_id;
+// The newest avatar that can run here; one that cannot is never opened by itself.
+const first = params.get("avatar") ?? avatars.find((a) => a.usable)?.avatar_id;
 if (first) {
-  await pick(first).catch((e) => ui.toast(String(e.message ?? e), true));
+  await pick(first).catch((e) => ui.toast(plainMessage(e.message ?? e), true));
+} else if (avatars.length) {
+  ui.status("no avatar can run here: upload a photo", "off");
 } else {
   ui.status("no avatar yet: upload a photo", "off");
 }

@@ -24,13 +24,19 @@ class UtteranceAudio {
 }
 
 export class AudioOut {
-  constructor() {
+  /**
+   * `ctx`/`dest`: share one AudioContext between players (a page opens one per session: the
+   * utterance numbers restart with each session, so one player per session keeps a new
+   * session's utterance 1 apart from the old one's). Without them the player owns its context.
+   */
+  constructor({ ctx = null, dest = null } = {}) {
     // "interactive" asks for the smallest output buffer the platform allows.
-    this.ctx = new AudioContext({ latencyHint: "interactive" });
+    this.ctx = ctx ?? new AudioContext({ latencyHint: "interactive" });
     this.master = this.ctx.createGain();
-    this.master.connect(this.ctx.destination);
+    this.master.connect(dest ?? this.ctx.destination);
     this.utterances = new Map();
     this.lastEndCtx = 0;
+    this.closed = false;
   }
 
   async resume() {
@@ -140,5 +146,13 @@ export class AudioOut {
     const u = this.utterances.get(id);
     if (u) u.gain.disconnect();
     this.utterances.delete(id);
+  }
+
+  /** This player is done (its session closed): fade out what still plays, then disconnect. */
+  close(rampMs = 60) {
+    if (this.closed) return;
+    this.closed = true;
+    for (const id of this.utterances.keys()) this.fadeOut(id, rampMs);
+    setTimeout(() => this.master.disconnect(), rampMs + 50);
   }
 }

@@ -11,9 +11,18 @@ The settings are the ones the public checkpoint was trained with (Wav2Lip's ``hp
 * ``20·log10(max(1e-5, mel)) - 20`` dB, then symmetric scaling of [-100, 0] dB to [-4, 4], clipped.
 
 Frame alignment: video frame ``i`` at ``fps`` uses mel columns ``[s, s + 16)`` with
-``s = int(80 * i / fps)``: the window *starts* at the frame's time and covers the next 200 ms
-(that is how the training data was cut). Columns past the end of the audio are digital silence
-(-4), so an utterance of ``d`` seconds gets ``ceil(d * fps)`` frames.
+``s = int(80 * (i - 1) / fps)``: the window starts one frame *before* the frame's time and covers
+200 ms. That is the pairing the generator was trained on, not the one of Wav2Lip's
+``inference.py`` (``int(80 * i / fps)``). In ``wav2lip_train.py`` the 5 frames ``s … s+4`` (file
+names are 0-based frame numbers, preprocess.py) get ``get_segmented_mels``: ``start_frame_num =
+s + 1`` and ``crop_audio_window(spec, i - 2)`` for ``i`` in ``s+1 … s+5``, so frame ``f`` gets
+the window starting at ``int(80 * (f - 1) / fps)``; the SyncNet expert that judges the output
+pairs the same 5 frames with the window starting at ``int(80 * s / fps)`` (the frames' own
+time), i.e. it calls a mouth in sync when it matches that pairing. Fed the inference script's
+window, the released weights draw frame ``f`` with the audio they learned for ``f + 1``: the
+mouth one frame (40 ms at 25 fps) early. Columns before the start and past the end of the audio
+are digital silence (-4), so an utterance of ``d`` seconds gets ``ceil(d * fps)`` frames (and a
+frame becomes computable one frame sooner when streaming).
 
 :class:`StreamingMel` computes the same columns incrementally: column ``t`` is final once the
 audio reaches sample ``200 t + 400`` (its right half-window), so the result never depends on how
@@ -39,6 +48,7 @@ __all__ = [
     "N_MELS",
     "SAMPLE_RATE",
     "SILENCE",
+    "WINDOW_OFFSET_FRAMES",
     "StreamingMel",
     "frame_count",
     "mel_filters",
@@ -177,10 +187,15 @@ def mel_spectrogram(audio: npt.ArrayLike) -> F32:
     return _columns(_frames(padded, 0, n))
 
 
+#: Frames the mel window starts before the frame's own time (Wav2Lip's training code; see the
+#: module docstring: 1, not inference.py's 0).
+WINDOW_OFFSET_FRAMES = 1
+
+
 def window_start(frame: int, fps: float) -> int:
-    """First mel column of video frame ``frame``: ``int(80 * frame / fps)`` (the training
-    alignment)."""
-    return int(MEL_FPS * frame / fps)
+    """First mel column of video frame ``frame``: ``int(80 * (frame - 1) / fps)``, the training
+    alignment (negative for frame 0: the columns before the audio are silence)."""
+    return int(MEL_FPS * (frame - WINDOW_OFFSET_FRAMES) / fps)
 
 
 def frame_count(n_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
@@ -195,9 +210,10 @@ def mel_windows(mel: F32, frames: range | list[int], fps: float) -> F32:
     cols = mel.shape[1]
     for k, i in enumerate(frames):
         s = window_start(i, fps)
+        lo = max(s, 0)  # columns before the audio (frame 0) stay silence
         e = min(s + MEL_WINDOW, cols)
-        if e > s:
-            out[k, 0, :, : e - s] = mel[:, s:e]
+        if e > lo:
+            out[k, 0, :, lo - s : e - s] = mel[:, lo:e]
     return out
 
 

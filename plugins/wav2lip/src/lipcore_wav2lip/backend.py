@@ -29,9 +29,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from lipcore.errors import LipcoreError
 from lipcore.interfaces import AudioMouthRenderer, LipsyncBackend, MouthPatchStream
 from lipcore_wav2lip import audio as wa
-from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError
+from lipcore_wav2lip.errors import AvatarAssetError, ModelNotFoundError, SettingsError
 from lipcore_wav2lip.face import (
     FACE_SIZE,
     CropBox,
@@ -57,6 +58,36 @@ ASSET_VERSION = 1
 Conditioning = Literal["photo", "idle"]
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
+
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+MAX_BATCH = 256
+
+
+def _choice(setting: str, value: str, valid: Sequence[str]) -> str:
+    """``value`` (case and spaces ignored) if it is one of ``valid``, else a
+    :class:`SettingsError` naming the setting, the value and the valid values."""
+    clean = str(value).strip().lower()
+    if clean not in valid:
+        raise SettingsError(
+            f"{setting}={value!r} is not a valid value; use one of: {', '.join(valid)}"
+        )
+    return clean
+
+
+def _batch(setting: str, value: object) -> int:
+    """A batch size 1…MAX_BATCH from an int or its text, else a :class:`SettingsError`."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_BATCH:
+        raise SettingsError(
+            f"{setting}={value!r} is not a valid batch size; use a whole number from 1 to "
+            f"{MAX_BATCH} (default 8)"
+        )
+    return n
 
 
 def _roi_tuple(roi: Any) -> tuple[int, int, int, int]:
@@ -92,8 +123,9 @@ class PatchStream(MouthPatchStream):
     """Mouth patches for one utterance, produced as its audio arrives.
 
     ``push(pcm, pts_ms)`` returns the patches whose mel window is complete, that is every frame
-    ``i`` with ``int(80 i / fps) + 16`` mel columns final, which needs the audio up to about
-    ``i / fps + 212.5 ms`` (16 columns of 12.5 ms plus half an STFT window). ``finish()`` returns
+    ``i`` with ``int(80 (i - 1) / fps) + 16`` mel columns final (the training alignment, see
+    :mod:`lipcore_wav2lip.audio`), which needs the audio up to about ``(i - 1) / fps + 212.5 ms``
+    (16 columns of 12.5 ms plus half an STFT window). ``finish()`` returns
     the rest (windows past the end are silence). The patches equal those of
     :meth:`Wav2LipRenderer.render_audio` on the whole audio, however it was chunked.
     """
@@ -358,9 +390,10 @@ class Wav2LipBackend(LipsyncBackend):
 
     type: ClassVar[str] = "onnx"
     driven_by: ClassVar[Literal["visemes", "audio"]] = "audio"
-    # The server renders the mouth; clients need the mask (and the reference face, shown as
-    # model_url). wav2lip.json stays on the server.
-    client_assets: ClassVar[Mapping[str, str]] = {"reference": "model_url", "mask": "mask_url"}
+    # The server renders the mouth; clients need the mask. The reference face is listed in
+    # ``files`` only: it is no model a client would run, so it is not ``model_url``.
+    # wav2lip.json stays on the server.
+    client_assets: ClassVar[Mapping[str, str]] = {"reference": "", "mask": "mask_url"}
 
     def __init__(
         self,
@@ -378,13 +411,42 @@ class Wav2LipBackend(LipsyncBackend):
             if model_path
             else (Path(env["LIPCORE_WAV2LIP_MODEL"]) if env.get("LIPCORE_WAV2LIP_MODEL") else None)
         )
-        self.device: Device = device or env.get("LIPCORE_WAV2LIP_DEVICE", "auto")  # type: ignore[assignment]
-        self.precision: Precision = precision or env.get("LIPCORE_WAV2LIP_PRECISION", "fp32")  # type: ignore[assignment]
-        self.batch_size = batch_size or int(env.get("LIPCORE_WAV2LIP_BATCH", "8"))
+        # Settings are checked here, when the back end is created: a bad value is one clear
+        # error naming the valid ones, before any avatar or session depends on it.
+        self.device: Device = _choice(  # type: ignore[assignment]
+            "device" if device else "LIPCORE_WAV2LIP_DEVICE",
+            device or env.get("LIPCORE_WAV2LIP_DEVICE", "auto"), DEVICES)
+        self.precision: Precision = _choice(  # type: ignore[assignment]
+            "precision" if precision else "LIPCORE_WAV2LIP_PRECISION",
+            precision or env.get("LIPCORE_WAV2LIP_PRECISION", "fp32"), PRECISIONS)
+        self.batch_size = _batch(
+            "batch_size" if batch_size is not None else "LIPCORE_WAV2LIP_BATCH",
+            batch_size if batch_size is not None else env.get("LIPCORE_WAV2LIP_BATCH", "8"))
         self.conditioning: Conditioning = conditioning
         self.threads = threads
         self._model: Wav2LipModel | None = None
+        self._model_error: LipcoreError | None = None
         self._model_lock = threading.Lock()
+
+    @property
+    def configured(self) -> bool:
+        """Whether a model is configured (a server should then check it at start)."""
+        return self.model_path is not None
+
+    def availability(self) -> str | None:
+        """``None`` when a model is configured and loads (signature checked, trial run done);
+        else one sentence why not. The model is loaded once; a failure is remembered (fix the
+        setting and restart)."""
+        if self.model_path is None:
+            return (
+                "no Wav2Lip model is configured on this server (the operator sets "
+                "LIPCORE_WAV2LIP_MODEL to the ONNX export of the Wav2Lip checkpoint)"
+            )
+        try:
+            self.model()
+        except LipcoreError as exc:
+            return f"the server's Wav2Lip model cannot be used: {exc}"
+        return None
 
     # ------------------------------------------------------------------ build time
 
@@ -446,7 +508,8 @@ class Wav2LipBackend(LipsyncBackend):
                 "sample_rate": wa.SAMPLE_RATE,
                 "mel_fps": wa.MEL_FPS,
                 "window": wa.MEL_WINDOW,
-                "alignment": "frame i uses mel columns [int(80 i / fps), +16)",
+                "alignment": "frame i uses mel columns [int(80 (i - 1) / fps), +16) "
+                "(Wav2Lip's training alignment)",
             },
         }
         (out / ASSET_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -457,6 +520,8 @@ class Wav2LipBackend(LipsyncBackend):
     def model(self) -> Wav2LipModel:
         """The shared ONNX session (loaded on first use)."""
         with self._model_lock:
+            if self._model_error is not None:
+                raise self._model_error
             if self._model is None:
                 if self.model_path is None:
                     raise ModelNotFoundError(
@@ -465,13 +530,17 @@ class Wav2LipBackend(LipsyncBackend):
                         "pass "
                         "model_path= to Wav2LipBackend"
                     )
-                self._model = Wav2LipModel(
-                    self.model_path,
-                    device=self.device,
-                    precision=self.precision,
-                    batch_size=self.batch_size,
-                    threads=self.threads,
-                )
+                try:
+                    self._model = Wav2LipModel(
+                        self.model_path,
+                        device=self.device,
+                        precision=self.precision,
+                        batch_size=self.batch_size,
+                        threads=self.threads,
+                    )
+                except LipcoreError as exc:
+                    self._model_error = exc
+                    raise
             return self._model
 
     def open_renderer(self, avatar: Any) -> Wav2LipRenderer:

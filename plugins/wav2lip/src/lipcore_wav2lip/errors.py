@@ -9,8 +9,10 @@ __all__ = [
     "ModelError",
     "ModelFormatError",
     "ModelNotFoundError",
+    "ModelRunError",
     "ModelSignatureError",
     "RuntimeUnavailableError",
+    "SettingsError",
 ]
 
 
@@ -47,3 +49,18 @@ class RuntimeUnavailableError(LipcoreError):
 
     code = "wav2lip_runtime"
     http_status = 503
+
+
+class ModelRunError(LipcoreError):
+    """The model loaded but a run failed inside ONNX Runtime. The model is configured on the
+    server, not sent by the client: a server fault (500), with the runtime's words kept short."""
+
+    code = "wav2lip_model_run"
+    http_status = 500
+
+
+class SettingsError(InputError):
+    """A ``LIPCORE_WAV2LIP_*`` setting (or argument) has a value the back end does not know.
+    The message names the setting, the value and the valid values."""
+
+    code = "wav2lip_settings"

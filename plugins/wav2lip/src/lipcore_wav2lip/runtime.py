@@ -9,8 +9,10 @@ Provider choice (``device``):
   the fallback for operators the GPU provider lacks.
 * ``"cpu"``.
 
-ONNX Runtime's own log level is raised to *error* so that a machine without CUDA does not print a
-wall of provider-loading warnings.
+ONNX Runtime's own log level is raised to *fatal*: a machine without CUDA does not print a wall
+of provider-loading warnings, and a failed run does not print the runtime's own log line in the
+user's terminal; every runtime failure is raised as a lipcore error instead (ModelFormatError,
+ModelSignatureError, ModelRunError).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import numpy.typing as npt
 from lipcore_wav2lip.errors import (
     ModelFormatError,
     ModelNotFoundError,
+    ModelRunError,
     ModelSignatureError,
     RuntimeUnavailableError,
+    SettingsError,
 )
 
 __all__ = [
@@ -54,7 +58,8 @@ _FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
 }
-_ORT_LOG_ERROR = 3
+# ONNX Runtime severities: 0 verbose … 3 error, 4 fatal. Errors reach the user as exceptions.
+_ORT_LOG_QUIET = 4
 
 
 def cuda_device_count() -> int:
@@ -81,7 +86,7 @@ def cuda_device_count() -> int:
 def _ort() -> Any:
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(_ORT_LOG_ERROR)
+    ort.set_default_logger_severity(_ORT_LOG_QUIET)
     return ort
 
 
@@ -92,7 +97,7 @@ def select_providers(device: Device = "auto") -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device not in ("auto", "cuda", "tensorrt"):
-        raise ValueError(f"device must be auto, cpu, cuda or tensorrt; got {device!r}")
+        raise SettingsError(f"device must be auto, cpu, cuda or tensorrt; got {device!r}")
     wanted = "TensorrtExecutionProvider" if device == "tensorrt" else "CUDAExecutionProvider"
     gpus = cuda_device_count() if wanted in available else 0
     if wanted in available and gpus > 0:
@@ -161,17 +166,26 @@ def _signature(session: Any, path: Path) -> ModelSignature:
         raise fail("it has no output")
     mel = [a for a in inputs if _fits(a.shape, MEL_SHAPE)]
     face = [a for a in inputs if _fits(a.shape, FACE_SHAPE)]
+    out = outputs[0]
     if len(mel) == 1 and len(face) == 1 and mel[0] is not face[0]:
         mel_arg, face_arg = mel[0], face[0]
     else:
-        # Fully dynamic shapes: go by name, then by the order of Wav2Lip.forward(audio, face).
-        by_name = {a.name.lower(): a for a in inputs}
-        mel_arg = next((a for n, a in by_name.items() if "mel" in n or "audio" in n), inputs[0])
-        face_arg = next((a for a in inputs if a is not mel_arg), inputs[1])
+        # Shapes do not tell (symbolic dimensions): the names may ("mel", "audio", "face"),
+        # else a trial run does. Guessing by input order is how a face-first export
+        # (input_0 = face) loaded and then failed on its first frame.
+        named = [a for a in inputs if any(k in a.name.lower() for k in ("mel", "audio"))]
+        faces = [a for a in inputs if any(k in a.name.lower() for k in ("face", "image", "img"))]
+        if len(named) == 1:
+            mel_arg = named[0]
+            face_arg = next(a for a in inputs if a is not mel_arg)
+        elif len(faces) == 1:
+            face_arg = faces[0]
+            mel_arg = next(a for a in inputs if a is not face_arg)
+        else:
+            mel_arg, face_arg = _by_trial(session, inputs, out, fail)
         for arg, shape, label in ((mel_arg, MEL_SHAPE, "mel"), (face_arg, FACE_SHAPE, "face")):
             if not _fits(arg.shape, shape):
                 raise fail(f"no input has the {label} shape (B, {', '.join(map(str, shape))})")
-    out = outputs[0]
     if not _fits(out.shape, OUT_SHAPE):
         raise fail(f"output {out.name!r} has shape {list(out.shape)}, not (B, 3, 96, 96)")
     types = {mel_arg.type, face_arg.type, out.type}
@@ -186,6 +200,48 @@ def _signature(session: Any, path: Path) -> ModelSignature:
         dtype=_FLOAT_TYPES[mel_arg.type],
         batch=batch,
     )
+
+
+def _by_trial(
+    session: Any, inputs: Sequence[Any], out: Any, fail: Any
+) -> tuple[Any, Any]:
+    """Which of two inputs is the mel and which the face, found by running the model once each
+    way on zeros (batch 1, or the file's fixed batch): exactly one way must run and give a
+    (B, 3, 96, 96) output; otherwise the model is refused with ``fail(...)``."""
+    working = []
+    for mel_arg, face_arg in ((inputs[0], inputs[1]), (inputs[1], inputs[0])):
+        batch = _dims(mel_arg.shape)[0] if _dims(mel_arg.shape) else None
+        rows = batch or 1
+        mel_t = _FLOAT_TYPES.get(mel_arg.type, np.float32)
+        face_t = _FLOAT_TYPES.get(face_arg.type, np.float32)
+        feeds = {
+            mel_arg.name: np.zeros((rows, *MEL_SHAPE), dtype=mel_t),
+            face_arg.name: np.zeros((rows, *FACE_SHAPE), dtype=face_t),
+        }
+        try:
+            result = session.run([out.name], feeds)[0]
+        except Exception:  # the wrong way round fails inside the runtime: that is the test
+            continue
+        if tuple(np.shape(result))[1:] == OUT_SHAPE:
+            working.append((mel_arg, face_arg))
+    if len(working) != 1:
+        how = "fails both ways" if not working else "works both ways"
+        raise fail(
+            "its inputs have symbolic shapes and names that do not say which is the mel and "
+            f"which the face, and a trial run with a (1, 1, 80, 16) mel and a (1, 6, 96, 96) "
+            f"face {how}"
+        )
+    mel_arg, face_arg = working[0]
+    logger.info("Wav2Lip model inputs found by a trial run: mel %r, face %r", mel_arg.name,
+                face_arg.name)
+    return mel_arg, face_arg
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a runtime error, without ONNX Runtime's bracketed prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace("[ONNXRuntimeError] : ", "")
+    return text[:240]
 
 
 def convert_to_fp16(model: bytes | str | Path, out_path: str | Path | None = None) -> bytes:
@@ -235,14 +291,14 @@ class Wav2LipModel:
                 "of the Wav2Lip checkpoint (see the lipcore-wav2lip README: how to export it)."
             )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
+            raise SettingsError(f"batch_size must be ≥ 1; got {batch_size}")
         data = self.path.read_bytes()
         if not data:
             raise ModelFormatError(f"Wav2Lip model file {self.path} is empty")
         ort = _ort()
         self.providers_requested = select_providers(device)
         options = ort.SessionOptions()
-        options.log_severity_level = _ORT_LOG_ERROR
+        options.log_severity_level = _ORT_LOG_QUIET
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -255,7 +311,7 @@ class Wav2LipModel:
             ) from exc
         self.signature = _signature(probe, self.path)
         if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16; got {precision!r}")
+            raise SettingsError(f"precision must be fp32 or fp16; got {precision!r}")
         session = probe if self.providers_requested == ["CPUExecutionProvider"] else None
         if precision == "fp16" and self.signature.dtype == np.float32:
             data = convert_to_fp16(data)
@@ -286,6 +342,19 @@ class Wav2LipModel:
         # An FP16 file converted with keep_io_types has float32 I/O; a native one wants float16.
         mel = np.ascontiguousarray(mel, dtype=sig.dtype)
         face = np.ascontiguousarray(face, dtype=sig.dtype)
+        try:
+            return self._run_raw(mel, face)
+        except Exception as exc:
+            raise ModelRunError(
+                f"the Wav2Lip model {self.path.name} failed on a batch of {len(mel)} frames "
+                f"({_short(exc)}). The model loaded but does not run like Wav2Lip: export the "
+                "official 96×96 checkpoint as described in the lipcore-wav2lip README"
+            ) from exc
+
+    def _run_raw(
+        self, mel: npt.NDArray[Any], face: npt.NDArray[Any]
+    ) -> npt.NDArray[np.float32]:
+        sig = self.signature
         if self._binding is not None:
             b = self._binding
             b.bind_cpu_input(sig.mel_input, mel)

@@ -150,12 +150,18 @@ def tiny_model(
     mel_bins: int = 80,
     out_size: int = 96,
     float16: bool = False,
+    face_first: bool = False,
+    symbolic: bool = False,
 ) -> bytes:
     """A small model with Wav2Lip's signature (or a deliberately wrong one, for error tests).
 
     out = sigmoid(conv1x1(relu(conv3x3(face)) + audio_code) + 2 * face[:, 3:6] - 1), where
     audio_code = tanh(dense(mel window)): each output pixel depends on its face neighbourhood
     (masked and reference halves) and on every mel value.
+
+    ``face_first`` lists the face input before the mel; ``symbolic`` makes every dimension of
+    the inputs and output a symbol (as some exporters write them): then only a trial run tells
+    which input is which.
     """
     g = _Graph(seed)
     f = g.conv(face_name, face_channels, 8, 3, pad=1)
@@ -198,11 +204,14 @@ def tiny_model(
             for i in g.inits
         ]
     elem = g.onnx.TensorProto.FLOAT16 if float16 else None
-    data = g.model(
-        [(mel_name, (batch, 1, mel_bins, 16)), (face_name, (batch, face_channels, 96, 96))],
-        [(out_name, (batch, 3, out_size, out_size))],
-        elem=elem,
-    )
+    mel_io: tuple[str, tuple[int | str, ...]] = (mel_name, (batch, 1, mel_bins, 16))
+    face_io: tuple[str, tuple[int | str, ...]] = (face_name, (batch, face_channels, 96, 96))
+    out_io: tuple[str, tuple[int | str, ...]] = (out_name, (batch, 3, out_size, out_size))
+    if symbolic:
+        mel_io = (mel_name, ("N", "C0", "H0", "W0"))
+        face_io = (face_name, ("N", "C1", "H1", "W1"))
+        out_io = (out_name, ("N", "C2", "H2", "W2"))
+    data = g.model([face_io, mel_io] if face_first else [mel_io, face_io], [out_io], elem=elem)
     return _write(data, path)
 
 
