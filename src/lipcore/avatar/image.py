@@ -7,6 +7,7 @@ from the header, so a decompression bomb (a small file that inflates to gigabyte
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -33,6 +34,15 @@ PhotoSource = bytes | str | Path | Image.Image
 # Transparent areas are laid over this colour: a plain light background reads as a studio
 # backdrop, where black would look like a hole.
 _MATTE = (255, 255, 255)
+
+
+_REPR_RE = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _exc_text(exc: BaseException) -> str:
+    """The exception's text without object reprs (Pillow names the ``BytesIO`` it could not
+    identify, heap address included: nothing a client should see)."""
+    return _REPR_RE.sub("", str(exc)).strip() or "unreadable data"
 
 
 def _describe(source: PhotoSource) -> str:
@@ -82,7 +92,8 @@ def _open(source: PhotoSource, name: str, max_bytes: int) -> tuple[Image.Image, 
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         fh.close()
         raise CorruptImageError(
-            f"{name} is not a readable image ({type(exc).__name__}: {exc}); send a JPEG, PNG "
+            f"{name} is not a readable image ({type(exc).__name__}: {_exc_text(exc)}); send a "
+            "JPEG, PNG "
             "or WebP photo"
         ) from exc
     return img, fh
@@ -218,7 +229,8 @@ def load_photo(
             raise ImageTooLargeError(f"{name} is too large to decode ({exc})") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(
-                f"{name} could not be decoded ({type(exc).__name__}: {exc}); the file is "
+                f"{name} could not be decoded ({type(exc).__name__}: {_exc_text(exc)}); the "
+                "file is "
                 "damaged or truncated. Re-export the photo as JPEG or PNG"
             ) from exc
     finally:

@@ -606,7 +606,8 @@ def create_app(
         if status >= 500:
             logger.error("request failed: %s", exc)
         headers = {"www-authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status,
+        return JSONResponse({"error": exc.code, "detail": exc.public_message or str(exc)},
+                            status_code=status,
                             headers=headers)
 
     app.include_router(_routes())
