@@ -39,6 +39,7 @@ from lipcore.server.security import (
     authenticate,
     install_error_handlers,
     presented_credential,
+    short_detail,
 )
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings, check_data_dir
@@ -606,7 +607,8 @@ def create_app(
         if status >= 500:
             logger.error("request failed: %s", exc)
         headers = {"www-authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"error": exc.code, "detail": exc.public_message or str(exc)},
+        detail = short_detail(exc.public_message or str(exc))  # never echoes large input
+        return JSONResponse({"error": exc.code, "detail": detail},
                             status_code=status,
                             headers=headers)
 

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import resource
 import secrets
 import time
@@ -64,6 +65,15 @@ def short(text: object, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters: error details never echo large input."""
     s = str(text)
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+_LONG_WORD = re.compile(r"\S{81,}")
+
+
+def short_detail(text: str, limit: int = 500) -> str:
+    """An error detail fit to send: any run of more than 80 non-space characters (an echoed
+    id, voice or file name) is cut, and the whole to ``limit`` characters."""
+    return short(_LONG_WORD.sub(lambda m: m.group(0)[:40] + "…", text), limit)
 
 
 # --------------------------------------------------------------------------- client tokens
@@ -261,6 +271,10 @@ async def send_error(send: Any, status: int, code: str, detail: str, *,
     await send({"type": "http.response.body", "body": body})
 
 
+class _BodyStalled(Exception):
+    pass
+
+
 class SecurityMiddleware:
     """The outermost ASGI layer of :func:`lipcore.server.create_app` (see the module text).
 
@@ -324,22 +338,42 @@ class SecurityMiddleware:
                 await send_error(send, getattr(exc, "http_status", 401), exc.code, str(exc),
                                  close=True)
                 return
-        await self.app(scope, self._idle_bounded(receive), self._with_headers(send))
+        await self._call_bounded(scope, receive, self._with_headers(send))
 
-    def _idle_bounded(self, receive: Any) -> Any:
+    async def _call_bounded(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the app with a stall bound on the request body: a body that trickles in (slow
+        POST) holds a worker slot, so one that stalls ``body_idle_timeout_s`` between chunks
+        is answered 408 and the connection closed."""
         timeout = self.settings.body_idle_timeout_s
+        stalled = False
+        started = False
 
         async def bounded() -> Any:
-            # A body that trickles in (slow POST) holds a worker slot; one that stalls this
-            # long is treated as gone (the app sees a disconnect and the client gets nothing).
+            nonlocal stalled
             try:
                 return await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
-                logger.warning("request body stalled; dropped",
-                               extra={"timeout_s": timeout})
-                return {"type": "http.disconnect"}
+                stalled = True
+                raise _BodyStalled from None
 
-        return bounded
+        async def guarded(message: Any) -> None:
+            nonlocal started
+            if stalled:  # the app's own answer to the aborted body is replaced
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, bounded, guarded)
+        except Exception:
+            if not stalled:
+                raise
+        if stalled:
+            logger.warning("request body stalled", extra={"timeout_s": timeout})
+            if not started:
+                await send_error(send, 408, "request_timeout",
+                                 f"the request body stalled for {timeout:g} s", close=True)
 
     @staticmethod
     def _with_headers(send: Any) -> Any:
