@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import re
@@ -45,11 +46,23 @@ def _lock_path(root: Path, avatar_id: str) -> Path:
 
 
 def _build_job(data: bytes, out_dir: str, backend: str, avatar_id: str,
-               limits: dict[str, int], seconds: float, fps: float, engine: Any = None) -> None:
+               limits: dict[str, int], seconds: float, fps: float, engine: Any = None,
+               nice: int = 0) -> None:
     """Check and decode the photo, then build the avatar, holding the avatar's lock file so
     that a restarted server can tell a live build from a dead one. Runs in a build worker
-    process (or, with ``build_isolation="thread"``, a thread of the server)."""
+    process (``engine`` None: the worker's default engine; ``nice``: its priority is lowered
+    by that much, so that on a shared core the serving loop wins) or, with
+    ``build_isolation="thread"``, in a thread of the server with the server's engine."""
     import fcntl
+    import os
+
+    if engine is None:
+        from lipcore.server import buildworker
+
+        engine = buildworker.engine()
+        if nice:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
 
     from lipcore.avatar.image import load_photo
     from lipcore.avatar.store import build_avatar
@@ -80,7 +93,7 @@ def _pool_context() -> Any:
     if _POOL_CONTEXT is None:
         try:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["lipcore.server.avatars", "lipcore.avatar.store"])
+            ctx.set_forkserver_preload(["lipcore.server.avatars", "lipcore.server.buildworker"])
         except ValueError:  # pragma: no cover - platforms without fork
             ctx = multiprocessing.get_context("spawn")
         _POOL_CONTEXT = ctx
@@ -263,9 +276,13 @@ class AvatarStore:
         return removed
 
     def close(self) -> None:
-        """Stop the build worker processes (at shutdown)."""
+        """Stop the build worker processes (at shutdown): a build still running is ended (its
+        partial directory is removed at the next start) rather than holding the exit up."""
         if self._pool is not None:
+            workers = list((getattr(self._pool, "_processes", None) or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:
+                proc.terminate()
             self._pool = None
 
     def get(self, avatar_id: str) -> AvatarRecord:
@@ -346,6 +363,7 @@ class AvatarStore:
         if self.settings.build_isolation == "thread":
             await anyio.to_thread.run_sync(lambda: _build_job(*args, engine=self.engine))
             return
+        args = (*args, None, self.settings.build_nice)
         # A build is seconds of CPU-bound Python and numpy; in a thread of the server it
         # competes for the GIL with the event loop (/healthz p99 4 → 217 ms during three
         # builds). A worker process per build (fresh for each, so its memory goes back to

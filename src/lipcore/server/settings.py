@@ -44,6 +44,9 @@ class ServerSettings:
     #: latency, memory returns after each build; the worker uses the default plugins) or a
     #: thread of the server ("thread": uses the server's own engine object).
     build_isolation: Literal["process", "thread"] = "process"
+    #: How much lower a build worker's CPU priority is than the server's (``nice``): on a
+    #: machine with fewer free cores than builds, the event loop still gets the CPU first.
+    build_nice: int = 10
     max_pending_builds: int = 4
     # sessions
     max_sessions: int = 1000
