@@ -26,6 +26,7 @@ import resource
 import secrets
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -394,7 +395,7 @@ class SecurityMiddleware:
 # --------------------------------------------------------------------------- error handlers
 
 
-def _describe_validation(errors: list[Any]) -> str:
+def _describe_validation(errors: Sequence[Any]) -> str:
     """Where and what, for each invalid field, never the rejected value itself."""
     parts = []
     for err in errors[:5]:
