@@ -236,6 +236,13 @@ def test_stalled_bodies_and_slow_second_requests_are_timed_out(tmp_path: Path) -
             while chunk := s.recv(65536):
                 rest += chunk
             assert rest.startswith(b"HTTP/1.1 408") and 0.5 < time.monotonic() - t0 < 4
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(100):  # endless headers, fast enough to beat the timeout
+                    s.sendall(b"X-Pad: " + b"p" * 1000 + b"\r\n")
+            answer = s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     app = create_app(testing_engine(tts=make_tts(), default_tts="replay"),
                      ServerSettings(data_dir=tmp_path / "data", body_idle_timeout_s=1.0))
     srv = start_server(app)
@@ -248,6 +255,44 @@ def test_stalled_bodies_and_slow_second_requests_are_timed_out(tmp_path: Path) -
             answer = s.recv(65536)
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
             assert b"request_timeout" in answer and time.monotonic() - t0 < 4
+    finally:
+        srv.stop()
+
+
+def test_builds_run_in_a_low_priority_worker_process(tmp_path: Path,
+                                                     grace_hopper_path: Path) -> None:
+    """Finding 10: a build runs outside the serving process (whose event loop it once stalled
+    for 200 ms at a time) and at a lower CPU priority. The build's lock file is held by the
+    process doing the build: /proc/locks names it."""
+    write_fake_avatar(tmp_path / "data")
+    app = create_app(testing_engine(tts=make_tts(), default_tts="replay"),
+                     ServerSettings(data_dir=tmp_path / "data", idle_seconds=3.0))
+    srv = start_server(app)
+    result: list[httpx.Response] = []
+    try:
+        uploader = threading.Thread(target=lambda: result.append(httpx.post(
+            f"{srv.url}/avatarize-2d", files={"hero_image": ("g.jpg",
+                                                             grace_hopper_path.read_bytes())},
+            timeout=300)))
+        uploader.start()
+        builder = None
+        deadline = time.monotonic() + 120
+        while builder is None and time.monotonic() < deadline and uploader.is_alive():
+            for lock in (tmp_path / "data" / "avatars").glob(".*.lock"):
+                with contextlib.suppress(OSError):
+                    st = lock.stat()
+                    for line in Path("/proc/locks").read_text().splitlines():
+                        f = line.split()
+                        if len(f) > 5 and f[1] == "FLOCK" and f[5].endswith(f":{st.st_ino}"):
+                            builder = int(f[4])
+            time.sleep(0.02)
+        assert builder is not None, "no build lock seen"
+        assert builder != os.getpid()
+        with contextlib.suppress(ProcessLookupError):  # (it may just have finished)
+            assert os.getpriority(os.PRIO_PROCESS, builder) >= os.getpriority(
+                os.PRIO_PROCESS, 0) + 10
+        uploader.join(300)
+        assert result and result[0].status_code == 200, result[0].text if result else "none"
     finally:
         srv.stop()
 

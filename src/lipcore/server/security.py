@@ -498,6 +498,13 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
     header_timeout = settings.header_timeout_s
     per_ip = settings.max_connections_per_ip
     total = effective_max_connections(settings)
+    max_head = 64 * 1024  # request line + headers; browsers send a few KB
+    too_big_body = json.dumps({"error": "headers_too_large",
+                               "detail": f"the request headers are over {max_head} bytes"}).encode()
+    too_big_response = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                        b"content-type: application/json\r\nconnection: close\r\n"
+                        b"content-length: " + str(len(too_big_body)).encode() + b"\r\n\r\n"
+                        + too_big_body)
     timeout_body = json.dumps({"error": "request_timeout",
                                "detail": "the request line and headers took too long"}).encode()
     timeout_response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -508,6 +515,7 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
         _guard_timer: asyncio.TimerHandle | None = None
         _guard_cycle: Any = None
         _guard_ip: str = ""
+        _guard_head = 0  # bytes received while a request's headers are incomplete
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -523,6 +531,14 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
             self._guard_timer = self.loop.call_later(header_timeout, self._guard_expired)
 
         def data_received(self, data: bytes) -> None:
+            if self._guard_timer is not None:
+                # Headers still incomplete: bound what they may cost (uvicorn keeps them all).
+                self._guard_head += len(data)
+                if self._guard_head > max_head:
+                    self._guard_stop()
+                    self.transport.write(too_big_response)
+                    self.transport.close()
+                    return
             super().data_received(data)
             if self.transport.get_protocol() is not self:  # upgraded to a WebSocket
                 self._guard_stop()
@@ -534,6 +550,7 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
             elif self._guard_timer is None and (self.cycle is None or
                                                 self.cycle.response_complete):
                 # The next request on a kept-alive connection began: it gets the same bound.
+                self._guard_head = len(data)
                 self._guard_timer = self.loop.call_later(header_timeout, self._guard_expired)
 
         def connection_lost(self, exc: Exception | None) -> None:
