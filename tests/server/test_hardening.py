@@ -649,6 +649,17 @@ def test_nan_ping_and_unclosed_tag(server: RunningServer) -> None:
     asyncio.run(body())
 
 
+def test_only_closed_tags_are_markup() -> None:
+    from lipcore import clean_text
+
+    assert clean_text("Hello <world and more") == "Hello world and more"
+    assert clean_text("a < b and c") == "a b and c"
+    assert clean_text("<speak><b>Hallo</b> Welt</speak>") == "Hallo Welt"
+    assert clean_text("<<b>>hi") == "hi"
+    assert clean_text("3 > 2 <i>ok</i>") == "3 > 2 ok"
+    assert clean_text("x <b y") == "x b y"
+
+
 def test_sigterm_closes_with_the_documented_code(tmp_path: Path) -> None:
     from lipcore.server.protocol import CLOSE_CODES
 
