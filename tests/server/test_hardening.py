@@ -572,6 +572,52 @@ def test_half_built_avatars_are_removed_at_start(tmp_path: Path) -> None:
     assert names == sorted([FAKE_AVATAR_ID, live.name, ".a_live_build_0001.lock"]), names
 
 
+def _lock_holders(avatars: Path) -> list[int]:
+    """Pids holding a build lock under ``avatars`` (from /proc/locks)."""
+    inodes = set()
+    for lock in avatars.glob(".*.lock"):
+        with contextlib.suppress(OSError):
+            inodes.add(lock.stat().st_ino)
+    pids = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        f = line.split()
+        if len(f) > 5 and f[1] == "FLOCK" and int(f[5].rsplit(":", 1)[1]) in inodes:
+            pids.append(int(f[4]))
+    return pids
+
+
+def test_kill_9_during_a_build_then_restart(tmp_path: Path, grace_hopper_path: Path) -> None:
+    """The server and its build worker killed with SIGKILL mid-build: after a restart no
+    half-built avatar is listed and nothing of the build is left on disk."""
+    data = tmp_path / "data"
+    avatars = data / "avatars"
+    write_fake_avatar(data)
+    photo = grace_hopper_path.read_bytes()
+    with _serve_process(data) as (url, proc):
+        def upload() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{url}/avatarize-2d", files={"hero_image": ("g.jpg", photo)},
+                           timeout=120)
+
+        uploader = threading.Thread(target=upload, daemon=True)
+        uploader.start()
+        deadline = time.monotonic() + 60
+        while not (holders := _lock_holders(avatars)) or not list(avatars.glob(".*.building-*")):
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)
+        proc.kill()
+        for pid in holders:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(30)
+        uploader.join(30)
+    assert list(avatars.glob(".*.building-*"))  # what the killed build left
+    with _serve_process(data) as (url, _proc):
+        listed = httpx.get(f"{url}/avatars", timeout=10).json()["avatars"]
+        assert [a["avatar_id"] for a in listed] == [FAKE_AVATAR_ID]
+    assert sorted(p.name for p in avatars.iterdir()) == [FAKE_AVATAR_ID]
+
+
 # --------------------------------------------------------------------------- 9: leaks
 
 
