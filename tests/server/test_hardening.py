@@ -243,6 +243,15 @@ def test_stalled_bodies_and_slow_second_requests_are_timed_out(tmp_path: Path) -
                     s.sendall(b"X-Pad: " + b"p" * 1000 + b"\r\n")
             answer = s.recv(65536)
             assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        # ...while a body sent in one piece with its headers is a body, not header bytes
+        part = (b'--b\r\nContent-Disposition: form-data; name="hero_image"; filename="x.png"'
+                b"\r\nContent-Type: image/png\r\n\r\n" + b"x" * 300_000 + b"\r\n--b--\r\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /avatarize-2d HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                      b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: "
+                      + str(len(part)).encode() + b"\r\n\r\n" + part)
+            answer = s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 422"), answer[:200]  # not an image
     app = create_app(testing_engine(tts=make_tts(), default_tts="replay"),
                      ServerSettings(data_dir=tmp_path / "data", body_idle_timeout_s=1.0))
     srv = start_server(app)

@@ -531,14 +531,6 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
             self._guard_timer = self.loop.call_later(header_timeout, self._guard_expired)
 
         def data_received(self, data: bytes) -> None:
-            if self._guard_timer is not None:
-                # Headers still incomplete: bound what they may cost (uvicorn keeps them all).
-                self._guard_head += len(data)
-                if self._guard_head > max_head:
-                    self._guard_stop()
-                    self.transport.write(too_big_response)
-                    self.transport.close()
-                    return
             super().data_received(data)
             if self.transport.get_protocol() is not self:  # upgraded to a WebSocket
                 self._guard_stop()
@@ -547,11 +539,20 @@ def guarded_http_protocol(settings: ServerSettings, base: type | None = None) ->
             if self.cycle is not self._guard_cycle:  # a request's headers are complete
                 self._guard_cycle = self.cycle
                 self._guard_stop()
-            elif self._guard_timer is None and (self.cycle is None or
-                                                self.cycle.response_complete):
+                return
+            if self._guard_timer is None and (self.cycle is None or
+                                              self.cycle.response_complete):
                 # The next request on a kept-alive connection began: it gets the same bound.
-                self._guard_head = len(data)
+                self._guard_head = 0
                 self._guard_timer = self.loop.call_later(header_timeout, self._guard_expired)
+            if self._guard_timer is not None:
+                # Headers still incomplete after this data: bound what they may cost (uvicorn
+                # keeps them all). Body bytes never count: they only come after the headers.
+                self._guard_head += len(data)
+                if self._guard_head > max_head and not self.transport.is_closing():
+                    self._guard_stop()
+                    self.transport.write(too_big_response)
+                    self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._guard_stop()
