@@ -120,7 +120,7 @@ def _to_8bit_grey(img: Image.Image) -> Image.Image:
 def _reduced(img: Image.Image, max_side: int) -> Image.Image:
     """``img`` box-reduced by the largest integer factor that keeps it over ``max_side`` (the
     final resize does the exact, smooth step), or unchanged."""
-    factor = max(img.size) // max(1, max_side)
+    factor = (max(img.size) - 1) // max(1, max_side)
     if factor < 2:
         return img
     if img.mode in ("P", "1", "PA"):
@@ -215,12 +215,15 @@ def load_photo(
             # 16-bit greyscale becomes 8 bits at once, and a photo far over max_side is
             # box-reduced by an integer factor before orientation, mode conversion and the
             # final Lanczos step, each of which would otherwise copy every full-size pixel.
+            full_w, full_h = img.size  # the final size derives from these, as without reducing
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it 90°
+                full_w, full_h = full_h, full_w
             img = _reduced(_to_8bit_grey(img), max_side)
             upright = ImageOps.exif_transpose(img)
             rgb = _to_rgb(upright if upright is not None else img, name)
-            if max(rgb.size) > max_side:
-                scale = max_side / max(rgb.size)
-                size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            if max(full_w, full_h) > max_side:
+                scale = max_side / max(full_w, full_h)
+                size = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
                 rgb = rgb.resize(size, Image.Resampling.LANCZOS)
             arr = np.asarray(rgb, dtype=np.uint8)
         except ImageError:
