@@ -226,7 +226,10 @@ def run(backends: tuple[str, ...], sentences: list[str],
                                         args=CHROMIUM_ARGS)
             try:
                 for backend in backends:
-                    context = browser.new_context(viewport={"width": 1280, "height": 800})
+                    # bypass_csp: Playwright's wait_for_function evals its predicate, which
+                    # the page's Content-Security-Policy forbids.
+                    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                                  bypass_csp=True)
                     page = context.new_page()
                     errors: list[Any] = []
 

@@ -26,6 +26,15 @@ What is measured, per step of concurrent speaking sessions:
 * event-loop lag of the server (a 10 ms timer's oversleep), the server's CPU use (fraction of
   its one core), audio delivered per session per second (1.0 = keeps up with real time), and
   RSS, from which memory per session is the slope over the steps.
+* **lag while avatars build**: a step of speaking sessions measured twice on one server, idle
+  and while three avatar uploads (``grace_hopper.jpg``, the server's real build path) are
+  being built (one building, two waiting under the build limit), with ``/healthz`` polled
+  every 50 ms from the client; once with builds in worker processes (the default) and once in
+  threads of the server (``build_isolation="thread"``, how builds ran before) for comparison.
+
+The server runs with the hardening of ``lipcore serve`` (``uvicorn_options``: the guarded HTTP
+protocol, the security middleware), with the per-address connection cap off: every benchmark
+client comes from 127.0.0.1.
 
 Run: ``.venv/bin/python benchmarks/bench_server.py`` (``--quick`` for a smoke run).
 """
@@ -126,10 +135,21 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
 
     from lipcore.server import ServerSettings, create_app
     from lipcore.server.app import tune_gc
+    from lipcore.server.security import uvicorn_options
     from lipcore.server.sessions import LatencyStats
     from lipcore.testing import ReplayTTSSource, testing_engine
 
     _raise_fd_limit()
+    isolation = os.environ.get("LIPCORE_BENCH_BUILD_ISOLATION", "process")
+    if isolation == "process":
+        # Build workers fork from the fork server: start it before this process is pinned, so
+        # that builds run on any core, as they would on an unpinned server.
+        from multiprocessing import forkserver
+
+        from lipcore.server.avatars import _pool_context
+
+        _pool_context()
+        forkserver.ensure_running()
     _pin({cpu})
     chunks = pickle.loads(speech_file.read_bytes())
     tts = {
@@ -144,6 +164,9 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
         serve_web=False,
         session_idle_timeout_s=3600,
         reconnect_grace_s=3600,
+        max_connections_per_ip=0,  # every benchmark client is on 127.0.0.1
+        max_pending_builds=8,
+        build_isolation=isolation,  # type: ignore[arg-type]
     )
     app = create_app(engine, settings)
     state = app.state.lipcore
@@ -164,7 +187,7 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
     gc.callbacks.append(on_gc)
     reference_us = [0.0]
 
-    host = FastAPI()
+    host = FastAPI(lifespan=app.router.lifespan_context)  # stops build workers at the end
 
     @host.get("/bench/stats")
     async def stats() -> dict[str, Any]:
@@ -232,6 +255,7 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
             log_level="warning",
             lifespan="on",
             backlog=4096,
+            **uvicorn_options(settings),  # as `lipcore serve`: header timeout, connection caps
         )
         server = uvicorn.Server(config)
         reference_us[0] = await _reference_us(engine)
@@ -447,6 +471,67 @@ async def run_client(
     return {"baseline": base_stats, "steps": results}
 
 
+async def run_build_lag(base: str, n: int, warm_s: float, window_s: float, sample_rate: int,
+                        photo: bytes, builds: int = 3) -> dict[str, Any]:
+    """``n`` speaking sessions measured for a window with no build, then for a window while
+    ``builds`` avatar uploads are being built; ``/healthz`` is polled every 50 ms."""
+    import httpx
+
+    client = Client(base, sample_rate, "inline")
+    probe = asyncio.create_task(client.probe())
+    health: list[float] = []
+    measuring_health = [False]
+
+    async def poll_health(http: Any) -> None:
+        while True:
+            t = time.perf_counter()
+            await http.get(f"{base}/healthz")
+            if measuring_health[0]:
+                health.append((time.perf_counter() - t) * 1000.0)
+            await asyncio.sleep(0.05)
+
+    async def upload(http: Any) -> int:
+        r = await http.post(f"{base}/avatarize-2d",
+                            files={"hero_image": ("grace_hopper.jpg", photo)}, timeout=600)
+        return int(r.status_code)
+
+    rows: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as http:
+        await client.grow(http, n, stagger_s=1.0)
+        poller = asyncio.create_task(poll_health(http))
+        uploads: list[asyncio.Task[int]] = []
+        for label in ("no build", f"{builds} builds"):
+            if label != "no build":
+                uploads = [asyncio.create_task(upload(http)) for _ in range(builds)]
+                await asyncio.sleep(1.0)  # the first build is under way
+            else:
+                await asyncio.sleep(warm_s)
+            await http.post(f"{base}/bench/reset")
+            client.reset()
+            health.clear()
+            client.measuring = measuring_health[0] = True
+            t0 = time.perf_counter()
+            await asyncio.sleep(window_s)
+            client.measuring = measuring_health[0] = False
+            wall = time.perf_counter() - t0
+            after = (await http.get(f"{base}/bench/stats")).json()
+            rows[label] = {
+                "sessions": n, "lag": after["lag"], "loop_lag": after["loop_lag"],
+                "healthz": _summary(health), "audio_rt": round(client.audio_s / wall / n, 3),
+                "builds_done": sum(1 for u in uploads if u.done()),
+            }
+            print(label, json.dumps(rows[label]), flush=True)
+        poller.cancel()
+        for u in uploads:
+            u.cancel()
+        client.stop.set()
+        probe.cancel()
+        for t in client.tasks:
+            t.cancel()
+        await asyncio.gather(*client.tasks, *uploads, poller, return_exceptions=True)
+    return rows
+
+
 # --------------------------------------------------------------------------- orchestration
 
 
@@ -539,6 +624,7 @@ def report(
     breakdown: list[tuple[str, float]] | None,
     profile_n: int,
     chunk_ms: float = 100.0,
+    build_lag: dict[str, Any] | None = None,
 ) -> None:
     steps = [r for r in res["steps"] if not r.get("connect_failed")]
     unreachable = [r["sessions"] for r in res["steps"] if r.get("connect_failed")]
@@ -784,6 +870,33 @@ def report(
             verdict
         )
     body += [verdict]
+    if build_lag:
+        brows = []
+        for isolation, rows_ in build_lag.items():
+            for label, r in rows_.items():
+                brows.append([
+                    r["sessions"], isolation, label, _fmt(r["lag"], "p50_ms"),
+                    _fmt(r["lag"], "p99_ms"), _fmt(r["loop_lag"], "p99_ms"),
+                    _fmt(r["healthz"], "p50_ms"), _fmt(r["healthz"], "p99_ms"),
+                    _fmt(r["healthz"], "max_ms"), f"{r['audio_rt']:.2f}",
+                ])  # fmt: skip
+        body += [
+            "",
+            "**Lag while avatars build**: the same sessions measured with no build and while "
+            "three uploads of `grace_hopper.jpg` were being built (one at a time under "
+            "`build_concurrency=1`, the others waiting), `/healthz` polled every 50 ms by the "
+            "client. *process*: builds in a fresh worker process each (the default; the worker "
+            "is not pinned to the server's core, it shares the other core with the clients); "
+            "*thread*: in a thread of the server (`build_isolation=\"thread\"`, how builds ran "
+            "before), on the server's one core.",
+            "",
+            _report.table(
+                ["sessions", "builds in", "window", "lag p50 ms", "lag p99 ms",
+                 "loop lag p99 ms", "/healthz p50 ms", "/healthz p99 ms", "/healthz max ms",
+                 "audio/real time"],
+                brows,
+            ),
+        ]
     _report.write("server", "Realtime server: latency, sessions per core, memory", "\n".join(body))
 
 
@@ -806,6 +919,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--no-profile", action="store_true", help="skip the profiled run (CPU breakdown)"
     )
+    ap.add_argument("--no-build-lag", action="store_true",
+                    help="skip the lag-while-avatars-build step")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -868,6 +983,22 @@ def main(argv: list[str] | None = None) -> None:
                 profile=prof,
             )
             breakdown = profile_breakdown(prof)
+        build_lag: dict[str, Any] | None = None
+        if not args.no_build_lag:
+            import matplotlib.cbook
+
+            photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg",
+                                                          asfileobj=False)).read_bytes()
+            n_build = 10 if args.quick else 100
+            build_lag = {}
+            for isolation in ("process", "thread"):
+                os.environ["LIPCORE_BENCH_BUILD_ISOLATION"] = isolation
+                build_lag[isolation] = _with_server(
+                    data_dir, speech, server_cpu, client_cpu,
+                    lambda base: run_build_lag(base, n_build, warm, window, rate, photo),
+                    args.chunk_ms,
+                )
+            os.environ.pop("LIPCORE_BENCH_BUILD_ISOLATION", None)
     report(
         res,
         batched=batched,
@@ -877,6 +1008,7 @@ def main(argv: list[str] | None = None) -> None:
         breakdown=breakdown,
         profile_n=profile_n,
         chunk_ms=args.chunk_ms,
+        build_lag=build_lag,
     )
 
 

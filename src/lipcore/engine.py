@@ -11,6 +11,7 @@ sources, mappers, back ends and utterances. The CLI and the server are thin laye
 from __future__ import annotations
 
 import asyncio
+import re
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class EngineSettings:
     tts_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+_TAG_RE = re.compile(r"<[^<>]*>")
+
+
 def clean_text(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
     """Validate and normalise text for speech.
 
@@ -65,17 +69,16 @@ def clean_text(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
             "Split it into several utterances (or stream it as deltas)."
         )
     text = unicodedata.normalize("NFC", text)
+    # Only a closed tag is markup: "Hello <world and more" once lost everything after the
+    # "<". Innermost tags go first, so nested ones ("<<b>>") go too; a "<" left over is
+    # dropped and the text after it is spoken.
+    while True:
+        text, n = _TAG_RE.subn("", text)
+        if not n:
+            break
+    text = text.replace("<", " ")
     out: list[str] = []
-    depth = 0
     for ch in text:
-        if ch == "<":
-            depth += 1
-            continue
-        if ch == ">" and depth:
-            depth -= 1
-            continue
-        if depth:
-            continue
         cat = unicodedata.category(ch)
         if ch in "\n\r\t":
             out.append(" ")

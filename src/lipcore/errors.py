@@ -21,6 +21,10 @@ class LipcoreError(Exception):
 
     code: str = "error"
     http_status: int = 500
+    #: What an end client may be told when it differs from ``str(exc)``: the message may carry
+    #: an upstream vendor's own words (an account's remaining credits, say), which belong in
+    #: the operator's log only. The server sends ``public_message or str(exc)``.
+    public_message: str | None = None
 
 
 class InputError(LipcoreError, ValueError):

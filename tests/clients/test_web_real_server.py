@@ -54,7 +54,10 @@ def real_server(tmp_path_factory: pytest.TempPathFactory, grace_hopper_path: Pat
 
 
 def open_page(browser: Any, url: str, avatar_id: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # bypass_csp: Playwright's wait_for_function evaluates its predicate string with eval,
+    # which the page's Content-Security-Policy forbids (the page itself is checked under its
+    # CSP in test_web_token.py).
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -53,7 +53,7 @@ def _raw_request(srv: RunningServer, head: str, body: bytes = b"") -> bytes:
 def test_request_bodies_are_bounded_before_they_are_read(make_server) -> None:  # type: ignore[no-untyped-def]
     srv: RunningServer = make_server(max_upload_bytes=50_000, max_request_bytes=10_000)
     # A declared size over the bound: 413 at once, without sending any body.
-    answer = _raw_request(srv, "POST /avatarize-2d HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_request(srv, "POST /avatarize-2d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                "Content-Type: multipart/form-data; boundary=b\r\n"
                                "Content-Length: 1000000000\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
@@ -65,7 +65,7 @@ def test_request_bodies_are_bounded_before_they_are_read(make_server) -> None:  
             b"Content-Type: image/jpeg\r\n\r\n")
     chunks = [part + b"x" * (8192 - len(part))] + [b"x" * 8192] * 19  # 160 KB
     body = b"".join(b"%x\r\n" % len(c) + c + b"\r\n" for c in chunks)
-    answer = _raw_request(srv, "POST /avatarize-2d HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_request(srv, "POST /avatarize-2d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                "Content-Type: multipart/form-data; boundary=b\r\n"
                                "Transfer-Encoding: chunked\r\n\r\n", body)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

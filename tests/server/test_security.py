@@ -57,7 +57,12 @@ def test_non_loopback_bind_needs_a_key() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
     assert not is_loopback("example.com")
     check_bind("127.0.0.1", None)
-    check_bind("0.0.0.0", "some-key")
+    check_bind("0.0.0.0", KEY)
+    # a key others could guess (or a copy-paste accident) does not guard a reachable server
+    for weak in (" ", "a", "some-key", "aaaaaaaaaaaaaaaaaaaaaaaa", " " + KEY):
+        with pytest.raises(LipcoreError, match="weak API key"):
+            check_bind("0.0.0.0", weak)
+        check_bind("127.0.0.1", weak)  # loopback: the operator's own business
     with pytest.raises(LipcoreError, match="without an API key"):
         check_bind("0.0.0.0", None)
     # the real CLI refuses to start, with a clear message and exit code 2

@@ -11,7 +11,9 @@ import 'package:lipcore_client/lipcore_client.dart';
 const String _server = String.fromEnvironment('LIPCORE_URL', defaultValue: 'http://127.0.0.1:8000');
 const String _avatarId = String.fromEnvironment('LIPCORE_AVATAR');
 const String _voice = String.fromEnvironment('LIPCORE_VOICE', defaultValue: 'en-us');
-const String _apiKey = String.fromEnvironment('LIPCORE_API_KEY');
+// A client token for the avatar (minted by your backend: POST /tokens with the API key);
+// the app never holds the API key.
+const String _token = String.fromEnvironment('LIPCORE_TOKEN');
 
 void main() => runApp(const LipcoreExampleApp());
 
@@ -41,7 +43,7 @@ class _TalkPageState extends State<TalkPage> {
   final TextEditingController _text =
       TextEditingController(text: 'Hello! I am a photo that learned to talk.');
   late final LipcoreApi _api =
-      LipcoreApi(Uri.parse(_server), apiKey: _apiKey.isEmpty ? null : _apiKey);
+      LipcoreApi(Uri.parse(_server), token: _token.isEmpty ? null : _token);
   LoadedAvatar? _avatar;
   LipcoreSession? _session;
   StreamSubscription<SessionEvent>? _events;

@@ -202,18 +202,20 @@ class AvatarInfo {
 
 /// REST client of a lipcore server at [base] (which may carry a mount prefix).
 class LipcoreApi {
-  LipcoreApi(Uri base, {this.apiKey, http.Client? client})
+  LipcoreApi(Uri base, {this.token, http.Client? client})
       : base = base.path.endsWith('/') ? base : base.replace(path: '${base.path}/'),
         _http = client ?? http.Client();
 
   final Uri base;
 
-  /// Sent as `X-API-Key` when the server wants one; never logged.
-  final String? apiKey;
+  /// A short-lived client token for one avatar or one session, minted by your backend with
+  /// the server's API key (`POST /tokens`, docs/server.md "Client tokens"); sent as
+  /// `Authorization: Bearer`, never logged. An app never holds the API key itself.
+  final String? token;
   final http.Client _http;
 
   Map<String, String> get _headers => <String, String>{
-        if (apiKey != null) 'X-API-Key': apiKey!,
+        if (token != null) 'Authorization': 'Bearer $token',
         'content-type': 'application/json',
       };
 

@@ -241,6 +241,8 @@ async def test_vendor_failure_mid_utterance_is_an_error_event_and_the_session_go
         await client.until("utterance_end", utterance=2)
     assert error["code"] == "tts_error" and kind in error["message"]
     assert "ElevenLabs" in error["message"] and mock.api_key not in error["message"]
+    # the vendor's own words (an account's remaining credits) stay in the operator's log
+    assert "credits" not in error["message"] and "quota of" not in error["message"]
     assert stop["reason"] == "error"
     if fail != "quota":  # quota is refused before any audio
         assert client.audio(1), "audio before the failure reached the client"

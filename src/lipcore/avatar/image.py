@@ -7,6 +7,7 @@ from the header, so a decompression bomb (a small file that inflates to gigabyte
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -33,6 +34,15 @@ PhotoSource = bytes | str | Path | Image.Image
 # Transparent areas are laid over this colour: a plain light background reads as a studio
 # backdrop, where black would look like a hole.
 _MATTE = (255, 255, 255)
+
+
+_REPR_RE = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _exc_text(exc: BaseException) -> str:
+    """The exception's text without object reprs (Pillow names the ``BytesIO`` it could not
+    identify, heap address included: nothing a client should see)."""
+    return _REPR_RE.sub("", str(exc)).strip() or "unreadable data"
 
 
 def _describe(source: PhotoSource) -> str:
@@ -88,6 +98,39 @@ def _open(source: PhotoSource, name: str, max_bytes: int) -> tuple[Image.Image, 
             "send a JPEG, PNG or WebP photo"
         ) from exc
     return img, fh
+
+
+def _to_8bit_grey(img: Image.Image) -> Image.Image:
+    """16-bit greyscale (``I;16*``) as 8-bit ``L``, scaled (Pillow's own conversion clips),
+    with one 8-bit copy rather than float64 ones; EXIF survives for the orientation step."""
+    if not img.mode.startswith("I;16"):
+        return img
+    arr = np.array(img)  # one writable copy, shifted in place
+    if arr.dtype.byteorder not in ("=", "|") or arr.dtype.itemsize != 2:
+        arr = arr.astype(np.uint16)
+    np.right_shift(arr, 8, out=arr)
+    grey = Image.fromarray(arr.astype(np.uint8), "L")
+    del arr
+    grey.info = dict(img.info)
+    exif = img.getexif()
+    if exif:
+        grey.info["exif"] = exif.tobytes()
+    return grey
+
+
+def _reduced(img: Image.Image, max_side: int) -> Image.Image:
+    """``img`` box-reduced by the largest integer factor that keeps it over ``max_side`` (the
+    final resize does the exact, smooth step), or unchanged."""
+    factor = (max(img.size) - 1) // max(1, max_side)
+    if factor < 2:
+        return img
+    if img.mode in ("P", "1", "PA"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    exif = img.getexif()
+    out = img.reduce(factor)
+    if exif:
+        out.info["exif"] = exif.tobytes()
+    return out
 
 
 def _to_rgb(img: Image.Image, name: str) -> Image.Image:
@@ -169,11 +212,19 @@ def load_photo(
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: much faster for huge photos.
                 img.draft("RGB", (max_side, max_side))
             img.load()
+            # Pixel memory stays bounded (a 92 KB 40-megapixel 16-bit PNG once cost ~1 GB):
+            # 16-bit greyscale becomes 8 bits at once, and a photo far over max_side is
+            # box-reduced by an integer factor before orientation, mode conversion and the
+            # final Lanczos step, each of which would otherwise copy every full-size pixel.
+            full_w, full_h = img.size  # the final size derives from these, as without reducing
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it 90°
+                full_w, full_h = full_h, full_w
+            img = _reduced(_to_8bit_grey(img), max_side)
             upright = ImageOps.exif_transpose(img)
             rgb = _to_rgb(upright if upright is not None else img, name)
-            if max(rgb.size) > max_side:
-                scale = max_side / max(rgb.size)
-                size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            if max(full_w, full_h) > max_side:
+                scale = max_side / max(full_w, full_h)
+                size = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
                 rgb = rgb.resize(size, Image.Resampling.LANCZOS)
             arr = np.asarray(rgb, dtype=np.uint8)
         except ImageError:

@@ -33,6 +33,24 @@ def serve(
     public_url: str | None = typer.Option(None, "--public-url",
                                           help="URL clients reach the server at (behind a "
                                           "proxy); used in ws_url and asset URLs."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="A host name clients "
+                                           "use to reach the server (repeatable; IP addresses and "
+                                           "localhost always work; '*' allows any)."),
+    allowed_origin: list[str] = typer.Option([], "--allowed-origin", help="A web origin "
+                                             "(https://app.example.com) whose pages may call the "
+                                             "server (repeatable)."),
+    forwarded_allow_ip: list[str] = typer.Option([], "--forwarded-allow-ip", help="Address of "
+                                                 "a reverse proxy whose X-Forwarded-Host/-Proto/"
+                                                 "-Prefix are trusted (repeatable)."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds a client "
+                                         "has to send its request headers."),
+    keepalive_timeout: float = typer.Option(5.0, "--keepalive-timeout",
+                                            help="Idle keep-alive connections close after this."),
+    max_connections: int = typer.Option(4096, "--max-connections",
+                                        help="Open connections at most (all clients)."),
+    max_connections_per_ip: int = typer.Option(256, "--max-connections-per-ip",
+                                               help="HTTP connections from one address at most "
+                                               "(0: no bound, e.g. behind a reverse proxy)."),
     json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -43,6 +61,7 @@ def serve(
     from lipcore.server import ServerSettings, create_app
     from lipcore.server.app import tune_gc
     from lipcore.server.logs import configure_logging
+    from lipcore.server.security import uvicorn_options
     from lipcore.server.settings import check_bind, default_data_dir
 
     api_key = os.environ.get(api_key_env) or None
@@ -50,8 +69,15 @@ def serve(
     configure_logging(json_lines=json_logs, level=log_level, secrets=[api_key] if api_key else [])
     engine = Engine(settings=EngineSettings(default_tts=tts) if tts else None)
     settings = ServerSettings(data_dir=data_dir or default_data_dir(), api_key=api_key,
-                              public_url=public_url)
+                              public_url=public_url, allowed_hosts=tuple(allowed_host),
+                              allowed_origins=tuple(allowed_origin),
+                              forwarded_allow_ips=tuple(forwarded_allow_ip),
+                              header_timeout_s=header_timeout,
+                              keepalive_timeout_s=keepalive_timeout,
+                              max_connections=max_connections,
+                              max_connections_per_ip=max_connections_per_ip)
     check_backends(engine)
+    _raise_fd_limit()
     app = create_app(engine, settings)
     tune_gc()  # short collector pauses: the start-up heap is never scanned again
     auth = "API key required" if api_key else "no API key (loopback only)"
@@ -60,9 +86,26 @@ def serve(
     # No per-message deflate: PCM audio hardly compresses and deflate costs CPU per frame.
     # Messages over 1 MiB close the socket (1009) before they are buffered; smaller ones over
     # max_message_bytes get an error event (docs/protocol.md).
+    # The connection bounds (header timeout, connection caps, keep-alive) are uvicorn options
+    # (lipcore.server.security.uvicorn_options); X-Forwarded-* are read by the app itself,
+    # only from --forwarded-allow-ip peers.
     uvicorn.run(app, host=host, port=port, ws="websockets", log_config=None,
                 log_level=log_level.lower(), ws_per_message_deflate=False,
-                ws_max_size=max(settings.max_message_bytes, 1 << 20))
+                ws_max_size=max(settings.max_message_bytes, 1 << 20),
+                **uvicorn_options(settings))
+
+
+def _raise_fd_limit() -> None:
+    """Raise the soft open-file limit to the hard one: every connection is a file, and the
+    connection cap is clamped below the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def check_backends(engine: Any) -> None:

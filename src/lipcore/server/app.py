@@ -21,7 +21,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 import lipcore
-from lipcore.errors import LimitError, LipcoreError
+from lipcore.errors import InputError, LimitError, LipcoreError
 from lipcore.interfaces import AudioMouthRenderer
 from lipcore.models import (
     AvatarizeResponse,
@@ -36,10 +36,19 @@ from lipcore.server.errors import (
     AvatarNotFoundError,
     AvatarUnusableError,
     BackendUnavailableError,
-    UnauthorizedError,
+)
+from lipcore.server.security import (
+    ClientTokens,
+    ForbiddenError,
+    Grant,
+    SecurityMiddleware,
+    authenticate,
+    install_error_handlers,
+    presented_credential,
+    short_detail,
 )
 from lipcore.server.sessions import Session, SessionManager, Usage
-from lipcore.server.settings import ServerSettings
+from lipcore.server.settings import ServerSettings, check_data_dir
 
 __all__ = ["backend_availability", "create_app", "tune_gc"]
 
@@ -137,19 +146,17 @@ class _State:
         self.sessions = SessionManager(settings, engine)
         self.started = time.time()
         self._key = settings.api_key.encode() if settings.api_key else None
+        self.tokens = ClientTokens(settings.api_key)
+
+    def grant(self, presented: str | None) -> Grant:
+        """What the presented key or client token may do (:class:`UnauthorizedError` if it is
+        neither)."""
+        return authenticate(self._key, self.tokens, presented)
 
     def check_key(self, presented: str | None) -> None:
-        if self._key is None:
-            return
-        # Constant-time comparison; an empty/missing key compares against a dummy of equal
-        # length so the timing says nothing about the key either.
-        given = (presented or "").encode()
-        ok = hmac.compare_digest(given, self._key)
-        if not ok:
-            raise UnauthorizedError(
-                "missing or wrong API key: send it in the X-API-Key header "
-                "(or Authorization: Bearer <key>)"
-            )
+        """The master key (or no key configured) is needed: a client token is refused."""
+        if not self.grant(presented).master:
+            raise ForbiddenError("this call needs the API key; a client token cannot make it")
 
 
 class _BodyLimit:
@@ -219,6 +226,10 @@ class _BodyLimit:
             await self._refuse(send, detail)
 
 
+class InvalidTokenRequestError(InputError):
+    code = "bad_token_request"
+
+
 def _state(request: Request) -> _State:
     st: _State = request.app.state.lipcore
     return st
@@ -230,7 +241,19 @@ def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
     # root_path carries the mount prefix when a host app mounts us (base_url would not).
     scheme = {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme)
     root = str(request.scope.get("root_path", "")).rstrip("/")
-    return f"{scheme}://{request.url.netloc}{root}"
+    netloc = request.url.netloc  # the Host header, already checked against allowed_hosts
+    client = request.scope.get("client")
+    trusted = settings.forwarded_allow_ips
+    if client and ("*" in trusted or client[0] in trusted):
+        # A reverse proxy we trust says where the client reached us.
+        h = request.headers
+        netloc = h.get("x-forwarded-host", netloc).split(",")[0].strip() or netloc
+        proto = h.get("x-forwarded-proto", scheme).split(",")[0].strip().lower()
+        scheme = proto if proto in ("http", "https") else scheme
+        prefix = h.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+        if prefix.startswith("/") and "//" not in prefix:
+            root = prefix + root
+    return f"{scheme}://{netloc}{root}"
 
 
 def _asset_url(request: Request | WebSocket, st: _State, rec: AvatarRecord, rel: str) -> str:
@@ -271,15 +294,62 @@ def _file_response(request: Request, file: Path, *, immutable: bool) -> Response
     return FileResponse(file, headers=headers, stat_result=stat)
 
 
+#: Routes a client token may call (within its scope); every other route needs the key.
+_TOKEN_ROUTES = {"list_avatars", "get_avatar", "list_voices", "create_session", "speak", "stop",
+                 "session_status", "usage", "delete_session"}
+
+
 async def require_key(request: Request) -> None:
-    """REST auth: the configured API key in ``X-API-Key`` or ``Authorization: Bearer``."""
+    """REST auth: the configured API key, or a client token for the routes and the session or
+    avatar it covers, in ``X-API-Key`` or ``Authorization: Bearer``. The grant is left in
+    ``request.state.grant``."""
     st = _state(request)
-    presented = request.headers.get("x-api-key")
-    if presented is None:
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            presented = auth[7:].strip()
-    st.check_key(presented)
+    grant = st.grant(presented_credential(request.scope.get("headers", ())))
+    request.state.grant = grant
+    if grant.master:
+        return
+    route = request.scope.get("route")
+    if getattr(route, "name", None) not in _TOKEN_ROUTES:
+        raise ForbiddenError("this call needs the API key; a client token cannot make it")
+    params = request.path_params
+    if "session_id" in params:
+        session = st.sessions.get(params["session_id"])  # 404/410 as without a token
+        if not grant.allows_session(session.session_id, session.avatar_id):
+            raise ForbiddenError("this client token is for another session")
+    elif "avatar_id" in params and not grant.allows_avatar(params["avatar_id"],
+                                                           _token_session_avatar(st, grant)):
+        raise ForbiddenError("this client token is for another avatar")
+
+
+def _token_session_avatar(st: _State, grant: Grant) -> str | None:
+    """The avatar of a session-scoped grant's session (``None`` if gone or not that scope)."""
+    if grant.scope != "session" or grant.id is None:
+        return None
+    try:
+        return st.sessions.get(grant.id).avatar_id
+    except LipcoreError:
+        return None
+
+
+def _grant(request: Request) -> Grant:
+    grant: Grant = getattr(request.state, "grant", None) or Grant("master")
+    return grant
+
+
+class TokenCreate(BaseModel):
+    """``POST /tokens``: exactly one of ``session_id`` and ``avatar_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+    session_id: str | None = Field(default=None, max_length=200)
+    avatar_id: str | None = Field(default=None, max_length=200)
+    ttl_s: int | None = Field(default=None, ge=1, description="lifetime (default 1 h)")
+
+
+class TokenOut(BaseModel):
+    token: str
+    scope: Literal["session", "avatar"]
+    id: str
+    expires_at: int = Field(description="unix seconds")
 
 
 Auth = Depends(require_key)
@@ -340,6 +410,27 @@ def _routes() -> APIRouter:
         return {"latency": st.sessions.latency.summary(), "lag": st.sessions.lag.summary(),
                 "sessions": len(st.sessions.sessions)}
 
+    @router.post("/tokens", tags=["auth"], dependencies=[Auth], response_model=TokenOut,
+                 responses=_ERRORS)
+    async def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
+        """Mint a short-lived client token for one session or one avatar (needs the key).
+        Hand it to a browser or app instead of the key: it lists only its avatar, opens and
+        drives sessions only on it (avatar scope) or drives only its session (session scope),
+        and cannot build avatars, mint tokens or read metrics."""
+        st = _state(request)
+        if (body.session_id is None) == (body.avatar_id is None):
+            raise InvalidTokenRequestError("give exactly one of session_id and avatar_id")
+        ttl = body.ttl_s or st.settings.client_token_default_ttl_s
+        if ttl > st.settings.client_token_max_ttl_s:
+            raise InvalidTokenRequestError(
+                f"ttl_s is over the {st.settings.client_token_max_ttl_s} s limit")
+        if body.session_id is not None:
+            grant = st.tokens.mint("session", st.sessions.get(body.session_id).session_id, ttl)
+        else:
+            grant = st.tokens.mint("avatar", st.avatars.get(str(body.avatar_id)).avatar_id, ttl)
+        return {"token": st.tokens.encode(grant), "scope": grant.scope, "id": grant.id,
+                "expires_at": grant.expires_at}
+
     @router.post("/avatarize-2d", tags=["avatars"], dependencies=[Auth],
                  response_model=AvatarOut, responses=_ERRORS)
     async def avatarize(
@@ -374,7 +465,12 @@ def _routes() -> APIRouter:
         st = _state(request)
         # One broken avatar never breaks the listing: the store skips it with a log line, and
         # one whose back end is missing or cannot run here is listed with usable: false.
-        return {"avatars": [_describe_avatar(request, st, rec) for rec in st.avatars.records()]}
+        grant = _grant(request)
+        records = st.avatars.records()
+        if not grant.master:  # a client token sees its own avatar only
+            own = _token_session_avatar(st, grant)
+            records = [rec for rec in records if grant.allows_avatar(rec.avatar_id, own)]
+        return {"avatars": [_describe_avatar(request, st, rec) for rec in records]}
 
     @router.get("/backends", tags=["avatars"], dependencies=[Auth],
                 response_model=BackendListOut, responses=_ERRORS)
@@ -455,6 +551,8 @@ def _routes() -> APIRouter:
         token: hand it only to that session's client)."""
         st = _state(request)
         rec = st.avatars.get(body.avatar_id)
+        if not _grant(request).allows_avatar(rec.avatar_id):
+            raise ForbiddenError("this client token is for another avatar")
         if rec.reason is not None:
             if rec.backend is not None:
                 # Installed but unable to run as configured (e.g. no model): a fault of the
@@ -578,12 +676,17 @@ def create_app(
     """
     engine = engine or lipcore.Engine()
     settings = settings or ServerSettings()
+    # Refuse to start on a data directory builds could not write to (rather than answer every
+    # build with a 500), and clear what killed builds left behind.
+    check_data_dir(settings.data_dir)
     state = _State(engine, settings)
+    state.avatars.remove_stale_builds()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await state.sessions.close_all()
+        state.avatars.close()
 
     app = FastAPI(
         title="lipcore",
@@ -591,8 +694,14 @@ def create_app(
         description="One still photo → a live, photo-real 2D talking avatar. "
         "WebSocket protocol: docs/protocol.md.",
         lifespan=lifespan,
+        # No Swagger UI (it loads scripts from a CDN) and no open schema: /openapi.json is a
+        # route behind the key below.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.lipcore = state
+    install_error_handlers(app)
 
     @app.exception_handler(LipcoreError)
     async def _lipcore_error(request: Request, exc: LipcoreError) -> JSONResponse:
@@ -600,11 +709,22 @@ def create_app(
         if status >= 500:
             logger.error("request failed: %s", exc)
         headers = {"www-authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status,
+        detail = short_detail(exc.public_message or str(exc))  # never echoes large input
+        return JSONResponse({"error": exc.code, "detail": detail},
+                            status_code=status,
                             headers=headers)
 
     app.include_router(_routes())
+    if settings.openapi:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Auth])
+        async def openapi_document(request: Request) -> JSONResponse:
+            _state(request).check_key(presented_credential(request.scope.get("headers", ())))
+            return JSONResponse(app.openapi())
+
     app.add_middleware(_BodyLimit, settings=settings)
+    # Outermost: Host/Origin, the upload key check before any body is read, security headers.
+    app.add_middleware(SecurityMiddleware, settings=settings, check_master=state.check_key)
     if settings.serve_web and (WEB_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

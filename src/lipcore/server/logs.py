@@ -12,10 +12,15 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote_plus
 
 __all__ = ["JsonFormatter", "RedactingFilter", "configure_logging"]
 
 _TOKEN_RE = re.compile(r"(token=)[^&\s\"']+")
+# Any query parameter: its name is compared after percent-decoding (``?%74oken=`` is
+# ``?token=`` to the server, so it must be to the redaction too).
+_PARAM_RE = re.compile(r"([?&;])([^=&\s\"'?#]{1,64})=([^&\s\"'#]*)")
+_SECRET_PARAMS = {"token", "key", "api_key", "apikey", "api-key", "access_token", "xi-api-key"}
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -24,10 +29,24 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__()
-        self.secrets = [s for s in (secrets or []) if s]
+        # Each secret also as it appears in a URL (percent-encoded, or with '+' for spaces):
+        # a key with URL-special characters would otherwise pass through an access log line.
+        variants: set[str] = set()
+        for s in secrets or []:
+            if s:
+                variants |= {s, quote(s, safe=""), quote_plus(s, safe=""), quote(s)}
+        self.secrets = sorted(variants, key=len, reverse=True)
+
+    @staticmethod
+    def _param(m: re.Match[str]) -> str:
+        name = unquote_plus(m.group(2)).strip().lower()
+        if name in _SECRET_PARAMS or name.endswith(("token", "_key", "-key")):
+            return f"{m.group(1)}{m.group(2)}=***"
+        return m.group(0)
 
     def _clean(self, text: str) -> str:
         text = _TOKEN_RE.sub(r"\1***", text)
+        text = _PARAM_RE.sub(self._param, text)
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text

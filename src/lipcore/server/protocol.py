@@ -71,7 +71,7 @@ _JSON_LEN = struct.Struct("<I")
 #: WebSocket close codes the server uses (4xxx are application codes, RFC 6455 §7.4.2).
 CLOSE_CODES: dict[int, str] = {
     1000: "normal closure (session deleted, or the client said goodbye)",
-    1001: "server shutting down",
+    1012: "server restarting or shutting down: reconnect after a short delay",
     1009: "message too big",
     1011: "internal server error",
     4400: "protocol error: too many invalid messages",
@@ -86,13 +86,13 @@ _EPS = 1e-3
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _OpenMsg(BaseModel):
     """Messages a newer server may extend: clients must ignore unknown fields."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 def _check_weights(weights: Mapping[str, float]) -> Mapping[str, float]:

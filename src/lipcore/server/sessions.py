@@ -62,6 +62,12 @@ logger = logging.getLogger("lipcore.server.sessions")
 VisemeMode = Literal["batched", "single", "inline"]
 
 
+#: The close code of every connection when the server stops (lifespan shutdown, or uvicorn's
+#: own shutdown on SIGTERM/SIGINT, which sends 1012 "service restart" itself): the same code
+#: whichever path closes first (docs/protocol.md, "Close codes").
+SHUTDOWN_CLOSE_CODE = 1012
+
+
 def _now_ms() -> float:
     return time.time() * 1000.0
 
@@ -575,7 +581,8 @@ class Session:
             )
         except LipcoreError as exc:
             self.usage.errors += 1
-            self._send({"type": "error", "code": exc.code, "message": str(exc)})
+            self._send({"type": "error", "code": exc.code,
+                        "message": exc.public_message or str(exc)})
             return
         turn.utt = utt
         self._utterance_counter += 1
@@ -648,7 +655,8 @@ class Session:
             code = exc.code if isinstance(exc, LipcoreError) else "internal"
             logger.warning("utterance failed", extra={"session_id": self.session_id,
                                                       "utterance": n, "error": str(exc)})
-            message = str(exc) if isinstance(exc, LipcoreError) else "internal error"
+            message = ((exc.public_message or str(exc)) if isinstance(exc, LipcoreError)
+                       else "internal error")
             self._send({"type": "error", "code": code, "message": message, "utterance": n})
             self._send({"type": "stop", "utterance": n, "at_pts_ms": round(turn.sent_pts_ms, 1),
                         "ramp_ms": self.settings.stop_ramp_ms, "reason": "error"})
@@ -917,7 +925,7 @@ class SessionManager:
 
     async def close_all(self) -> None:
         for sid in list(self.sessions):
-            await self.close(sid, code=1001, reason="server shutting down")
+            await self.close(sid, code=SHUTDOWN_CLOSE_CODE, reason="server shutting down")
         if self._janitor is not None:
             self._janitor.cancel()
 

@@ -1,20 +1,45 @@
 // The REST side of the server (docs/protocol.md "Connecting", DESIGN.md "Contracts").
 
-// A server started with an API key wants it on every REST call (asset files excepted). The page
-// takes it once from ?key=… and keeps it in this tab's sessionStorage, out of the address bar.
-const KEY_NAME = "lipcore.api_key";
-const urlKey = new URLSearchParams(location.search).get("key");
-if (urlKey) {
-  sessionStorage.setItem(KEY_NAME, urlKey);
+// Auth (docs/server.md, "Client tokens"): the page never holds the server's API key. A server
+// with a key wants a short-lived client token, minted by the host application with the key
+// (POST /tokens) for one avatar or one session. The page takes it once from ?token=… in its URL
+// (or from the embedding app through setToken) and keeps it in this tab's sessionStorage, out of
+// the address bar, the history and the Referer.
+const TOKEN_NAME = "lipcore.client_token";
+
+function takeFromUrl() {
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token");
+  if (!params.has("token") && !params.has("key")) return;
+  if (token) sessionStorage.setItem(TOKEN_NAME, token);
+  if (params.has("key")) {
+    // The master key never belongs in a browser: it is dropped unused.
+    console.warn("lipcore: ?key= is ignored; open the page with a client token (?token=…) "
+      + "minted by your application (POST /tokens)");
+  }
   const clean = new URL(location.href);
+  clean.searchParams.delete("token");
   clean.searchParams.delete("key");
   history.replaceState(null, "", clean);
 }
+takeFromUrl();
+sessionStorage.removeItem("lipcore.api_key"); // what older versions of this page stored
+
+/** Use `token` (a client token from POST /tokens) for the calls this page makes. */
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_NAME, token);
+  else sessionStorage.removeItem(TOKEN_NAME);
+}
+
+/** The client token this page holds, or null. */
+export function currentToken() {
+  return sessionStorage.getItem(TOKEN_NAME);
+}
 
 function fetch(url, init = {}) {
-  const key = sessionStorage.getItem(KEY_NAME);
+  const token = currentToken();
   const headers = new Headers(init.headers ?? {});
-  if (key) headers.set("X-API-Key", key);
+  if (token) headers.set("Authorization", `Bearer ${token}`);
   return window.fetch(url, { ...init, headers });
 }
 

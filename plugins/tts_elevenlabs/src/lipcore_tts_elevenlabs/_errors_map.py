@@ -66,7 +66,12 @@ def make_error(
 ) -> ElevenLabsError:
     vendor = redact(vendor, secret).strip()
     detail = f": {vendor[:300]}" if vendor else ""
-    return cls(f"{what}{detail} ({cls.kind}). What to do: {_WHAT_TO_DO.get(cls, 'retry later')}")
+    advice = _WHAT_TO_DO.get(cls, "retry later")
+    err = cls(f"{what}{detail} ({cls.kind}). What to do: {advice}")
+    # End clients get the same without the vendor's own words (quota texts name the account's
+    # credits); the operator's log keeps them.
+    err.public_message = f"{what} ({cls.kind})"
+    return err
 
 
 def from_close(
