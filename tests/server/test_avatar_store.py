@@ -139,7 +139,9 @@ def test_wav2lip_alias_upload_is_written_as_onnx(
         body = r.json()
         assert body["lipsync_assets"]["type"] == "onnx"
         assert body["lipsync_assets"]["mask_url"].endswith("/mask_mouth.png")
-        assert body["lipsync_assets"]["model_url"].endswith("/wav2lip_ref.png")
+        # The reference face is a file clients may show, not a model they would run.
+        assert body["lipsync_assets"].get("model_url") is None
+        assert body["lipsync_assets"]["files"]["reference"].endswith("/wav2lip_ref.png")
         # declared client assets only: the server-side wav2lip.json is not handed out
         assert "wav2lip" not in body["lipsync_assets"]["files"]
         d = Path(srv.app.state.lipcore.avatars.root) / body["avatar_id"]
