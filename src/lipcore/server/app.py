@@ -31,6 +31,7 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
+from lipcore.server.cluster import Cluster, ClusterRouter
 from lipcore.server.errors import UnauthorizedError
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
@@ -113,6 +114,8 @@ class _State:
         self.settings = settings
         self.avatars = AvatarStore(settings, engine)
         self.sessions = SessionManager(settings, engine)
+        self.cluster = Cluster(settings.worker_id, self, drain_timeout_s=settings.drain_timeout_s)
+        self.sessions.id_prefix = self.cluster.session_id_prefix
         self.started = time.time()
         self._key = settings.api_key.encode() if settings.api_key else None
 
@@ -203,8 +206,8 @@ def _state(request: Request) -> _State:
 
 
 def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
+    if settings.public_url:  # plus the worker's /w/<id> (lipcore.server.cluster)
+        return settings.public_url.rstrip("/") + str(request.scope.get("lipcore.worker", ""))
     # root_path carries the mount prefix when a host app mounts us (base_url would not).
     scheme = {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme)
     root = str(request.scope.get("root_path", "")).rstrip("/")
@@ -273,6 +276,7 @@ def _routes() -> APIRouter:
             "sessions": len(st.sessions.sessions),
             "connected": sum(1 for s in st.sessions.sessions.values() if s.connected),
             "uptime_s": round(time.time() - st.started, 1),
+            **st.cluster.health(),
         }
 
     @router.get("/metrics", tags=["operations"], dependencies=[Auth])
@@ -504,6 +508,8 @@ def create_app(
 
     app.include_router(_routes())
     app.add_middleware(_BodyLimit, settings=settings)
+    if settings.worker_id:  # routed workers: /w/<id>/ paths, wrong-worker answers, drain
+        app.add_middleware(ClusterRouter, cluster=state.cluster)
     if settings.serve_web and (WEB_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

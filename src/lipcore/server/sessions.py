@@ -845,6 +845,9 @@ class SessionManager:
         # the TTS's schedule → frame written), for sources that stamp their chunks.
         self.latency = LatencyStats()
         self.lag = LatencyStats()
+        # What session ids start with after "s_": a worker's "<worker id>." in a cluster, so
+        # the balancer routes by the id alone (lipcore.server.cluster).
+        self.id_prefix = ""
 
     def _ensure_janitor(self) -> None:
         # Started lazily: a mounted sub-app gets no lifespan events from its host.
@@ -864,7 +867,7 @@ class SessionManager:
         rate = rates.sample_rates[0] if rates and rates.sample_rates else 22050
         session = Session(
             manager=self,
-            session_id="s_" + secrets.token_urlsafe(16),
+            session_id="s_" + self.id_prefix + secrets.token_urlsafe(16),
             token=secrets.token_urlsafe(32),
             avatar_id=avatar_id,
             voice_id=voice.id,

@@ -61,6 +61,11 @@ class ServerSettings:
     janitor_interval_s: float = 0.5
     # web client
     serve_web: bool = True
+    # several workers behind one balancer (docs/deploy.md, lipcore.server.cluster)
+    worker_id: str | None = None  # put into session ids and every URL handed out: /w/<id>/...
+    drain_timeout_s: float = 30.0  # SIGTERM: how long utterances in flight may still run
+    redis_url: str | None = field(default=None, repr=False)  # usage and limits across workers
+    avatar_storage: str | None = None  # e.g. "s3://bucket/prefix"; None: data_dir only
 
 
 def is_loopback(host: str) -> bool:
