@@ -276,3 +276,58 @@ def test_kill9_client_recreates_session_and_speaks_within_2s(cluster: LocalClust
     assert r.status_code == 503
 
 
+
+
+def test_web_client_recreates_a_lost_session_and_says_the_cut_sentence_again(
+        cluster: LocalCluster) -> None:
+    """The real web client (headless Chromium) loaded through the balancer: kill -9 of the
+    worker that holds its session; the page re-creates the session on a live worker and the
+    cut sentence is heard again within 2 s of the drop."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    for w in cluster.workers:  # the previous test killed one: start it again
+        if not w.alive:
+            w.start()
+    cluster.wait_routed()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{cluster.url}/?avatar={AVATAR}&voice=en")
+            page.wait_for_function("window.lipcore && window.lipcore.state.ready", timeout=30_000)
+            sid = page.evaluate("window.lipcore.session().hello.session_id")
+            owner = worker_of(sid)
+            assert owner is not None
+            page.evaluate(f"window.lipcore.speak({json.dumps(LONG_TEXT)})")
+            page.wait_for_function(
+                "window.lipcore.state.events.some(e => e.type === 'first_audio')", timeout=15_000)
+            cluster.worker(owner).kill()
+            try:
+                page.wait_for_function(
+                    "window.lipcore.state.events.some(e => e.type === 'recovered')",
+                    timeout=10_000)
+            except Exception:
+                events = page.evaluate("window.lipcore.state.events")
+                raise AssertionError([e for e in events if e["type"] != "pong"][-15:]) from None
+            page.wait_for_function(
+                "(() => { const ev = window.lipcore.state.events;"
+                " const r = ev.findIndex(e => e.type === 'recovered');"
+                " return ev.slice(r).some(e => e.type === 'first_audio'); })()",
+                timeout=10_000)
+            events = page.evaluate("window.lipcore.state.events")
+            new_sid = page.evaluate("window.lipcore.session().hello.session_id")
+        finally:
+            browser.close()
+    closed = next(e for e in events if e["type"] == "closed")
+    assert closed["code"] == 1006
+    rec = next(e for e in events if e["type"] == "recovered")
+    heard = next(e for e in events if e["type"] == "first_audio" and e["t"] > rec["t"])
+    assert worker_of(new_sid) not in (None, owner)
+    said_again = [e for e in events if e["type"] == "speak" and e["t"] > closed["t"]]
+    assert said_again and said_again[0]["text"] == LONG_TEXT.strip()
+    resumed_ms = heard["t"] + heard["heard_in_ms"] - closed["t"]
+    assert resumed_ms < 2000, resumed_ms

@@ -267,7 +267,9 @@ async function connect(avatarId) {
   ui.status("connecting…", "wait");
   const voice = $("#voice").value || params.get("voice") || "en-us";
   const s = await api.createSession(avatarId, voice);
-  session = new LiveSession(s.ws_url, { audio: session?.audio ?? sharedAudio(), log });
+  // recreate: a lost session (its worker died or restarts) is made again behind the balancer.
+  const recreate = async () => (await api.createSession(avatarId, voice)).ws_url;
+  session = new LiveSession(s.ws_url, { audio: session?.audio ?? sharedAudio(), log, recreate });
   await session.connect();
   state.ready = true;
   ui.status("live", "on");
