@@ -315,7 +315,7 @@ def _routes() -> APIRouter:
         the API key when one is set: the ids are the capability to their asset files."""
         st = _state(request)
         out = []
-        for avatar_id in st.avatars.list_ids():
+        for avatar_id in await st.avatars.alist_ids():
             with contextlib.suppress(LipcoreError):  # removed or damaged meanwhile: skip it
                 out.append(_describe_avatar(request, st, st.avatars.get(avatar_id)))
         return {"avatars": out}
@@ -340,6 +340,7 @@ def _routes() -> APIRouter:
     async def get_avatar(request: Request, avatar_id: str) -> dict[str, Any]:
         """An avatar's URLs and facts (avatars persist on disk across restarts)."""
         st = _state(request)
+        await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
         return _describe_avatar(request, st, st.avatars.get(avatar_id))
 
     @router.get("/avatars/{avatar_id}/files/{path:path}", tags=["avatars"],
@@ -349,6 +350,7 @@ def _routes() -> APIRouter:
         unguessable avatar id is the capability. ETag + long caching (assets never change
         under an id); HTTP range requests (206) for the video."""
         st = _state(request)
+        await st.avatars.ensure(avatar_id)
         file = st.avatars.get(avatar_id).file(path)
         stat = file.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
@@ -365,6 +367,7 @@ def _routes() -> APIRouter:
         """Open a live session; connect a WebSocket to ``ws_url`` (it carries the session's own
         token: hand it only to that session's client)."""
         st = _state(request)
+        await st.avatars.ensure(body.avatar_id)
         rec = st.avatars.get(body.avatar_id)
         lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
         patcher = await _audio_driven_renderer(st, rec)

@@ -18,6 +18,7 @@ import anyio.to_thread
 from lipcore.models import AvatarManifest
 from lipcore.server.errors import AvatarNotFoundError, BuildBusyError
 from lipcore.server.settings import ServerSettings
+from lipcore.server.storage import StorageError, fetch_into_cache, open_storage
 
 __all__ = ["AvatarRecord", "AvatarStore", "new_avatar_id"]
 
@@ -141,6 +142,35 @@ class AvatarStore:
         self._cache: dict[str, AvatarRecord] = {}
         self._sem: asyncio.Semaphore | None = None
         self._pending = 0
+        # Shared avatar storage (s3://...; lipcore.server.storage): then `root` is this
+        # worker's cache of it, filled on first use, and builds are published there.
+        self.storage = open_storage(settings.avatar_storage)
+
+    async def ensure(self, avatar_id: str) -> None:
+        """With shared storage: fetch the avatar into this worker's cache in a worker thread
+        (so a first use does not stall the event loop); nothing to do when it is cached."""
+        if (self.storage is not None and avatar_id not in self._cache and _ID_RE.match(avatar_id)
+                and not (self.root / avatar_id / "manifest.json").is_file()):
+            await anyio.to_thread.run_sync(self._fetch, avatar_id)
+
+    def _fetch(self, avatar_id: str) -> bool:
+        assert self.storage is not None
+        try:
+            return fetch_into_cache(self.storage, self.root, avatar_id)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"avatar {avatar_id!r} could not be fetched from the avatar "
+                               f"storage ({type(exc).__name__}); retry later") from exc
+
+    async def alist_ids(self, limit: int = 1000) -> list[str]:
+        """:meth:`list_ids`; with shared storage, listed there (in a worker thread)."""
+        if self.storage is None:
+            return self.list_ids(limit)
+        ids: list[str] = await anyio.to_thread.run_sync(self.storage.list_ids, limit)
+        for avatar_id in ids:
+            await self.ensure(avatar_id)
+        return ids
 
     def get(self, avatar_id: str) -> AvatarRecord:
         """The avatar ``avatar_id`` or :class:`AvatarNotFoundError`."""
@@ -150,7 +180,8 @@ class AvatarStore:
         if not _ID_RE.match(avatar_id):
             raise AvatarNotFoundError(f"no avatar {avatar_id!r}: not a valid avatar id")
         directory = self.root / avatar_id
-        if not (directory / "manifest.json").is_file():
+        if not (directory / "manifest.json").is_file() and (
+                self.storage is None or not self._fetch(avatar_id)):
             raise AvatarNotFoundError(
                 f"no avatar {avatar_id!r}; create one with POST /avatarize-2d"
             )
@@ -223,6 +254,8 @@ class AvatarStore:
                 engine=self.engine,
                 avatar_id=avatar_id,
             )
+            if self.storage is not None:  # published last: listed only once complete
+                self.storage.publish(avatar_id, out_dir)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
