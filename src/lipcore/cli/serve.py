@@ -38,6 +38,12 @@ def serve(
                                       help="Environment variable holding the Redis URL that "
                                       "aggregates usage and limits across workers (unset: "
                                       "per process)."),
+    key_max_sessions: int | None = typer.Option(None, "--key-max-sessions",
+                                                help="Live sessions one API key may hold (on "
+                                                "all workers when Redis is set)."),
+    metering_ttl: float = typer.Option(15.0, "--metering-ttl", help="With Redis: seconds "
+                                       "after which a vanished worker's sessions stop "
+                                       "counting against their key."),
     json_logs: bool = typer.Option(False, "--json-logs", help="Log JSON lines."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -61,7 +67,9 @@ def serve(
     settings = ServerSettings(data_dir=data_dir or default_data_dir(), api_key=api_key,
                               public_url=public_url, worker_id=worker_id or None,
                               drain_timeout_s=drain_timeout, avatar_storage=avatar_storage,
-                              redis_url=os.environ.get(redis_url_env) or None)
+                              redis_url=os.environ.get(redis_url_env) or None,
+                              key_max_sessions=key_max_sessions,
+                              metering_ttl_s=metering_ttl)
     app = create_app(engine, settings)
     tune_gc()  # short collector pauses: the start-up heap is never scanned again
     auth = "API key required" if api_key else "no API key (loopback only)"

@@ -33,6 +33,7 @@ from lipcore.models import (
 from lipcore.server.avatars import AvatarRecord, AvatarStore
 from lipcore.server.cluster import Cluster, ClusterRouter
 from lipcore.server.errors import UnauthorizedError
+from lipcore.server.metering import Metering, key_id_of
 from lipcore.server.sessions import Session, SessionManager, Usage
 from lipcore.server.settings import ServerSettings
 
@@ -116,6 +117,10 @@ class _State:
         self.sessions = SessionManager(settings, engine)
         self.cluster = Cluster(settings.worker_id, self, drain_timeout_s=settings.drain_timeout_s)
         self.sessions.id_prefix = self.cluster.session_id_prefix
+        self.metering = Metering(self.sessions, redis_url=settings.redis_url,
+                                 key_max_sessions=settings.key_max_sessions,
+                                 interval_s=settings.metering_interval_s,
+                                 ttl_s=settings.metering_ttl_s, worker=settings.worker_id)
         self.started = time.time()
         self._key = settings.api_key.encode() if settings.api_key else None
 
@@ -374,6 +379,11 @@ def _routes() -> APIRouter:
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
                                            tts=body.tts, lipsync=lipsync)
         session.patcher = patcher
+        try:  # counted against its key (on every worker, with Redis)
+            await st.metering.opened(key_id_of(request.headers), session.session_id)
+        except LipcoreError:
+            await st.sessions.close(session.session_id, code=1000, reason="key session limit")
+            raise
         return SessionCreated(session_id=session.session_id,
                               ws_url=_ws_url(request, st, session))
 
@@ -409,6 +419,12 @@ def _routes() -> APIRouter:
                 "audio_seconds": round(u.audio_seconds, 3), "utterances": u.utterances,
                 "stopped": u.stopped, "errors": u.errors,
                 "dropped_viseme_messages": u.dropped_viseme_messages}
+
+    @router.get("/usage", tags=["operations"], dependencies=[Auth], responses=_ERRORS)
+    async def key_usage(request: Request) -> dict[str, Any]:
+        """Usage of the calling key: TTS characters, audio seconds, utterances, sessions opened,
+        live sessions; across all workers when the server shares Redis (``scope``)."""
+        return await _state(request).metering.usage(key_id_of(request.headers))
 
     @router.delete("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
                    response_model=OkResponse, responses=_ERRORS)
@@ -490,6 +506,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await state.sessions.close_all()
+        await state.metering.close()
 
     app = FastAPI(
         title="lipcore",

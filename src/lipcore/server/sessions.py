@@ -848,6 +848,8 @@ class SessionManager:
         # What session ids start with after "s_": a worker's "<worker id>." in a cluster, so
         # the balancer routes by the id alone (lipcore.server.cluster).
         self.id_prefix = ""
+        # Called with each session it closes (usage metering: lipcore.server.metering).
+        self.close_hooks: list[Callable[[Session], None]] = []
 
     def _ensure_janitor(self) -> None:
         # Started lazily: a mounted sub-app gets no lifespan events from its host.
@@ -902,6 +904,11 @@ class SessionManager:
         self._gone.append(session_id)
         self._gone_set.add(session_id)
         await session.close(code=code, reason=reason)
+        for hook in self.close_hooks:
+            try:
+                hook(session)
+            except Exception:  # accounting must not keep a session from closing
+                logger.exception("a session close hook failed")
         logger.info("session closed", extra={"session_id": session_id, "reason": reason})
 
     async def close_all(self) -> None:
