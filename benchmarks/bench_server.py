@@ -144,6 +144,8 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
         serve_web=False,
         session_idle_timeout_s=3600,
         reconnect_grace_s=3600,
+        # bench_cluster runs this server as routed workers behind HAProxy
+        worker_id=os.environ.get("LIPCORE_WORKER_ID") or None,
     )
     app = create_app(engine, settings)
     state = app.state.lipcore
