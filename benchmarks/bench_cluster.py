@@ -351,7 +351,13 @@ def report(one: list[dict[str, Any]], two: list[dict[str, Any]], hop: list[dict[
     headers = ["sessions", "per worker", "lag p50 ms", "lag p99 ms", "client lag p50",
                "client lag p99", "server CPU", "audio/real time", "dropped", "load"]
     held1, held2 = _held(one), _held(two)
-    worst_hop = max((h["added_p99"] for h in hop), default=float("nan"))
+    # The hop's headline: no background (the balancer alone) and the busiest background the
+    # worker still held at the lag target; beyond that the worker's own lag swamps the hop.
+    held_hops = [h for h in hop if h["background"] <= max(held1, held2)] or hop[:1]
+    worst_hop = max(h["added_p99"] for h in held_hops)
+    hop_p50 = max(h["added_p50"] for h in held_hops)
+    hop_met = ("no" if worst_hop >= 2.0 else "yes" if worst_hop >= 0
+               else "in the noise (the direct tail was worse)")
     body = [
         f"Workers on CPU {cpus.split('/')[0]}, clients and HAProxy on CPU {cpus.split('/')[1]}"
         " (2-core VM; other engineers' work was running on the same machine at the time, see "
@@ -362,8 +368,9 @@ def report(one: list[dict[str, Any]], two: list[dict[str, Any]], hop: list[dict[
             ["sessions held, 1 worker (direct)", "-", str(held1), "-"],
             ["sessions held, 2 workers behind HAProxy (same core)", f"≈ {held1}",
              str(held2), "-"],
-            ["balancer-added round trip, p99 (worst load)", "< 2 ms", f"{worst_hop:.2f} ms",
-             "yes" if worst_hop < 2.0 else "no"],
+            ["balancer-added round trip p50 / p99 (up to "
+             f"{max(h['background'] for h in held_hops)} background sessions)", "p99 < 2 ms",
+             f"{hop_p50:.2f} / {worst_hop:.2f} ms", hop_met],
             ["avatar first use from S3, cold p50/p99",
              "-", f"{storage['cold']['p50_ms']:.1f} / {storage['cold']['p99_ms']:.1f} ms", "-"],
             ["avatar use, cached p50/p99", "-",
@@ -393,6 +400,12 @@ def report(one: list[dict[str, Any]], two: list[dict[str, Any]], hop: list[dict[
              bs._fmt(storage[k], "max_ms")]
             for k in ("cold", "cached", "first_asset_cached")]),
         "",
+        "The balancer hop is the difference of two tails measured side by side; on a shared "
+        "machine each tail moves by milliseconds from run to run (scheduling of the worker, "
+        "the client and HAProxy), so a negative \"added\" value means the direct tail was the "
+        "worse one in that run, not that the balancer saves time. The p50 difference is the "
+        "stable figure.",
+        "",
         "What this does not show: scaling across cores or machines (the two workers share one "
         "core here, so the comparison shows what routing costs, not what a second core buys); "
         "a real S3 endpoint's latency (moto on loopback has none of the network).",
@@ -407,12 +420,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     ap.add_argument("--steps", type=str, default=None,
-                    help="comma-separated session counts (default 100,200,...)")
+                    help="comma-separated session counts (default 50,100,...,600)")
     ap.add_argument("--window", type=float, default=None, help="seconds measured per step")
     args = ap.parse_args(argv)
     bs._raise_fd_limit()
     steps = ([int(x) for x in args.steps.split(",")] if args.steps else
-             [10, 30] if args.quick else [100, 200, 300, 400, 500, 600])
+             [10, 30] if args.quick else [50, 100, 150, 200, 300, 400, 500, 600])
     window = args.window or (3.0 if args.quick else 8.0)
     warm = 1.5 if args.quick else 3.0
     cpus = sorted(os.sched_getaffinity(0))
@@ -430,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         two = capacity(2, data_dir, speech, steps, warm, window, rate, 100.0, server_cpu,
                        client_cpu)
         hop = balancer_hop(data_dir, speech, rate, 100.0, server_cpu, client_cpu,
-                           [0, 10] if args.quick else [0, 100, 300],
+                           [0, 10] if args.quick else [0, 50, 100, 200],
                            100 if args.quick else 500)
         storage = first_use(tmpdir / "s3", 3 if args.quick else 20)
     report(one, two, hop, storage, cpus=f"{server_cpu}/{client_cpu}", quick=args.quick)
