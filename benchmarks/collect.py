@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("ElevenLabs path", "elevenlabs"),
     ("Wav2Lip (variant C)", "wav2lip"),
     ("Browser client", "browser"),
+    ("Several workers: HAProxy, object storage", "cluster"),
 ]
 
 
