@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,8 @@ def _start_haproxy(ports: list[int], cpu: int) -> tuple[subprocess.Popen[bytes],
     spare = [free_port() for _ in range(3)]  # a worker the file names but the run has not
     for i in range(3):
         env[f"LIPCORE_W{i + 1}"] = f"127.0.0.1:{ports[i] if i < len(ports) else spare[i]}"
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)], env=env,
+    exe = shutil.which("haproxy") or "/usr/sbin/haproxy"  # /usr/sbin: not on every PATH
+    proc = subprocess.Popen([exe, "-db", "-f", str(HAPROXY_CFG)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.sched_setaffinity(proc.pid, {cpu})
     return proc, listen
