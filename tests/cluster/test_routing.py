@@ -319,6 +319,7 @@ def test_web_client_recreates_a_lost_session_and_says_the_cut_sentence_again(
                 " const r = ev.findIndex(e => e.type === 'recovered');"
                 " return ev.slice(r).some(e => e.type === 'first_audio'); })()",
                 timeout=10_000)
+            assert page.text_content("#status") == "live"  # the page says it is back
             events = page.evaluate("window.lipcore.state.events")
             new_sid = page.evaluate("window.lipcore.session().hello.session_id")
         finally:

@@ -59,6 +59,8 @@ function log(type, fields = {}) {
     }
   }
   if (type === "closed") ui.status(`disconnected (${fields.code})`, "off");
+  if (type === "recovering") ui.status("reconnecting…", "wait");
+  if (type === "recovered") ui.status("live", "on");
 }
 
 /** Envelope lag (ms) between the drawn mouth and the heard audio: + means the mouth is early. */
