@@ -79,6 +79,8 @@ class Metering:
             lambda: dict.fromkeys((*_FIELDS, "sessions"), 0.0))
         self._task: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
+        # One flush or release at a time: a session closing during a flush is counted once.
+        self._lock: asyncio.Lock | None = None
         sessions.close_hooks.append(self._on_close)
 
     @property
@@ -132,16 +134,19 @@ class Metering:
         key_id = self._owner.pop(session.session_id, None)
         if key_id is None:
             return
-        delta = self._delta(session)
-        self._flushed.pop(session.session_id, None)
         if self.redis is None:
+            delta, _ = self._delta(session)
+            self._flushed.pop(session.session_id, None)
             self._add_local(key_id, delta)
             return
 
         async def release() -> None:
             try:
-                await self.redis.zrem(self._k("live", key_id), session.session_id)
-                await self._add_redis(key_id, delta)
+                async with self._get_lock():
+                    delta, _ = self._delta(session)
+                    self._flushed.pop(session.session_id, None)
+                    await self.redis.zrem(self._k("live", key_id), session.session_id)
+                    await self._add_redis(key_id, delta)
             except Exception as exc:  # a session that closes cannot wait for Redis: logged
                 logger.warning("usage of a closed session not recorded: %s", exc)
 
@@ -152,12 +157,15 @@ class Metering:
 
     # ------------------------------------------------------------------ usage
 
-    def _delta(self, session: Any) -> dict[str, float]:
+    def _delta(self, session: Any, *, commit: bool = True) -> tuple[dict[str, float],
+                                                                      dict[str, float]]:
+        """(usage not counted yet, usage now); ``commit``: count it as counted."""
         u = session.usage
         now = {f: float(getattr(u, f)) for f in _FIELDS}
         before = self._flushed.get(session.session_id, dict.fromkeys(_FIELDS, 0.0))
-        self._flushed[session.session_id] = now
-        return {f: now[f] - before[f] for f in _FIELDS if now[f] != before[f]}
+        if commit:
+            self._flushed[session.session_id] = now
+        return {f: now[f] - before[f] for f in _FIELDS if now[f] != before[f]}, now
 
     def _add_local(self, key_id: str, delta: dict[str, float]) -> None:
         for f, v in delta.items():
@@ -216,19 +224,30 @@ class Metering:
             with contextlib.suppress(Exception):
                 await self.flush()
 
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     async def flush(self) -> None:
         """Renew this worker's live sessions in Redis and add their new usage."""
         if self.redis is None:
             return
+        async with self._get_lock():
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         expiry = time.time() + self.ttl_s
         by_key: dict[str, dict[str, float]] = defaultdict(dict)
         renew: dict[str, dict[str, float]] = defaultdict(dict)
+        counted: dict[str, dict[str, float]] = {}
         for sid, key_id in list(self._owner.items()):
             s = self.sessions.sessions.get(sid)
             if s is None:
                 continue
             renew[key_id][sid] = expiry
-            for f, v in self._delta(s).items():
+            delta, counted[sid] = self._delta(s, commit=False)
+            for f, v in delta.items():
                 by_key[key_id][f] = by_key[key_id].get(f, 0.0) + v
         pipe = self.redis.pipeline(transaction=False)
         for key_id, members in renew.items():
@@ -238,6 +257,10 @@ class Metering:
             for f, v in delta.items():
                 pipe.hincrbyfloat(self._k("usage", key_id), f, v)
         await pipe.execute()
+        # Counted only once Redis took it: a failed flush is retried with the next one.
+        for sid, now in counted.items():
+            if sid in self._owner:
+                self._flushed[sid] = now
 
     async def close(self) -> None:
         """Flush and stop (the app's shutdown)."""
