@@ -60,7 +60,9 @@ class Metering:
                  namespace: str = "lipcore") -> None:
         self.sessions = sessions
         self.key_max_sessions = key_max_sessions
-        self.interval_s = interval_s
+        # Live entries are renewed at least three times per TTL: a late flush (a busy loop)
+        # must not let a live session expire.
+        self.interval_s = min(interval_s, ttl_s / 3)
         self.ttl_s = ttl_s
         self.worker = worker or "single"
         self.ns = namespace
@@ -251,7 +253,9 @@ class Metering:
                 by_key[key_id][f] = by_key[key_id].get(f, 0.0) + v
         pipe = self.redis.pipeline(transaction=False)
         for key_id, members in renew.items():
-            pipe.zadd(self._k("live", key_id), members, xx=True)
+            # Not XX: a live session whose entry expired anyway (Redis was unreachable for a
+            # while) is counted again. A closed one is not in _owner (popped before the lock).
+            pipe.zadd(self._k("live", key_id), members)
             pipe.expire(self._k("live", key_id), int(self.ttl_s * 4) + 1)
         for key_id, delta in by_key.items():
             for f, v in delta.items():
