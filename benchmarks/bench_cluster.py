@@ -162,9 +162,19 @@ def _held(rows: list[dict[str, Any]]) -> int:
     return held
 
 
+def _renice(pids: list[int], value: int) -> bool:
+    """Set the nice value of ``pids`` (0: this process); whether it took effect (root)."""
+    try:
+        for pid in pids:
+            os.setpriority(os.PRIO_PROCESS, pid, value)
+    except (PermissionError, ProcessLookupError, OSError):
+        return False
+    return True
+
+
 def capacity(n_workers: int, data_dir: Path, speech: Path, steps: list[int], warm: float,
              window: float, rate: int, chunk_ms: float, server_cpu: int,
-             client_cpu: int) -> list[dict[str, Any]]:
+             client_cpu: int, nice: int = 0) -> list[dict[str, Any]]:
     ports = [free_port() for _ in range(n_workers)]
     ids = [f"w{i + 1}" for i in range(n_workers)] if n_workers > 1 else [None]
     procs = [_start_worker(p, data_dir, speech, server_cpu, wid, chunk_ms)
@@ -182,9 +192,17 @@ def capacity(n_workers: int, data_dir: Path, speech: Path, steps: list[int], war
                 _wait(f"{base}/w/{wid}/healthz", hap, 20)
         mask = os.sched_getaffinity(0)
         bs._pin({client_cpu})
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        niced = nice != 0 and _renice([0, *(p.pid for p in procs),
+                                       *([hap.pid] if hap else [])], nice)
         try:
-            return asyncio.run(_steps(base, workers, steps, warm, window, rate))
+            rows = asyncio.run(_steps(base, workers, steps, warm, window, rate))
+            for r in rows:
+                r["nice"] = nice if niced else 0
+            return rows
         finally:
+            if niced:
+                _renice([0], before)
             os.sched_setaffinity(0, mask)
     finally:
         _stop(*procs, hap)
@@ -375,7 +393,8 @@ def report(one: list[dict[str, Any]], two: list[dict[str, Any]], hop: list[dict[
     held1, held2 = _held(one), _held(two)
     # The hop's headline: no background (the balancer alone) and the busiest background the
     # worker still held at the lag target; beyond that the worker's own lag swamps the hop.
-    held_hops = [h for h in hop if h["background"] <= max(held1, held2)] or hop[:1]
+    held_hops = ([h for h in hop if h["background"] <= max(held1, held2)] or hop[:1]
+                 if not (hop and hop[0].get("realtime")) else hop)
     worst_hop = max(h["added_p99"] for h in held_hops)
     hop_p50 = max(h["added_p50"] for h in held_hops)
     hop_met = ("no" if worst_hop >= 2.0 else "yes" if worst_hop >= 0
@@ -383,7 +402,10 @@ def report(one: list[dict[str, Any]], two: list[dict[str, Any]], hop: list[dict[
     body = [
         f"Workers on CPU {cpus.split('/')[0]}, clients and HAProxy on CPU {cpus.split('/')[1]}"
         " (2-core VM; other engineers' work was running on the same machine at the time, see "
-        "the load column). Lag target: p99 server lag < "
+        "the load column"
+        + (f"; the measured processes ran at nice {one[0]['nice']} so that they got most of "
+           "their CPU, not all of it" if one and one[0].get("nice") else "")
+        + "). Lag target: p99 server lag < "
         f"{bs.LAG_TARGET_MS:.0f} ms with every session at ≥ 0.95 × real time.",
         "",
         _report.table(["what", "target", "measured", "met"], [
@@ -449,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma-separated session counts (default 50,100,...,600)")
     ap.add_argument("--window", type=float, default=None, help="seconds measured per step")
     ap.add_argument("--no-realtime", action="store_true",
-                    help="measure the balancer hop at normal priority")
+                    help="measure at normal priority (default: capacity at nice -10, the "
+                    "balancer hop at SCHED_FIFO, to shield them from other work)")
     args = ap.parse_args(argv)
     bs._raise_fd_limit()
     steps = ([int(x) for x in args.steps.split(",")] if args.steps else
@@ -466,10 +489,11 @@ def main(argv: list[str] | None = None) -> None:
         speech.write_bytes(pickle.dumps(chunks))
         data_dir = tmpdir / "data"
         bs._write_avatar(data_dir)
+        nice = 0 if args.no_realtime else -10
         one = capacity(1, data_dir, speech, steps, warm, window, rate, 100.0, server_cpu,
-                       client_cpu)
+                       client_cpu, nice)
         two = capacity(2, data_dir, speech, steps, warm, window, rate, 100.0, server_cpu,
-                       client_cpu)
+                       client_cpu, nice)
         hop = balancer_hop(data_dir, speech, rate, 100.0, server_cpu, client_cpu,
                            [0, 10] if args.quick else [0, 50, 100],
                            100 if args.quick else 1000, realtime=not args.no_realtime)
