@@ -168,9 +168,17 @@ class AvatarStore:
         if self.storage is None:
             return self.list_ids(limit)
         ids: list[str] = await anyio.to_thread.run_sync(self.storage.list_ids, limit)
+        # A cold worker fills its cache here (each avatar whole, once); one that cannot be
+        # fetched now is left out of this answer rather than failing the whole list.
+        ready = []
         for avatar_id in ids:
-            await self.ensure(avatar_id)
-        return ids
+            try:
+                await self.ensure(avatar_id)
+            except StorageError as exc:
+                logger.warning("avatar %s left out of the list: %s", avatar_id, exc)
+                continue
+            ready.append(avatar_id)
+        return ready
 
     def get(self, avatar_id: str) -> AvatarRecord:
         """The avatar ``avatar_id`` or :class:`AvatarNotFoundError`."""
