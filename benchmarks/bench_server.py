@@ -167,6 +167,8 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
         max_connections_per_ip=0,  # every benchmark client is on 127.0.0.1
         max_pending_builds=8,
         build_isolation=isolation,  # type: ignore[arg-type]
+        # bench_cluster runs this server as routed workers behind HAProxy
+        worker_id=os.environ.get("LIPCORE_WORKER_ID") or None,
     )
     app = create_app(engine, settings)
     state = app.state.lipcore

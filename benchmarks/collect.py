@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("Browser client", "browser"),
     ("Live video (lipcore.live, LiveKit)", "live"),
     ("Pipecat (serializer path, video path)", "pipecat"),
+    ("Several workers: HAProxy, object storage", "cluster"),
 ]
 
 

@@ -129,3 +129,20 @@ def test_dart_tests_read_the_shared_vectors() -> None:
     helper = (PKG / "test" / "vectors.dart").read_text(encoding="utf-8")
     assert "../tests/vectors" in helper
     assert (PKG / "../tests/vectors").resolve() == VECTORS.resolve()
+
+
+def test_dart_session_recreates_a_lost_session_like_the_web_client() -> None:
+    """No Dart SDK here: check the Flutter session's recovery against the web client's by
+    their shared facts (the close codes that re-create, the re-said sentence)."""
+
+    root = Path(__file__).resolve().parents[2]
+    dart = (root / "flutter_client/lib/src/session.dart").read_text()
+    js = (root / "src/lipcore/web/session.js").read_text()
+    dart_codes = re.search(r"recreateCodes = <int>\{([^}]*)\}", dart)
+    js_codes = re.search(r"RECREATE_CODES = new Set\(\[([^\]]*)\]\)", js)
+    assert dart_codes and js_codes
+    as_set = lambda m: {int(x) for x in m.group(1).split(",")}  # noqa: E731
+    assert as_set(dart_codes) == as_set(js_codes) >= {1006, 1012, 4404}
+    assert "unawaited(_recover(code))" in dart and "if (again != null) speak(again);" in dart
+    example = (root / "flutter_client/example/lib/main.dart").read_text()
+    assert "recreate: () => _api.createSession(" in example

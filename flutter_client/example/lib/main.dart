@@ -64,7 +64,9 @@ class _TalkPageState extends State<TalkPage> {
     try {
       final info = await _api.avatar(_avatarId);
       final avatar = await LoadedAvatar.load(_api, info);
-      final session = LipcoreSession(await _api.createSession(info.id, _voice));
+      // recreate: a session lost with its server (killed or restarted worker) is made again.
+      final session = LipcoreSession(await _api.createSession(info.id, _voice),
+          recreate: () => _api.createSession(info.id, _voice));
       _events = session.events.listen((e) {
         if (!mounted) return;
         setState(() {

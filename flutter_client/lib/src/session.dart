@@ -37,17 +37,38 @@ typedef SessionEvent = ({String type, Map<String, Object?> fields});
 
 class LipcoreSession {
   /// [clock] is the client clock of ping/pong and the latency readouts (tests pass a fake).
+  /// [recreate], when given, makes a new session (POST /session-2d again) and returns its
+  /// `ws_url`: when the connection is lost for good ([recreateCodes]: its worker was killed or
+  /// restarts), the session is re-created (on a live worker, behind a balancer) and a sentence
+  /// that was cut before it was heard is said again.
   LipcoreSession(this.wsUrl,
-      {AudioPlayer? audio, this.pingEvery = const Duration(seconds: 2), Stopwatch? clock})
+      {AudioPlayer? audio,
+      this.pingEvery = const Duration(seconds: 2),
+      Stopwatch? clock,
+      this.recreate})
       : audio = audio ?? AudioPlayer(),
         _since = clock ?? (Stopwatch()..start());
 
   static const double bargeInRampMs = 150;
 
-  final Uri wsUrl;
+  /// Close codes after which a new session is made (docs/deploy.md): 1006 dropped (a killed
+  /// worker), 1001/1012 going away / restart (a drained worker), 1011, 4404 unknown, 4410
+  /// expired, 4421 another worker's session.
+  static const Set<int> recreateCodes = <int>{1001, 1006, 1011, 1012, 4404, 4410, 4421};
+  static const int _recreateTries = 6;
+
+  Uri wsUrl;
   final AudioPlayer audio;
   final Duration pingEvery;
-  final ClockSync clock = ClockSync();
+  final Future<Uri> Function()? recreate;
+  ClockSync clock = ClockSync();
+  // The text last spoken from here until its utterance is heard to the end (said again after
+  // a recovery): the next utterance_start after the speak is its utterance.
+  String? _unfinished;
+  int? _unfinishedId;
+  bool _awaitingStart = false;
+  bool _recovering = false;
+  bool _closed = false;
   final Stopwatch _since;
 
   final Map<int, VisemeTrack> _tracks = <int, VisemeTrack>{};
@@ -134,9 +155,16 @@ class LipcoreSession {
       onDone: () {
         _pinger?.cancel();
         _log('closed', <String, Object?>{'code': channel.closeCode});
+        // No close frame at all (the peer vanished) is 1006, "abnormal closure".
+        final code = channel.closeCode ?? 1006;
         if (!greeted.isCompleted) {
           greeted.completeError(
               StateError('connection closed (${channel.closeCode}) before hello'));
+        } else if (identical(_channel, channel) &&
+            !_closed &&
+            recreate != null &&
+            recreateCodes.contains(code)) {
+          unawaited(_recover(code));
         }
       },
       onError: (Object e) => _log('ws_error', <String, Object?>{'error': '$e'}),
@@ -146,11 +174,54 @@ class LipcoreSession {
 
   void _send(ClientMessage m) => _channel?.sink.add(m.encode());
 
+  /// The session was lost: make a new one, connect, and say again what was cut. A few tries
+  /// with a growing pause (a balancer may need a moment to notice a dead worker).
+  Future<void> _recover(int code) async {
+    final make = recreate;
+    if (_recovering || make == null) return;
+    _recovering = true;
+    final t0 = _nowMs;
+    final again = _unfinished;
+    _log('recovering', <String, Object?>{'code': code, 'unfinished': again != null});
+    // The new session numbers its utterances from 1 again: nothing of the old one may stay.
+    for (final id in List<int>.of(_order)) {
+      _stopUtterance(id, 0, 'lost');
+      _forget(id);
+    }
+    clock = ClockSync();
+    _current = null;
+    _unfinishedId = null;
+    _awaitingStart = false;
+    var delay = 50;
+    try {
+      for (var attempt = 1; attempt <= _recreateTries && !_closed; attempt++) {
+        try {
+          wsUrl = await make();
+          await _sub?.cancel();
+          await connect();
+          _log('recovered', <String, Object?>{'after_ms': _nowMs - t0, 'attempt': attempt});
+          if (again != null) speak(again);
+          return;
+        } on Object catch (e) {
+          _log('recover_failed', <String, Object?>{'attempt': attempt, 'message': '$e'});
+          await Future<void>.delayed(Duration(milliseconds: delay));
+          delay = delay * 2 > 1000 ? 1000 : delay * 2;
+        }
+      }
+      _log('lost', <String, Object?>{'code': code});
+    } finally {
+      _recovering = false;
+    }
+  }
+
   void ping() => _send(Ping(id: ++_pingId, clientTimeMs: _nowMs));
 
   /// Speak [text]; with [bargeIn] it replaces whatever plays.
   void speak(String text, {bool bargeIn = false}) {
     _log('speak', <String, Object?>{'text': text, 'barge_in': bargeIn});
+    _unfinished = text;
+    _unfinishedId = null;
+    _awaitingStart = true;
     // A barge-in cuts what plays now, not a round trip later; the server's stop that follows
     // finds these utterances already stopped.
     if (bargeIn) {
@@ -167,6 +238,8 @@ class LipcoreSession {
 
   /// Barge-in from this side: ramp the mouth and fade the audio now, then tell the server.
   void stop() {
+    _unfinished = null; // stopped on purpose: nothing to say again
+    _awaitingStart = false;
     for (final id in List<int>.of(_order)) {
       _stopUtterance(id, bargeInRampMs, 'client');
     }
@@ -199,6 +272,10 @@ class LipcoreSession {
         });
         _patches.putIfAbsent(utterance, PatchTimeline<PatchImage>.new);
         _current = utterance;
+        if (_awaitingStart) {
+          _awaitingStart = false;
+          _unfinishedId = utterance;
+        }
         // The server's stamp put on our clock by ping/pong: the one-way delay server → here.
         final oneWay = clock.best != null && serverTimeMs != null
             ? clock.toServer(_nowMs) - serverTimeMs
@@ -309,6 +386,10 @@ class LipcoreSession {
   }
 
   void _forget(int id) {
+    if (id == _unfinishedId) {
+      _unfinished = null; // heard to its end: nothing to say again
+      _unfinishedId = null;
+    }
     for (final old in _patches.remove(id)?.clear() ?? const <PatchImage>[]) {
       old.dispose();
     }
@@ -333,6 +414,7 @@ class LipcoreSession {
   }
 
   Future<void> close() async {
+    _closed = true;
     _pinger?.cancel();
     for (final timeline in _patches.values) {
       for (final old in timeline.clear()) {

@@ -32,11 +32,13 @@ from lipcore.models import (
     SpeakRequest,
 )
 from lipcore.server.avatars import AvatarRecord, AvatarStore
+from lipcore.server.cluster import Cluster, ClusterRouter
 from lipcore.server.errors import (
     AvatarNotFoundError,
     AvatarUnusableError,
     BackendUnavailableError,
 )
+from lipcore.server.metering import Metering, key_id_of
 from lipcore.server.security import (
     ClientTokens,
     ForbiddenError,
@@ -144,6 +146,12 @@ class _State:
         self.settings = settings
         self.avatars = AvatarStore(settings, engine)
         self.sessions = SessionManager(settings, engine)
+        self.cluster = Cluster(settings.worker_id, self, drain_timeout_s=settings.drain_timeout_s)
+        self.sessions.id_prefix = self.cluster.session_id_prefix
+        self.metering = Metering(self.sessions, redis_url=settings.redis_url,
+                                 key_max_sessions=settings.key_max_sessions,
+                                 interval_s=settings.metering_interval_s,
+                                 ttl_s=settings.metering_ttl_s, worker=settings.worker_id)
         self.started = time.time()
         self._key = settings.api_key.encode() if settings.api_key else None
         self.tokens = ClientTokens(settings.api_key)
@@ -236,8 +244,8 @@ def _state(request: Request) -> _State:
 
 
 def _base_url(request: Request | WebSocket, settings: ServerSettings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
+    if settings.public_url:  # plus the worker's /w/<id> (lipcore.server.cluster)
+        return settings.public_url.rstrip("/") + str(request.scope.get("lipcore.worker", ""))
     # root_path carries the mount prefix when a host app mounts us (base_url would not).
     scheme = {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme)
     root = str(request.scope.get("root_path", "")).rstrip("/")
@@ -399,6 +407,7 @@ def _routes() -> APIRouter:
             "sessions": len(st.sessions.sessions),
             "connected": sum(1 for s in st.sessions.sessions.values() if s.connected),
             "uptime_s": round(time.time() - st.started, 1),
+            **st.cluster.health(),
         }
 
     @router.get("/metrics", tags=["operations"], dependencies=[Auth])
@@ -466,7 +475,7 @@ def _routes() -> APIRouter:
         # One broken avatar never breaks the listing: the store skips it with a log line, and
         # one whose back end is missing or cannot run here is listed with usable: false.
         grant = _grant(request)
-        records = st.avatars.records()
+        records = await st.avatars.arecords()
         if not grant.master:  # a client token sees its own avatar only
             own = _token_session_avatar(st, grant)
             records = [rec for rec in records if grant.allows_avatar(rec.avatar_id, own)]
@@ -501,6 +510,7 @@ def _routes() -> APIRouter:
     async def get_avatar(request: Request, avatar_id: str) -> dict[str, Any]:
         """An avatar's URLs and facts (avatars persist on disk across restarts)."""
         st = _state(request)
+        await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
         return _describe_avatar(request, st, st.avatars.get(avatar_id))
 
     @router.get("/avatars/{avatar_id}/files/{path:path}", tags=["avatars"],
@@ -510,6 +520,7 @@ def _routes() -> APIRouter:
         unguessable avatar id is the capability. ETag + long caching (assets never change
         under an id); HTTP range requests (206) for the video."""
         st = _state(request)
+        await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
         # Unversioned: the avatar may be rebuilt under this URL, so clients revalidate.
         return _file_response(request, st.avatars.get(avatar_id).file(path), immutable=False)
 
@@ -521,6 +532,7 @@ def _routes() -> APIRouter:
         out). Cached for good while that version is current; once the avatar was rebuilt the
         file is the new one's and is revalidated."""
         st = _state(request)
+        await st.avatars.ensure(avatar_id)
         rec = st.avatars.get(avatar_id)
         return _file_response(request, rec.file(path), immutable=version == rec.version)
 
@@ -550,6 +562,7 @@ def _routes() -> APIRouter:
         """Open a live session; connect a WebSocket to ``ws_url`` (it carries the session's own
         token: hand it only to that session's client)."""
         st = _state(request)
+        await st.avatars.ensure(body.avatar_id)
         rec = st.avatars.get(body.avatar_id)
         if not _grant(request).allows_avatar(rec.avatar_id):
             raise ForbiddenError("this client token is for another avatar")
@@ -566,6 +579,11 @@ def _routes() -> APIRouter:
         session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
                                            tts=body.tts, lipsync=lipsync)
         session.patcher = patcher
+        try:  # counted against its key (on every worker, with Redis)
+            await st.metering.opened(key_id_of(request.headers), session.session_id)
+        except LipcoreError:
+            await st.sessions.close(session.session_id, code=1000, reason="key session limit")
+            raise
         return SessionCreated(session_id=session.session_id,
                               ws_url=_ws_url(request, st, session))
 
@@ -601,6 +619,12 @@ def _routes() -> APIRouter:
                 "audio_seconds": round(u.audio_seconds, 3), "utterances": u.utterances,
                 "stopped": u.stopped, "errors": u.errors,
                 "dropped_viseme_messages": u.dropped_viseme_messages}
+
+    @router.get("/usage", tags=["operations"], dependencies=[Auth], responses=_ERRORS)
+    async def key_usage(request: Request) -> dict[str, Any]:
+        """Usage of the calling key: TTS characters, audio seconds, utterances, sessions opened,
+        live sessions; across all workers when the server shares Redis (``scope``)."""
+        return await _state(request).metering.usage(key_id_of(request.headers))
 
     @router.delete("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
                    response_model=OkResponse, responses=_ERRORS)
@@ -686,6 +710,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await state.sessions.close_all()
+        await state.metering.close()
         state.avatars.close()
 
     app = FastAPI(
@@ -723,6 +748,8 @@ def create_app(
             return JSONResponse(app.openapi())
 
     app.add_middleware(_BodyLimit, settings=settings)
+    if settings.worker_id:  # routed workers: /w/<id>/ paths, wrong-worker answers, drain
+        app.add_middleware(ClusterRouter, cluster=state.cluster)
     # Outermost: Host/Origin, the upload key check before any body is read, security headers.
     app.add_middleware(SecurityMiddleware, settings=settings, check_master=state.check_key)
     if settings.serve_web and (WEB_DIR / "index.html").is_file():

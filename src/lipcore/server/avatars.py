@@ -33,6 +33,7 @@ from lipcore.interfaces import LipsyncBackend
 from lipcore.models import AvatarManifest
 from lipcore.server.errors import AvatarNotFoundError, BuildBusyError
 from lipcore.server.settings import ServerSettings
+from lipcore.server.storage import StorageError, fetch_into_cache, open_storage
 
 __all__ = ["AvatarRecord", "AvatarStore", "new_avatar_id"]
 
@@ -259,6 +260,9 @@ class AvatarStore:
         self._sem: asyncio.Semaphore | None = None
         self._pending = 0
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # Shared avatar storage (s3://...; lipcore.server.storage): then `root` is this
+        # worker's cache of it, filled on first use, and builds are published there.
+        self.storage = open_storage(settings.avatar_storage)
 
     def remove_stale_builds(self, *, min_age_s: float = 600.0) -> list[str]:
         """Remove what killed builds left under the avatars directory (called at start):
@@ -316,6 +320,41 @@ class AvatarStore:
                 proc.terminate()
             self._pool = None
 
+    async def ensure(self, avatar_id: str) -> None:
+        """With shared storage: fetch the avatar into this worker's cache in a worker thread
+        (so a first use does not stall the event loop); nothing to do when it is cached."""
+        if (self.storage is not None and avatar_id not in self._cache and is_avatar_id(avatar_id)
+                and not (self.root / avatar_id / "manifest.json").is_file()):
+            await anyio.to_thread.run_sync(self._fetch, avatar_id)
+
+    def _fetch(self, avatar_id: str) -> bool:
+        assert self.storage is not None
+        try:
+            return fetch_into_cache(self.storage, self.root, avatar_id)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"avatar {avatar_id!r} could not be fetched from the avatar "
+                               f"storage ({type(exc).__name__}); retry later") from exc
+
+    async def arecords(self, limit: int = 1000) -> list[AvatarRecord]:
+        """:meth:`records`; with shared storage, the avatars listed there (in a worker
+        thread), each fetched into this worker's cache on first sight."""
+        if self.storage is None:
+            return self.records(limit)
+        ids: list[str] = await anyio.to_thread.run_sync(self.storage.list_ids, limit)
+        # A cold worker fills its cache here (each avatar whole, once); one that cannot be
+        # fetched now is left out of this answer rather than failing the whole list.
+        ready = []
+        for avatar_id in ids:
+            try:
+                await self.ensure(avatar_id)
+            except StorageError as exc:
+                logger.warning("avatar %s left out of the list: %s", avatar_id, exc)
+                continue
+            ready.append(avatar_id)
+        return self.records(limit, ids=ready)
+
     def get(self, avatar_id: str) -> AvatarRecord:
         """The avatar ``avatar_id`` (loaded once, reloaded when rebuilt on disk) or
         :class:`AvatarNotFoundError`. An avatar whose back end is missing or cannot run here
@@ -324,6 +363,8 @@ class AvatarStore:
             raise AvatarNotFoundError(f"no avatar {_short(avatar_id)!r}: not a valid avatar id")
         directory = self.root / avatar_id
         manifest = directory / MANIFEST_FILE
+        if not manifest.is_file() and self.storage is not None:
+            self._fetch(avatar_id)  # shared storage unreachable: StorageError (503), not a 404
         try:
             version = _stamp(manifest)
         except OSError:
@@ -360,11 +401,11 @@ class AvatarStore:
             logger.info("avatar %s is listed as unusable: %s", avatar_id, reason)
         return AvatarRecord(avatar, version, backend, reason)
 
-    def records(self, limit: int = 1000) -> list[AvatarRecord]:
-        """The avatars on disk, newest first; one that cannot be read is skipped with a log
-        line (it never breaks the listing of the others)."""
+    def records(self, limit: int = 1000, *, ids: list[str] | None = None) -> list[AvatarRecord]:
+        """The avatars on disk (or those of ``ids``), newest first; one that cannot be read is
+        skipped with a log line (it never breaks the listing of the others)."""
         out = []
-        for avatar_id in self.list_ids(limit):
+        for avatar_id in self.list_ids(limit) if ids is None else ids[:limit]:
             try:
                 out.append(self.get(avatar_id))
             except LipcoreError as exc:
@@ -428,6 +469,19 @@ class AvatarStore:
 
     async def _run_build(self, data: bytes, out_dir: Path, backend: str, avatar_id: str,
                          name: str | None) -> None:
+        """Build into ``out_dir``; with shared storage, then publish it there (last, so that
+        it is listed only once complete). A failed publish leaves nothing behind."""
+        await self._build_local(data, out_dir, backend, avatar_id, name)
+        if self.storage is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.storage.publish, avatar_id, out_dir)
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+
+    async def _build_local(self, data: bytes, out_dir: Path, backend: str, avatar_id: str,
+                           name: str | None) -> None:
         limits = {"max_bytes": self.settings.max_upload_bytes,
                   "max_pixels": self.settings.max_image_pixels,
                   "max_side": self.settings.max_image_side}

@@ -80,6 +80,7 @@ CLOSE_CODES: dict[int, str] = {
     4408: "client too slow: its send queue stayed full",
     4409: "replaced by a newer connection to the same session",
     4410: "session expired (idle timeout) or closed",
+    4421: "the session lives on another worker; the reason names the path to connect to",
 }
 
 _EPS = 1e-3

@@ -866,6 +866,11 @@ class SessionManager:
         # the TTS's schedule → frame written), for sources that stamp their chunks.
         self.latency = LatencyStats()
         self.lag = LatencyStats()
+        # What session ids start with after "s_": a worker's "<worker id>." in a cluster, so
+        # the balancer routes by the id alone (lipcore.server.cluster).
+        self.id_prefix = ""
+        # Called with each session it closes (usage metering: lipcore.server.metering).
+        self.close_hooks: list[Callable[[Session], None]] = []
 
     def _ensure_janitor(self) -> None:
         # Started lazily: a mounted sub-app gets no lifespan events from its host.
@@ -885,7 +890,7 @@ class SessionManager:
         rate = rates.sample_rates[0] if rates and rates.sample_rates else 22050
         session = Session(
             manager=self,
-            session_id="s_" + secrets.token_urlsafe(16),
+            session_id="s_" + self.id_prefix + secrets.token_urlsafe(16),
             token=secrets.token_urlsafe(32),
             avatar_id=avatar_id,
             voice_id=voice.id,
@@ -921,6 +926,11 @@ class SessionManager:
         self._gone.append(session_id)
         self._gone_set.add(session_id)
         await session.close(code=code, reason=reason)
+        for hook in self.close_hooks:
+            try:
+                hook(session)
+            except Exception:  # accounting must not keep a session from closing
+                logger.exception("a session close hook failed")
         logger.info("session closed", extra={"session_id": session_id, "reason": reason})
 
     async def close_all(self) -> None:

@@ -97,6 +97,14 @@ class ServerSettings:
     max_connections_per_ip: int = 256
     #: Serve the OpenAPI document (``/openapi.json``, behind the key) — no Swagger UI page.
     openapi: bool = True
+    # several workers behind one balancer (docs/deploy.md, lipcore.server.cluster)
+    worker_id: str | None = None  # put into session ids and every URL handed out: /w/<id>/...
+    drain_timeout_s: float = 30.0  # SIGTERM: how long utterances in flight may still run
+    redis_url: str | None = field(default=None, repr=False)  # usage and limits across workers
+    avatar_storage: str | None = None  # e.g. "s3://bucket/prefix"; None: data_dir only
+    key_max_sessions: int | None = None  # live sessions per API key (all workers with Redis)
+    metering_interval_s: float = 2.0  # Redis: how often usage is added and sessions renewed
+    metering_ttl_s: float = 15.0  # Redis: a killed worker's sessions stop counting after this
 
 
 def is_loopback(host: str) -> bool:

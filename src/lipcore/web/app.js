@@ -81,6 +81,8 @@ function log(type, fields = {}) {
     }
   }
   if (type === "closed") ui.status(`disconnected (${fields.code})`, "off");
+  if (type === "recovering") ui.status("reconnecting…", "wait");
+  if (type === "recovered") ui.status("live", "on");
 }
 
 /** Envelope lag (ms) between the drawn mouth and the heard audio: + means the mouth is early. */
@@ -343,6 +345,12 @@ async function connect(avatarId) {
     audio: sessionAudio(),
     log: (type, fields) => {
       if (mine === connectSeq) log(type, fields);
+    },
+    // A lost session (its worker died or restarts) is made again behind the balancer.
+    recreate: async () => {
+      const again = await api.createSession(avatarId, voice);
+      if (mine === connectSeq) state.sessionId = again.session_id;
+      return again.ws_url;
     },
   });
   session = live;

@@ -10,12 +10,30 @@ import {
 
 const PING_EVERY_MS = 2000;
 const BARGE_IN_RAMP_MS = 150;
+// Close codes after which the session is gone but a new one can be made (docs/deploy.md):
+// 1006 the connection dropped (a worker was killed), 1001/1012 the server went away or
+// restarts (a drained worker), 4404 unknown / 4410 expired session, 4421 another worker's.
+export const RECREATE_CODES = new Set([1001, 1006, 1011, 1012, 4404, 4410, 4421]);
+const RECREATE_TRIES = 6;
 
 export class LiveSession extends EventTarget {
-  /** `log(type, fields)` receives every event the page may want to show or measure. */
-  constructor(wsUrl, { audio = null, log = () => {} } = {}) {
+  /**
+   * `log(type, fields)` receives every event the page may want to show or measure.
+   * `recreate()`, when given, returns the `ws_url` of a new session (POST /session-2d again):
+   * if the connection is lost for good (RECREATE_CODES), the session is re-created (on a live
+   * worker, behind a balancer) and an utterance that was cut is said again from its start.
+   */
+  constructor(wsUrl, { audio = null, log = () => {}, recreate = null } = {}) {
     super();
     this.wsUrl = wsUrl;
+    this.recreate = recreate;
+    // The text last spoken from here until its utterance is heard to the end (said again after
+    // a recovery; the server may have sent all of it long before it is heard): the next
+    // utterance_start after the speak is its utterance.
+    this.unfinished = null;
+    this.unfinishedId = null;
+    this.awaitingStart = false;
+    this.recovering = false;
     this.audio = audio ?? new AudioOut();
     this.log = log;
     this.clock = new ClockSync();
@@ -62,9 +80,52 @@ export class LiveSession extends EventTarget {
         this.log("closed", { code: ev.code, reason: ev.reason });
         this.dispatchEvent(new CustomEvent("close", { detail: ev }));
         if (!greeted) reject(new Error(`connection closed (${ev.code}) before hello`));
+        else if (this.ws === ws && !this.closed && this.recreate
+          && RECREATE_CODES.has(ev.code)) this.recover(ev.code);
       };
       ws.onerror = () => this.log("ws_error", {});
     });
+  }
+
+  /**
+   * The session was lost (its worker died or left): make a new one, connect, and say again
+   * what was cut. Tries a few times (a balancer may need a moment to notice a dead worker).
+   */
+  async recover(code) {
+    if (this.recovering) return;
+    this.recovering = true;
+    const t0 = performance.now();
+    const again = this.unfinished;
+    this.log("recovering", { code, unfinished: again !== null });
+    // The new session numbers its utterances from 1 again: nothing of the old one may stay.
+    for (const id of [...this.order]) {
+      this.stopUtterance(id, 0, "lost");
+      this.forget(id);
+    }
+    this.clock = new ClockSync();
+    this.current = null;
+    this.unfinishedId = null;
+    this.awaitingStart = false;
+    let delay = 50;
+    try {
+      for (let attempt = 1; attempt <= RECREATE_TRIES && !this.closed; attempt++) {
+        try {
+          this.wsUrl = await this.recreate();
+          await this.connect();
+          this.log("recovered", { after_ms: performance.now() - t0, attempt });
+          this.dispatchEvent(new CustomEvent("recovered", { detail: { code } }));
+          if (again !== null) this.speak(again);
+          return;
+        } catch (e) {
+          this.log("recover_failed", { attempt, message: String(e?.message ?? e) });
+          await new Promise((r) => setTimeout(r, delay));
+          delay = Math.min(delay * 2, 1000);
+        }
+      }
+      this.dispatchEvent(new CustomEvent("lost", { detail: { code } }));
+    } finally {
+      this.recovering = false;
+    }
   }
 
   send(msg) {
@@ -98,6 +159,10 @@ export class LiveSession extends EventTarget {
         }
         this.audio.begin(id, msg.sample_rate);
         this.current = id;
+        if (this.awaitingStart) {
+          this.awaitingStart = false;
+          this.unfinishedId = id;
+        }
         // The server stamped the message with its clock; the ping/pong offset puts that on
         // ours: how long the message took from the server to this page (one way).
         const oneWay = this.clock.best && typeof msg.server_time_ms === "number"
@@ -198,6 +263,9 @@ export class LiveSession extends EventTarget {
   speak(text, bargeIn = false) {
     this.audio.resume();
     this.log("speak", { text, barge_in: bargeIn });
+    this.unfinished = text;
+    this.unfinishedId = null;
+    this.awaitingStart = true;
     // A barge-in cuts what plays now, not a round trip later: the server's stop that follows
     // finds these utterances already stopped.
     if (bargeIn) for (const id of this.order) this.stopUtterance(id, BARGE_IN_RAMP_MS, "client");
@@ -221,6 +289,8 @@ export class LiveSession extends EventTarget {
   /** Barge-in from this side: ramp the mouth and fade the audio now, then tell the server. */
   stop() {
     this.log("stop_sent", {});
+    this.unfinished = null; // stopped on purpose: nothing to say again
+    this.awaitingStart = false;
     for (const id of this.order) this.stopUtterance(id, BARGE_IN_RAMP_MS, "client");
     this.send(clientMessages.stop());
   }
@@ -266,6 +336,10 @@ export class LiveSession extends EventTarget {
   }
 
   forget(id) {
+    if (id === this.unfinishedId) { // heard to its end: nothing to say again
+      this.unfinished = null;
+      this.unfinishedId = null;
+    }
     for (const old of this.patches.get(id)?.clear() ?? []) old.bitmap.close();
     this.patches.delete(id);
     this.tracks.delete(id);
