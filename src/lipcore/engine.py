@@ -18,6 +18,7 @@ from typing import Any
 
 from lipcore.errors import InputError, LimitError
 from lipcore.interfaces import (
+    AudioVisemeEstimator,
     CharTiming,
     LipsyncBackend,
     PhonemeTiming,
@@ -42,6 +43,7 @@ class EmptyTextError(InputError):
 class EngineSettings:
     default_tts: str = "espeak"
     default_mapper: str = "default"
+    default_audio_visemes: str = "model"  # estimator of visemes from audio alone
     fps: float = 30.0
     lead_ms: float = 20.0  # the mouth leads the audio by this much (0–40 ms sensible)
     max_text_chars: int = MAX_TEXT_CHARS
@@ -242,6 +244,7 @@ class Engine:
         self._tts: dict[str, TTSSource] = {}
         self._mappers: dict[str, VisemeMapper] = {}
         self._backends: dict[str, LipsyncBackend] = {}
+        self._estimators: dict[str, AudioVisemeEstimator] = {}
 
     # -- plugins -------------------------------------------------------------------------
 
@@ -257,6 +260,17 @@ class Engine:
         if name not in self._mappers:
             self._mappers[name] = self.registry.create("viseme_mappers", name)
         return self._mappers[name]
+
+    def audio_viseme_estimator(self, name: str | None = None) -> AudioVisemeEstimator:
+        """The estimator of visemes from audio alone named ``name`` (default: the settings'
+        ``default_audio_visemes``, the shipped model); created once, with this engine's
+        default mapper for the aligned phonemes of a known text."""
+        name = name or self.settings.default_audio_visemes
+        if name not in self._estimators:
+            self._estimators[name] = self.registry.create(
+                "audio_viseme_estimators", name, mapper=self.mapper()
+            )
+        return self._estimators[name]
 
     def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
         """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""

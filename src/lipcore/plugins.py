@@ -40,8 +40,16 @@ logger = logging.getLogger("lipcore.plugins")
 
 ENTRY_POINT_GROUP = "lipcore"
 
-Family = Literal["tts_sources", "viseme_mappers", "lipsync_backends", "transports"]
-FAMILIES: tuple[Family, ...] = ("tts_sources", "viseme_mappers", "lipsync_backends", "transports")
+Family = Literal[
+    "tts_sources", "viseme_mappers", "lipsync_backends", "transports", "audio_viseme_estimators"
+]
+FAMILIES: tuple[Family, ...] = (
+    "tts_sources",
+    "viseme_mappers",
+    "lipsync_backends",
+    "transports",
+    "audio_viseme_estimators",
+)
 
 #: Which distribution provides a well-known name, for the "pip install" hint of a miss.
 KNOWN_DISTRIBUTIONS: dict[tuple[Family, str], str] = {
@@ -56,6 +64,7 @@ _FAMILY_NOUN: dict[Family, str] = {
     "viseme_mappers": "viseme mapper",
     "lipsync_backends": "lipsync back end",
     "transports": "transport",
+    "audio_viseme_estimators": "audio viseme estimator",
 }
 
 
