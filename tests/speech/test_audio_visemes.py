@@ -276,3 +276,47 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int, channels: int = 1) -> Path
         w.setframerate(rate)
         w.writeframes(pcm.astype("<i2").tobytes())
     return path
+
+
+def test_a_long_file_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """`visemes --audio` on a 20-minute telephone-rate file: decoded and estimated in
+    pieces, so the peak of traced allocations stays far below the file (19 MB of samples;
+    its float copy alone would be 38 MB). The 2-hour run is in bench_audio_visemes.py."""
+    import contextlib
+    import io
+    import tracemalloc
+
+    from scipy.signal import resample_poly
+
+    from lipcore.cli.visemes import _audio_visemes
+
+    u = synthesize(" ".join(BENCH_SENTENCES["de"]), "de")
+    x = resample_poly(u.pcm.astype(np.float32), 80, 221).astype(np.int16)
+    minutes = 20
+    total = minutes * 60 * 8000
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        written = 0
+        while written < total:
+            part = x[: total - written]
+            w.writeframes(part.tobytes())
+            written += len(part)
+    out = io.StringIO()
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stdout(out):
+            _audio_visemes(
+                path, text=None, language="de", fps=25.0, lead_ms=None, estimator=None,
+                as_json=True,
+            )  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+    text = out.getvalue()
+    assert text.startswith("[") and text.rstrip().endswith("]")
+    frames = text.count('"pts_ms"')
+    assert abs(frames - minutes * 60 * 25) <= 3
