@@ -31,6 +31,7 @@ through ``lipcore visemes --audio`` with its peak memory.
     .venv/bin/python benchmarks/bench_audio_visemes.py            # full
     .venv/bin/python benchmarks/bench_audio_visemes.py --quick    # one case per group
     .venv/bin/python benchmarks/bench_audio_visemes.py --long     # + the 2-hour file
+    .venv/bin/python benchmarks/bench_audio_visemes.py --sync     # + say --audio, eval sync
 """
 
 from __future__ import annotations
@@ -399,6 +400,57 @@ def long_file(minutes: float, tmp: Path) -> dict[str, float]:
     }
 
 
+def sync_check(quick: bool, tmp: Path) -> list[list[object]]:
+    """``say --audio`` on lipcore's own TTS audio, measured like ``lipcore eval sync`` (the
+    mouth re-detected on every frame) against the recording's true phoneme times."""
+    import matplotlib.cbook
+
+    from lipcore.avatar.face import FaceAnalyzer
+    from lipcore.avatar.store import build_avatar
+    from lipcore.engine import Engine
+    from lipcore.evaluation import evaluate_sync, measure_apertures
+    from lipcore.render import render_talk_audio
+
+    engine = Engine()
+    analyzer = FaceAnalyzer()
+    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    rows: list[list[object]] = []
+    try:
+        avatar = build_avatar(
+            photo, tmp / "grace", backend="sprites", seconds=3.0, fps=25.0, engine=engine,
+            avatar_id="grace-sprites", analyzer=analyzer,
+        )  # fmt: skip
+        sentences = [("de", BENCH_SENTENCES["de"][0]), ("en-us", BENCH_SENTENCES["en"][0])]
+        if not quick:
+            sentences += [("de", BENCH_SENTENCES["de"][4]), ("en-us", BENCH_SENTENCES["en"][2])]
+        for lang, text in sentences:
+            u = synthesize(text, lang, language=lang)
+            wav = tmp / f"{lang}.wav"
+            with wave.open(str(wav), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(u.sample_rate)
+                w.writeframes(u.pcm.tobytes())
+            track = engine.mapper().track_from_phonemes(list(u.phonemes), language=lang)
+            for mode, known in (("text known", text), ("audio only", None)):
+                result = render_talk_audio(
+                    avatar, wav, tmp / f"{lang}-{mode[:4]}.mp4", text=known, language=lang,
+                    engine=engine,
+                )  # fmt: skip
+                apertures = measure_apertures(result.video, analyzer=analyzer)
+                report, _, _ = evaluate_sync(
+                    apertures, track, fps=25.0, audio_offset_ms=result.audio_offset_ms
+                )
+                ok = -60.0 <= report.offset_ms <= 20.0
+                rows.append([lang, text, mode, f"{report.offset_ms:+.1f}",
+                             f"{report.bilabials_closed}/{report.bilabials}",
+                             "✅" if ok else "❌"])  # fmt: skip
+                print(rows[-1], flush=True)
+    finally:
+        analyzer.close()
+    return rows
+
+
 def _pct(a: int, b: int) -> str:
     return f"{100.0 * a / b:.1f} %" if b else "n/a"
 
@@ -409,6 +461,7 @@ def body(
     cost: dict[str, float],
     long: dict[str, float] | None,
     notes: list[str],
+    sync: list[list[object]] | None = None,
 ) -> str:
     rows = []
     keys = sorted({(g, v) for g, v, _ in scores}, key=lambda k: (k[0], k[1] != "all", k[1]))
@@ -457,6 +510,15 @@ def body(
         f"times (smallest mismatch gap {stats['mismatch_gap_min']:.2f}; the limit is "
         f"{__import__('lipcore.audio_visemes').audio_visemes.MISMATCH_GAP})."
     )
+    if sync:
+        lines.append(
+            "\n`say --audio` on lipcore's own TTS audio (espeak-ng), sprites avatar of "
+            "grace_hopper at 25 fps, measured like `lipcore eval sync` against the recording's "
+            "true phoneme times (target: offset within [−60, +20] ms):\n"
+        )
+        lines.append(
+            _report.table(["lang", "sentence", "path", "offset ms", "closed /p b m/", "ok"], sync)
+        )
     if long:
         lines.append(
             f"\nLong file: {long['minutes']:.0f} min of 16 kHz WAV ({long['file_mb']:.0f} MB) "
@@ -475,10 +537,15 @@ def main() -> None:
     ap.add_argument(
         "--long", action="store_true", help="also the 2-hour file (10 min with --quick)"
     )
+    ap.add_argument("--sync", action="store_true", help="also say --audio + eval sync")
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     scores, stats, notes = run(args.quick)
     cost = stream_cost(10.0 if args.quick else 30.0)
+    sync = None
+    if args.sync:
+        with tempfile.TemporaryDirectory(prefix="bench-av-sync-") as tmp:
+            sync = sync_check(args.quick, Path(tmp))
     long = None
     if args.long:
         with tempfile.TemporaryDirectory(prefix="bench-av-long-") as tmp:
@@ -486,7 +553,7 @@ def main() -> None:
     _report.write(
         "speech_audio_visemes",
         "Visemes from audio alone (audio-only, text-known, energy baseline)",
-        body(scores, stats, cost, long, notes),
+        body(scores, stats, cost, long, notes, sync),
     )
 
 

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from lipcore.errors import InputError
 from lipcore.interfaces import PhonemeTiming, VisemeFrame
-from lipcore.visemes import VISEME_CLASSES, is_silence, phoneme_visemes
+from lipcore.visemes import VISEME_CLASSES, is_silence, is_vowel, phoneme_visemes
 
 __all__ = [
     "CONTEXT",
@@ -63,6 +63,8 @@ _SMOOTH: Final = 1
 #: (A frame between two posterior rows interpolates them: one more hop.)
 LOOKAHEAD_MS: Final = (max(CONTEXT) + _SMOOTH + 1) * HOP_MS + WIN_MS / 2.0 + 1.0  # 93.5 ms
 
+#: Frames quieter than this (natural log of mean power; -60 dBFS) are silence (Rest).
+SILENCE_GATE: Final = math.log(1e-6)
 N_FEATURES: Final = N_MELS + 2  # log-mel relative to the tracked peak, peak-relative energy, abs
 _LOG_FLOOR: Final = math.log(1e-10)
 #: Peak tracker: decays ~3 dB per second, never below -55 dBFS.
@@ -311,9 +313,13 @@ def text_states(text: str, language: str) -> tuple[list[tuple[str, int]], list[_
                 except KeyError:
                     continue
                 phonemes.append((ph, word))
+                # A minimum duration per class: vowels 40 ms, consonants 20 ms, as chains
+                # of states without a self loop before the looping one.
+                min_frames = VOWEL_MIN_FRAMES if is_vowel(ph) else CONSONANT_MIN_FRAMES
                 for cls_name in classes:
                     c = VISEME_CLASSES.index(cls_name)
-                    states.append(_State(c, len(phonemes) - 1, False, True))
+                    for _ in range(max(1, min_frames // len(classes)) - 1):
+                        states.append(_State(c, len(phonemes) - 1, False, True))
                     states.append(_State(c, len(phonemes) - 1, False, False))
                 added = True
             if added:
@@ -324,8 +330,15 @@ def text_states(text: str, language: str) -> tuple[list[tuple[str, int]], list[_
 
 
 #: Mean per-frame log-posterior gap (best class − aligned class) above which the text is
-#: taken not to be what the audio says (measured: matching text ~0.4–1.0, another text 2+).
-MISMATCH_GAP: Final = 1.6
+#: taken not to be what the audio says. Measured (bench_audio_visemes.py): the right text
+#: 0.03–0.30 on espeak voices, up to 0.75 on flite's; another sentence of similar length
+#: 0.32–1.25. So only a clear misfit is caught by the gap; a text much too short or too long
+#: for the audio is caught by the phoneme-duration checks.
+MISMATCH_GAP: Final = 0.8
+#: Alignment: the lowest log posterior a frame contributes, and the minimum durations.
+EMISSION_FLOOR: float = -10.0
+VOWEL_MIN_FRAMES: int = 4
+CONSONANT_MIN_FRAMES: int = 2
 #: Mean speech time per phoneme above which the text is too short for the audio (slow,
 #: careful speech is ~120 ms per phoneme).
 MAX_PHONEME_MS: Final = 350.0
@@ -367,8 +380,9 @@ def align_text(
             "too much work for one piece; split the audio and its text (or drop --text)"
         )
     # Scaled likelihoods (posterior / prior), a little flattened, so frequent classes such as
-    # E do not swallow their neighbours.
-    emis = (log_post - 0.5 * log_prior[None, :]).astype(np.float32)
+    # E do not swallow their neighbours; floored, so one confidently wrong frame of the model
+    # cannot drag a whole stretch of phonemes out of place (the text's order decides there).
+    emis = (np.maximum(log_post, EMISSION_FLOOR) - 0.5 * log_prior[None, :]).astype(np.float32)
     cls = np.array([s.cls for s in states])
     can_stay = np.array([not s.min_one for s in states])
     skippable = np.array([s.optional for s in states])
@@ -428,4 +442,3 @@ def as_float(pcm: bytes | npt.NDArray[np.int16]) -> FloatArray:
 def class_track(post: FloatArray) -> list[int]:
     """Dominant class per posterior row (for tests and benchmarks)."""
     return [int(c) for c in np.argmax(post, axis=1)]
-

@@ -264,7 +264,20 @@ class ModelAudioVisemeEstimator(_PosteriorEstimator):
         return self._mapper
 
     def _posterior_fn(self) -> PosteriorFn:
-        return self.net.posteriors
+        net = self.net
+        col = av.CONTEXT.index(0) * av.N_FEATURES + av.N_MELS + 1  # the frame's own level
+
+        def fn(stacked: np.ndarray) -> np.ndarray:
+            post = net.posteriors(stacked)
+            # Below the silence gate the frame is Rest whatever the model says: a quiet
+            # recording's room noise sits high above the level tracker's floor before the
+            # first word, and the model then hears consonants in it.
+            quiet = stacked[:, col] * 10.0 < av.SILENCE_GATE
+            post[quiet] = 0.0
+            post[quiet, 0] = 1.0
+            return post
+
+        return fn
 
     def analyse(
         self,
