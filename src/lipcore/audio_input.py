@@ -19,7 +19,15 @@ import numpy.typing as npt
 from lipcore.errors import InputError
 from lipcore.interfaces import VisemeFrame
 
-__all__ = ["AudioFileError", "AudioInfo", "LeadShifter", "iter_audio", "probe_audio", "read_audio"]
+__all__ = [
+    "AudioFileError",
+    "AudioInfo",
+    "LeadShifter",
+    "decode_audio_bytes",
+    "iter_audio",
+    "probe_audio",
+    "read_audio",
+]
 
 #: Longest file read whole into memory (``say --audio``, ``--text``): 30 minutes.
 MAX_WHOLE_S = 30 * 60.0
@@ -169,6 +177,46 @@ def shift_frames(frames: Sequence[VisemeFrame], lead_ms: float) -> list[VisemeFr
     """:class:`LeadShifter` over a whole list."""
     s = LeadShifter(lead_ms)
     return [*s.push(frames), *s.finish()]
+
+
+
+def decode_audio_bytes(
+    data: bytes, sample_rate: int, *, name: str = "audio", max_s: float = 10 * 60.0
+) -> bytes:
+    """An uploaded audio file (any format PyAV reads) → mono ``s16le`` at ``sample_rate``
+    (the rate a session's client plays), at most ``max_s`` seconds."""
+    import io
+
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), "r")
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise AudioFileError(f"{name} is not a readable audio file: {exc}") from None
+    out: list[bytes] = []
+    total = 0
+    try:
+        if not container.streams.audio:
+            raise AudioFileError(f"{name} has no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                for piece in resampler.resample(frame):
+                    b = piece.to_ndarray().reshape(-1).astype("<i2").tobytes()
+                    out.append(b)
+                    total += len(b)
+                if total > max_s * sample_rate * 2:
+                    raise AudioFileError(f"{name} is longer than {max_s / 60:.0f} minutes")
+            for piece in resampler.resample(None):
+                out.append(piece.to_ndarray().reshape(-1).astype("<i2").tobytes())
+        except av.error.FFmpegError as exc:
+            raise AudioFileError(f"{name} is damaged: decoding failed ({exc})") from None
+    finally:
+        container.close()
+    pcm = b"".join(out)
+    if not pcm:
+        raise AudioFileError(f"{name} holds no audio samples")
+    return pcm
 
 
 ProgressFn = Callable[[float], None]
