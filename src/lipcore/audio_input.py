@@ -179,7 +179,6 @@ def shift_frames(frames: Sequence[VisemeFrame], lead_ms: float) -> list[VisemeFr
     return [*s.push(frames), *s.finish()]
 
 
-
 def decode_audio_bytes(
     data: bytes, sample_rate: int, *, name: str = "audio", max_s: float = 10 * 60.0
 ) -> bytes:
