@@ -331,10 +331,10 @@ def text_states(text: str, language: str) -> tuple[list[tuple[str, int]], list[_
 
 #: Mean per-frame log-posterior gap (best class − aligned class) above which the text is
 #: taken not to be what the audio says. Measured (bench_audio_visemes.py): the right text
-#: 0.03–0.30 on espeak voices, up to 0.75 on flite's; another sentence of similar length
+#: 0.03–0.30 on espeak voices, up to 0.80 on flite's; another sentence of similar length
 #: 0.32–1.25. So only a clear misfit is caught by the gap; a text much too short or too long
 #: for the audio is caught by the phoneme-duration checks.
-MISMATCH_GAP: Final = 0.8
+MISMATCH_GAP: Final = 0.9
 #: Alignment: the lowest log posterior a frame contributes, and the minimum durations.
 EMISSION_FLOOR: float = -10.0
 VOWEL_MIN_FRAMES: int = 4

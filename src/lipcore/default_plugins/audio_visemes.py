@@ -43,6 +43,11 @@ __all__ = [
 PosteriorFn = Callable[[np.ndarray], np.ndarray]
 _N = len(VISEME_CLASSES)
 _AI = VISEME_CLASSES.index("AI")
+_MBP = VISEME_CLASSES.index("MBP")
+#: A prior in favour of closed lips: a missed /p b m/ is the most visible error. Measured
+#: (bench_audio_visemes.py, held-out espeak voices): 2× finds 93–95 % of closures instead of
+#: 89–93 %, at 0.1–0.2 points of frame agreement.
+MBP_BIAS = 2.0
 
 
 def _check(sample_rate: int, fps: float) -> None:
@@ -267,8 +272,12 @@ class ModelAudioVisemeEstimator(_PosteriorEstimator):
         net = self.net
         col = av.CONTEXT.index(0) * av.N_FEATURES + av.N_MELS + 1  # the frame's own level
 
+        bias = np.ones(_N, dtype=np.float32)
+        bias[_MBP] = MBP_BIAS
+
         def fn(stacked: np.ndarray) -> np.ndarray:
-            post = net.posteriors(stacked)
+            post = net.posteriors(stacked) * bias
+            post /= post.sum(axis=1, keepdims=True)
             # Below the silence gate the frame is Rest whatever the model says: a quiet
             # recording's room noise sits high above the level tracker's floor before the
             # first word, and the model then hears consonants in it.
