@@ -157,9 +157,9 @@ class FrontEnd:
     def _emit(self, n: int) -> FloatArray:
         if n == 0:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
-        starts = np.array(
-            [self._center(self.frames + k) - self.half - self._buf_start for k in range(n)]
-        )
+        idx_f = np.arange(self.frames, self.frames + n, dtype=np.float64)
+        starts = np.round(idx_f * self.sample_rate / 100.0).astype(np.int64)
+        starts -= self.half + self._buf_start
         idx = starts[:, None] + np.arange(self.win)[None, :]
         frames = self._buf[idx] * self.window
         spec = np.abs(np.fft.rfft(frames, n=self.nfft, axis=1)).astype(np.float32) ** 2
