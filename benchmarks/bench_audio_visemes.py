@@ -500,6 +500,22 @@ def body(
         rows,
     )
     lines = [table, ""]
+    # The targets, per group, for the two estimator paths.
+    checks = []
+    for g in sorted({g for g, _, _ in scores}):
+        for m in ("audio only", "text known"):
+            sc = scores.get((g, "all", m))
+            if sc is None:
+                continue
+            marks = [
+                ("/p b m/ ≥ 90 %", sc.found >= 0.9 * sc.closures),
+                ("silence Rest ≥ 98 %", sc.silence_rest >= 0.98 * sc.silence),
+                ("jaw ≥ 90 %", sc.jaw >= 0.9 * sc.frames),
+            ]
+            checks.append(
+                f"- {g}, {m}: " + ", ".join(f"{n} {'✅' if ok else '❌'}" for n, ok in marks)
+            )
+    lines += ["Targets:", "", *checks, ""]
     lines.append(
         f"Streaming cost: {cost['stream_pct_core']:.2f} % of one core for one stream "
         f"(30 s of 22 kHz audio in 20 ms pushes, 30 fps out; "
