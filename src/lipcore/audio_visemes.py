@@ -253,19 +253,53 @@ def smooth(post: FloatArray) -> FloatArray:
     return out
 
 
+_CLOSURES: Final = frozenset(VISEME_CLASSES.index(c) for c in ("MBP", "FV"))
+
+
 def weights_from_posterior(p: npt.NDArray[np.floating]) -> dict[str, float]:
     """One frame's viseme weights: the posterior sharpened (squared, renormalised), Rest the
-    remainder, weights under 0.05 dropped."""
+    remainder, weights under 0.05 dropped; a dominant closure (MBP, FV) takes the whole frame."""
     q = np.asarray(p, dtype=np.float64) ** 2
     q /= max(float(q.sum()), 1e-12)
+    top = int(np.argmax(q))
+    if top in _CLOSURES and q[top] >= 0.4:
+        # A closure reaches its full shape (as the mapper's do): lips 30 % apart look open.
+        return {VISEME_CLASSES[top]: 1.0}
     return {VISEME_CLASSES[c]: round(float(q[c]), 4) for c in range(1, _N) if q[c] >= 0.05}
+
+
+def closure_window(t: float, fps: float) -> int:
+    """The first posterior row a frame at ``t`` looks back to for a closure: half a frame
+    period. A /p/ closure lasts 30–60 ms, shorter than a 25 fps frame; sampled only at the
+    frame's own time it falls between frames and the lips never close, so a frame shows a
+    closure that was dominant in the half frame before it (at most half a frame late)."""
+    return max(0, math.ceil((t - 500.0 / fps) / HOP_MS))
+
+
+def frame_weights(
+    p: npt.NDArray[np.floating], window: npt.NDArray[np.floating]
+) -> dict[str, float]:
+    """A frame's weights from its interpolated posterior ``p`` and the rows of its closure
+    look-back ``window`` (see :func:`closure_window`)."""
+    w = weights_from_posterior(p)
+    if len(w) == 1 and next(iter(w.values())) == 1.0:
+        return w
+    if len(window):
+        q = np.asarray(window, dtype=np.float64) ** 2
+        q /= np.maximum(q.sum(axis=1, keepdims=True), 1e-12)
+        top = q.argmax(axis=1)
+        for r in range(len(q) - 1, -1, -1):
+            c = int(top[r])
+            if c in _CLOSURES and q[r, c] >= 0.4:
+                return {VISEME_CLASSES[c]: 1.0}
+    return w
 
 
 def frames_from_posteriors(
     post: FloatArray, *, fps: float, first: int, count: int
 ) -> list[VisemeFrame]:
     """Frames ``first .. first+count-1`` at ``fps`` from smoothed posteriors at 100 Hz (row
-    ``i`` at ``i * 10`` ms), linearly interpolated."""
+    ``i`` at ``i * 10`` ms), linearly interpolated (see :func:`frame_weights`)."""
     out: list[VisemeFrame] = []
     n = len(post)
     for j in range(first, first + count):
@@ -274,7 +308,8 @@ def frames_from_posteriors(
         i = min(int(x), n - 1)
         f = x - i
         p = post[i] if i + 1 >= n else post[i] * (1.0 - f) + post[i + 1] * f
-        out.append(VisemeFrame(pts_ms=t, weights=weights_from_posterior(p)))
+        lo = min(closure_window(t, fps), i)
+        out.append(VisemeFrame(pts_ms=t, weights=frame_weights(p, post[lo : i + 1])))
     return out
 
 

@@ -168,9 +168,12 @@ class PosteriorStream(AudioVisemeStream):
             p = self._smooth[i - self._s0]
             if i + 1 < self._n_smooth:
                 p = p * (1.0 - f) + self._smooth[i + 1 - self._s0] * f
-            out.append(VisemeFrame(pts_ms=t, weights=av.weights_from_posterior(p)))
+            lo = min(av.closure_window(t, self.fps), i)
+            window = self._smooth[lo - self._s0 : i + 1 - self._s0]
+            out.append(VisemeFrame(pts_ms=t, weights=av.frame_weights(p, window)))
             self._next += 1
-        needed = int(self._next * 1000.0 / self.fps / av.HOP_MS)  # the next frame's first row
+        t_next = self._next * 1000.0 / self.fps
+        needed = min(int(t_next / av.HOP_MS), av.closure_window(t_next, self.fps))
         keep = max(0, min(needed, self._n_smooth) - 1) - self._s0
         if keep > 0:
             self._smooth = self._smooth[keep:]
