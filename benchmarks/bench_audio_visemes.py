@@ -32,6 +32,7 @@ through ``lipcore visemes --audio`` with its peak memory.
     .venv/bin/python benchmarks/bench_audio_visemes.py --quick    # one case per group
     .venv/bin/python benchmarks/bench_audio_visemes.py --long     # + the 2-hour file
     .venv/bin/python benchmarks/bench_audio_visemes.py --sync     # + say --audio, eval sync
+    .venv/bin/python benchmarks/bench_audio_visemes.py --pylipsync  # + pylipsync, 1st sentence
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ REPO = Path(__file__).resolve().parent.parent
 FPS = 60.0
 PAD_MS = 300.0
 TOL_MS = 40.0
-METHODS = ("text known", "audio only", "energy", "pocketsphinx", "truth→mapper")
+METHODS = ("text known", "audio only", "energy", "pocketsphinx", "pylipsync", "truth→mapper")
+#: pylipsync (uLipSync's port): its five vowel templates and silence → lipcore's classes.
+ULIPSYNC = {"aa": "AI", "ee": "E", "ih": "E", "oh": "O", "ou": "U"}
 
 #: ARPAbet (flite/festival) → IPA.
 ARPABET = {
@@ -194,6 +197,21 @@ class Sphinx:
         return mapper.sample(track, fps=FPS, end_ms=len(pcm) * 1000.0 / rate)
 
 
+def pylipsync_frames(pcm: np.ndarray, rate: int) -> list[VisemeFrame]:
+    """pylipsync's per-frame vowel (MFCC template match) as one class per 60 fps frame."""
+    from pylipsync import PhonemeAnalyzer
+
+    segs = PhonemeAnalyzer().extract_phoneme_segments(
+        pcm.astype(np.float32) / 32768.0, rate, fps=int(FPS), return_seconds=True
+    )
+    out = []
+    for seg in segs:
+        ph = seg.dominant_phoneme
+        cls = ULIPSYNC.get(ph.name)
+        out.append(VisemeFrame(float(seg.start) * 1000.0, {cls: 1.0} if cls else {}))
+    return out
+
+
 def dominant(frames: list[VisemeFrame], times: np.ndarray) -> np.ndarray:
     """Class index per time (the frame at or before it)."""
     pts = np.array([f.pts_ms for f in frames])
@@ -253,7 +271,9 @@ class Score:
                 self.onset_err.append(float(times[np.argmax(sel)] - onset))
 
 
-def run(quick: bool) -> tuple[dict[tuple[str, str, str], Score], dict[str, float], list[str]]:
+def run(
+    quick: bool, with_pylipsync: bool = False
+) -> tuple[dict[tuple[str, str, str], Score], dict[str, float], list[str]]:
     mapper = DefaultVisemeMapper()
     model = ModelAudioVisemeEstimator(mapper=mapper)
     energy = EnergyAudioVisemeEstimator()
@@ -294,6 +314,11 @@ def run(quick: bool) -> tuple[dict[tuple[str, str, str], Score], dict[str, float
         outs["energy"] = energy.estimate(case.pcm.tobytes(), sample_rate=case.rate, fps=FPS)
         if sphinx is not None and case.language.startswith("en"):
             outs["pocketsphinx"] = sphinx.frames(case.pcm, case.rate, mapper, case.language)
+        if (
+            with_pylipsync
+            and case.text == BENCH_SENTENCES["de" if case.language == "de" else "en"][0]
+        ):
+            outs["pylipsync"] = pylipsync_frames(case.pcm, case.rate)  # slow: first sentence only
         outs["truth→mapper"] = mapper.sample(track, fps=FPS, end_ms=audio_ms)
         for method, frames in outs.items():
             if not frames:
@@ -558,9 +583,12 @@ def main() -> None:
         "--long", action="store_true", help="also the 2-hour file (10 min with --quick)"
     )
     ap.add_argument("--sync", action="store_true", help="also say --audio + eval sync")
+    ap.add_argument(
+        "--pylipsync", action="store_true", help="also pylipsync (slow: first sentence only)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    scores, stats, notes = run(args.quick)
+    scores, stats, notes = run(args.quick, args.pylipsync)
     cost = stream_cost(10.0 if args.quick else 30.0)
     sync = None
     if args.sync:
