@@ -189,11 +189,11 @@ def features(samples: FloatArray, sample_rate: int, *, warp: float = 1.0) -> Flo
     return np.concatenate([fe.push(samples), fe.flush()])
 
 
-def stack(feats: FloatArray, *, pad_before: FloatArray | None = None) -> FloatArray:
+def stack(feats: FloatArray) -> FloatArray:
     """Stack :data:`CONTEXT` frames around each row (edges repeat the first/last row)."""
     n = len(feats)
     lo, hi = -min(CONTEXT), max(CONTEXT)
-    first = feats[:1] if pad_before is None else pad_before
+    first = feats[:1]
     padded = np.concatenate(
         [np.repeat(first, lo, axis=0), feats, np.repeat(feats[-1:], hi, axis=0)]
     )
@@ -472,8 +472,3 @@ def as_float(pcm: bytes | npt.NDArray[np.int16]) -> FloatArray:
     """s16le bytes (or int16 samples) → float32 in [-1, 1]."""
     a = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, (bytes, bytearray)) else pcm
     return (a.astype(np.float32) / 32768.0).astype(np.float32)
-
-
-def class_track(post: FloatArray) -> list[int]:
-    """Dominant class per posterior row (for tests and benchmarks)."""
-    return [int(c) for c in np.argmax(post, axis=1)]

@@ -364,12 +364,12 @@ class Engine:
         """The estimator of visemes from audio alone named ``name`` (default: the settings'
         ``default_audio_visemes``, the shipped model); created once, with this engine's
         default mapper for the aligned phonemes of a known text."""
-        name = name or self.settings.default_audio_visemes
-        if name not in self._estimators:
-            self._estimators[name] = self.registry.create(
-                "audio_viseme_estimators", name, mapper=self.mapper()
-            )
-        return self._estimators[name]
+        reg = self.registry.get(
+            "audio_viseme_estimators", name or self.settings.default_audio_visemes
+        )
+        if reg.name not in self._estimators:  # an alias shares its estimator
+            self._estimators[reg.name] = reg.factory(mapper=self.mapper())
+        return self._estimators[reg.name]
 
     def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
         """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``)."""

@@ -86,7 +86,7 @@ def test_engine_selects_estimators_like_mappers() -> None:
     engine = lipcore.Engine()
     est = engine.audio_viseme_estimator()
     assert isinstance(est, ModelAudioVisemeEstimator)
-    assert engine.audio_viseme_estimator("default") is not None
+    assert engine.audio_viseme_estimator("default") is est  # the alias, the same estimator
     assert engine.audio_viseme_estimator() is est  # created once
     assert isinstance(engine.audio_viseme_estimator("energy"), EnergyAudioVisemeEstimator)
     assert est.lookahead_ms <= 100.0
