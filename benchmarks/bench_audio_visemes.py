@@ -278,6 +278,15 @@ def run(
     model = ModelAudioVisemeEstimator(mapper=mapper)
     energy = EnergyAudioVisemeEstimator()
     notes: list[str] = []
+    if with_pylipsync:
+        try:
+            import pylipsync  # noqa: F401
+        except ImportError:
+            with_pylipsync = False
+            notes.append(
+                "pylipsync not installed: `pip install pylipsync` (not in the dev extras: it "
+                "pins numpy < 2.4, below lipcore's); its rows are missing"
+            )
     try:
         sphinx: Sphinx | None = Sphinx()
     except ImportError:
@@ -584,7 +593,9 @@ def main() -> None:
     )
     ap.add_argument("--sync", action="store_true", help="also say --audio + eval sync")
     ap.add_argument(
-        "--pylipsync", action="store_true", help="also pylipsync (slow: first sentence only)"
+        "--pylipsync",
+        action="store_true",
+        help="also pylipsync if installed by hand (slow: first sentence only)",
     )
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
