@@ -30,18 +30,20 @@ else
     || echo "warning: the face model could not be fetched now; lipcore retries on first use" >&2
 fi
 
-# Debian's chromium (the browser tests) and node (the web client's logic tests); haproxy and
-# redis-server (the cluster tests run real ones on loopback, tests/cluster).
+# Debian's chromium (the browser tests), node (the web client's logic tests), haproxy and
+# redis-server (the cluster tests run real ones on loopback, tests/cluster) and flite.
 missing=()
 if [[ $dev == 1 ]]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  # flite: a second synthesizer (other acoustics, segment times) for bench_audio_visemes.py
+  command -v flite >/dev/null 2>&1 || missing+=(flite)
   [[ -x /usr/sbin/haproxy ]] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fi
 if (( ${#missing[@]} )); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing ${missing[*]} from Debian for the tests" >&2
+    echo "installing ${missing[*]} from Debian for the tests and benchmarks" >&2
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else

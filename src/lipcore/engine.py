@@ -19,6 +19,7 @@ from typing import Any
 
 from lipcore.errors import InputError, LimitError
 from lipcore.interfaces import (
+    AudioVisemeEstimator,
     CharTiming,
     LipsyncBackend,
     PhonemeTiming,
@@ -30,7 +31,14 @@ from lipcore.interfaces import (
 )
 from lipcore.plugins import LipcorePluginManager, PluginRegistry, get_plugin_manager
 
-__all__ = ["Engine", "EngineSettings", "SpeechStep", "Utterance", "clean_text"]
+__all__ = [
+    "AudioUtterance",
+    "Engine",
+    "EngineSettings",
+    "SpeechStep",
+    "Utterance",
+    "clean_text",
+]
 
 MAX_TEXT_CHARS = 5000
 
@@ -43,6 +51,7 @@ class EmptyTextError(InputError):
 class EngineSettings:
     default_tts: str = "espeak"
     default_mapper: str = "default"
+    default_audio_visemes: str = "model"  # estimator of visemes from audio alone
     fps: float = 30.0
     lead_ms: float = 20.0  # the mouth leads the audio by this much (0–40 ms sensible)
     max_text_chars: int = MAX_TEXT_CHARS
@@ -228,6 +237,98 @@ class Utterance:
             await agen.aclose()  # type: ignore[attr-defined]
 
 
+class AudioUtterance:
+    """A recording spoken like an utterance: iterate for :class:`SpeechStep` s whose chunks
+    carry the recording (``chunk_ms`` pieces) and whose frames come from an audio viseme
+    estimator (the whole-file form, so a known ``text`` is aligned), shifted by the mouth's
+    lead like a TTS utterance's. ``cancel()`` stops it at once.
+
+    The same surface as :class:`Utterance` (``language``, ``voice``, ``fps``, ``lead_ms``,
+    ``audio_ms``, ``sample_rate``, ``phonemes``, ``frames``), so a server session speaks it
+    through the same path, barge-in included."""
+
+    def __init__(
+        self,
+        estimator: AudioVisemeEstimator,
+        pcm: bytes,
+        *,
+        sample_rate: int,
+        fps: float,
+        lead_ms: float,
+        text: str | None = None,
+        language: str | None = None,
+        chunk_ms: float = 100.0,
+        record: bool = True,
+    ) -> None:
+        if len(pcm) % 2:
+            raise InputError("PCM must be s16le: an even number of bytes")
+        self.estimator = estimator
+        self.pcm = pcm
+        self.sample_rate: int | None = sample_rate
+        self.fps = fps
+        self.lead_ms = lead_ms
+        self.text = text
+        self.language = language or "en-us"
+        self.voice = ""
+        self.chunk_ms = chunk_ms
+        self.record = record
+        self.phonemes: list[PhonemeTiming] = []
+        self.chars: list[CharTiming] = []
+        self.frames: list[VisemeFrame] = []
+        self.audio_ms = 0.0
+        self._cancelled = asyncio.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _estimate(self) -> list[VisemeFrame]:
+        from lipcore.audio_input import shift_frames
+
+        rate = self.sample_rate or 16000
+        analyse = getattr(self.estimator, "analyse", None)
+        if analyse is not None:
+            result = analyse(
+                self.pcm, sample_rate=rate, fps=self.fps, language=self.language, text=self.text
+            )
+            self.phonemes = list(result.phonemes)
+            frames: list[VisemeFrame] = result.frames
+        else:
+            frames = self.estimator.estimate(
+                self.pcm, sample_rate=rate, fps=self.fps, language=self.language, text=self.text
+            )
+        return shift_frames(frames, self.lead_ms)
+
+    async def __aiter__(self) -> AsyncIterator[SpeechStep]:
+        rate = self.sample_rate or 16000
+        frames = await asyncio.to_thread(self._estimate)
+        step = max(2, int(self.chunk_ms * rate / 1000.0) * 2)
+        total = len(self.pcm)
+        k = 0
+        for start in range(0, total, step):
+            if self.cancelled:
+                return
+            audio = self.pcm[start : start + step]
+            pts = start / 2 * 1000.0 / rate
+            end = (start + len(audio)) / 2 * 1000.0 / rate
+            final = start + step >= total
+            j = k
+            while j < len(frames) and (final or frames[j].pts_ms < end):
+                j += 1
+            out, k = frames[k:j], j
+            self.audio_ms = end
+            if self.record:
+                self.frames.extend(out)
+            yield SpeechStep(
+                chunk=TTSChunk(audio=audio, sample_rate=rate, pts_ms=pts, final=final),
+                frames=out,
+            )
+            await asyncio.sleep(0)
+
+
 class Engine:
     """Owns a plugin manager and the long-lived plugin instances (TTS connections, mappers).
 
@@ -245,6 +346,7 @@ class Engine:
         self._tts: dict[str, TTSSource] = {}
         self._mappers: dict[str, VisemeMapper] = {}
         self._backends: dict[str, LipsyncBackend] = {}
+        self._estimators: dict[str, AudioVisemeEstimator] = {}
 
     # -- plugins -------------------------------------------------------------------------
 
@@ -260,6 +362,17 @@ class Engine:
         if name not in self._mappers:
             self._mappers[name] = self.registry.create("viseme_mappers", name)
         return self._mappers[name]
+
+    def audio_viseme_estimator(self, name: str | None = None) -> AudioVisemeEstimator:
+        """The estimator of visemes from audio alone named ``name`` (default: the settings'
+        ``default_audio_visemes``, the shipped model); created once, with this engine's
+        default mapper for the aligned phonemes of a known text."""
+        reg = self.registry.get(
+            "audio_viseme_estimators", name or self.settings.default_audio_visemes
+        )
+        if reg.name not in self._estimators:  # an alias shares its estimator
+            self._estimators[reg.name] = reg.factory(mapper=self.mapper())
+        return self._estimators[reg.name]
 
     def lipsync_backend(self, type_: str, *, avatar: str = "") -> LipsyncBackend:
         """The back end an avatar's manifest names (``"sprites"``, ``"mesh"``, ``"onnx"``, a
@@ -314,6 +427,33 @@ class Engine:
             fps=self.settings.fps if fps is None else fps,
             lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
             options=options,
+            record=record,
+        )
+
+    def audio_utterance(
+        self,
+        pcm: bytes,
+        *,
+        sample_rate: int,
+        text: str | None = None,
+        language: str | None = None,
+        estimator: str | None = None,
+        fps: float | None = None,
+        lead_ms: float | None = None,
+        record: bool = True,
+    ) -> AudioUtterance:
+        """A recording (mono ``s16le`` at ``sample_rate``) to speak like an utterance, its
+        mouth from the audio viseme estimator (``text``, when known, is aligned to it)."""
+        if text is not None:
+            text = clean_text(text, max_chars=self.settings.max_text_chars)
+        return AudioUtterance(
+            self.audio_viseme_estimator(estimator),
+            pcm,
+            sample_rate=sample_rate,
+            fps=self.settings.fps if fps is None else fps,
+            lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
+            text=text,
+            language=language,
             record=record,
         )
 

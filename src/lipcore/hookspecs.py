@@ -46,3 +46,11 @@ def register_lipsync_backends(register: Register) -> None:
 @hookspec
 def register_transports(register: Register) -> None:
     """Register client transports (factories of :class:`lipcore.interfaces.Transport`)."""
+
+
+@hookspec
+def register_audio_viseme_estimators(register: Register) -> None:
+    """Register estimators of visemes from audio alone (factories of
+    :class:`lipcore.interfaces.AudioVisemeEstimator`). The engine calls a factory with the
+    keyword ``mapper`` (its :class:`lipcore.interfaces.VisemeMapper`, for estimators that map
+    aligned phonemes); a factory that has no use for it accepts and ignores it."""

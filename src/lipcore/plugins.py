@@ -40,14 +40,23 @@ logger = logging.getLogger("lipcore.plugins")
 
 ENTRY_POINT_GROUP = "lipcore"
 
-Family = Literal["tts_sources", "viseme_mappers", "lipsync_backends", "transports"]
-FAMILIES: tuple[Family, ...] = ("tts_sources", "viseme_mappers", "lipsync_backends", "transports")
+Family = Literal[
+    "tts_sources", "viseme_mappers", "lipsync_backends", "transports", "audio_viseme_estimators"
+]
+FAMILIES: tuple[Family, ...] = (
+    "tts_sources",
+    "viseme_mappers",
+    "lipsync_backends",
+    "transports",
+    "audio_viseme_estimators",
+)
 
 _FAMILY_NOUN: dict[Family, str] = {
     "tts_sources": "TTS source",
     "viseme_mappers": "viseme mapper",
     "lipsync_backends": "lipsync back end",
     "transports": "transport",
+    "audio_viseme_estimators": "audio viseme estimator",
 }
 
 

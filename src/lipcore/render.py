@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from lipcore.errors import InputError, LipcoreError, PluginNotFoundError, TTSError
-from lipcore.interfaces import AudioMouthRenderer, MouthRenderer, VisemeFrame
+from lipcore.interfaces import AudioMouthRenderer, MouthRenderer, PhonemeTiming, VisemeFrame
 
 if TYPE_CHECKING:
     from lipcore.avatar.store import Avatar
@@ -579,8 +579,6 @@ def render_talk(
     """
     import asyncio
 
-    from lipcore.media import VideoWriter
-
     if lead_in_ms < 0 or tail_ms < 0:
         raise InputError("lead-in and tail must be zero or more milliseconds")
     if engine is None:
@@ -603,8 +601,57 @@ def render_talk(
             "nothing was written. Try another voice or TTS source, or check the source's "
             "settings"
         )
+    meta = {
+        "text": text,
+        "language": utt.language,
+        "voice": utt.voice,
+        "tts": tts or engine.settings.default_tts,
+    }
+    return _render_speech(
+        avatar,
+        renderer,
+        out,
+        frames=list(utt.frames),
+        pcm=pcm,
+        rate=rate,
+        lead_ms=utt.lead_ms,
+        viseme_fps=utt.fps,
+        phonemes=utt.phonemes,
+        meta=meta,
+        lead_in_ms=lead_in_ms,
+        tail_ms=tail_ms,
+        stop_ms=stop_ms,
+        ramp_ms=ramp_ms,
+        progress=progress,
+        t0=t0,
+    )
+
+
+def _render_speech(
+    avatar: Avatar | Any,
+    renderer: AvatarRenderer,
+    out: Path,
+    *,
+    frames: list[VisemeFrame],
+    pcm: np.ndarray,
+    rate: int,
+    lead_ms: float,
+    viseme_fps: float,
+    phonemes: Sequence[PhonemeTiming],
+    meta: dict[str, Any],
+    lead_in_ms: float,
+    tail_ms: float,
+    stop_ms: float | None,
+    ramp_ms: float,
+    progress: Callable[[float], None] | None,
+    t0: float,
+) -> TalkResult:
+    """The part of ``say`` after the speech is known: frames (already shifted by the
+    mouth's lead) and PCM → the MP4 and its timings file (``meta`` opens the latter)."""
+    from lipcore.media import VideoWriter
+
+    fps = renderer.fps
     audio_ms = len(pcm) * 1000.0 / rate
-    frames = list(utt.frames)
     if stop_ms is not None:
         # Barge-in: the audio fades out over the ramp and ends there.
         cut = max(0, min(len(pcm), round((stop_ms + ramp_ms) * rate / 1000.0)))
@@ -618,7 +665,7 @@ def render_talk(
     # An audio-driven back end's patch i shows audio time i/fps exactly (no viseme lead): the
     # audio then starts on a frame boundary. With the viseme lead (20 ms) the onnx mouth sat
     # 20 ms early (offset 500 ms, patches from frame round(12.5) = 12, i.e. 480 ms).
-    grid_lead = 0.0 if isinstance(renderer, AudioDrivenRenderer) else utt.lead_ms
+    grid_lead = 0.0 if isinstance(renderer, AudioDrivenRenderer) else lead_ms
     offset_ms = aligned_offset_ms(lead_in_ms, grid_lead, fps)
     plan = SpeechPlan(
         fps=fps,
@@ -667,15 +714,12 @@ def render_talk(
     timings_path = out.with_suffix(".timings.json")
     data = {
         "version": 1,
-        "text": text,
-        "language": utt.language,
-        "voice": utt.voice,
-        "tts": tts or engine.settings.default_tts,
+        **meta,
         "avatar_id": avatar.id,
         "backend": renderer.backend,
         "fps": fps,
-        "viseme_fps": utt.fps,
-        "lead_ms": utt.lead_ms,
+        "viseme_fps": viseme_fps,
+        "lead_ms": lead_ms,
         "audio_offset_ms": round(offset_ms, 3),
         "audio_ms": round(audio_ms, 3),
         "sample_rate": rate,
@@ -684,7 +728,7 @@ def render_talk(
         "video": {"file": out.name, "frames": plan.frames, "duration_s": plan.duration_s},
         "phonemes": [
             {"phoneme": p.phoneme, "start_ms": p.start_ms, "end_ms": p.end_ms, "word": p.word}
-            for p in utt.phonemes
+            for p in phonemes
         ],
         "visemes": [{"pts_ms": round(f.pts_ms, 3), "weights": _clean(f.weights)} for f in frames],
     }
@@ -698,4 +742,86 @@ def render_talk(
         audio_offset_ms=offset_ms,
         backend=renderer.backend,
         seconds={"load_and_speak": t1 - t0, "render_encode": t2 - t1},
+    )
+
+
+def render_talk_audio(
+    avatar: Avatar | Any,
+    audio: str | Path,
+    out: str | Path,
+    *,
+    text: str | None = None,
+    language: str = "en-us",
+    engine: Engine | None = None,
+    estimator: str | None = None,
+    backend: str | None = None,
+    lead_in_ms: float = 500.0,
+    tail_ms: float = 500.0,
+    progress: Callable[[float], None] | None = None,
+    renderer: AvatarRenderer | None = None,
+) -> TalkResult:
+    """Offline ``say --audio``: ``avatar`` speaks the recording ``audio`` (WAV, MP3, OGG,
+    M4A… through PyAV) into an MP4 at ``out`` whose audio track is the recording's.
+
+    The mouth comes from the engine's audio viseme estimator (``estimator``, default the
+    shipped model); with ``text`` its phonemes are aligned to the audio and mapped like a TTS
+    source's timings (a text that does not fit the audio is an error, see
+    :class:`lipcore.audio_visemes.TextMismatchError`). The timings file is the one ``say``
+    writes; its ``phonemes`` are the aligned ones (empty for audio only), and it records the
+    estimator and the source file."""
+    from lipcore.audio_input import read_audio, shift_frames
+
+    if lead_in_ms < 0 or tail_ms < 0:
+        raise InputError("lead-in and tail must be zero or more milliseconds")
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"the output video must be an .mp4 file, got {out.name!r}")
+    if engine is None:
+        from lipcore.engine import Engine
+
+        engine = Engine()
+    t0 = time.perf_counter()
+    pcm, rate = read_audio(audio)
+    if renderer is None:
+        renderer = open_avatar_renderer(avatar, engine=engine, backend=backend)
+    fps = renderer.fps
+    est = engine.audio_viseme_estimator(estimator)
+    phonemes: list[PhonemeTiming] = []
+    gap: float | None = None
+    analyse = getattr(est, "analyse", None)
+    if analyse is not None:
+        result = analyse(pcm, sample_rate=rate, fps=fps, language=language, text=text)
+        raw_frames, phonemes, gap = result.frames, result.phonemes, result.text_gap
+    else:
+        raw_frames = est.estimate(
+            pcm.tobytes(), sample_rate=rate, fps=fps, language=language, text=text
+        )
+    lead_ms = engine.settings.lead_ms
+    meta = {
+        "text": text,
+        "language": language,
+        "voice": None,
+        "tts": None,
+        "source": "audio",
+        "audio_file": Path(audio).name,
+        "estimator": est.name,
+        "text_gap": None if gap is None else round(gap, 3),
+    }
+    return _render_speech(
+        avatar,
+        renderer,
+        out,
+        frames=shift_frames(raw_frames, lead_ms),
+        pcm=pcm,
+        rate=rate,
+        lead_ms=lead_ms,
+        viseme_fps=fps,
+        phonemes=phonemes,
+        meta=meta,
+        lead_in_ms=lead_in_ms,
+        tail_ms=tail_ms,
+        stop_ms=None,
+        ramp_ms=150.0,
+        progress=progress,
+        t0=t0,
     )

@@ -6,12 +6,16 @@ import shutil
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lipcore.cli._common import console, user_errors
+
+if TYPE_CHECKING:
+    from lipcore.render import TalkResult
 
 #: The demo's sentences: (language tag for file names, voice, text).
 DEMO_SENTENCES: tuple[tuple[str, str, str], ...] = (
@@ -39,7 +43,7 @@ def _progress() -> Progress:
 
 @user_errors
 def say(
-    text: str = typer.Argument(..., help="What the avatar says."),
+    text: str | None = typer.Argument(None, help="What the avatar says (or give --audio)."),
     avatar: Path = typer.Option(
         ..., "--avatar", "-a", help="Avatar directory (from `lipcore avatarize`)."
     ),
@@ -57,11 +61,57 @@ def say(
     stop_at: float | None = typer.Option(
         None, "--stop-at", min=0.0, help="Barge-in: cut the speech at this many seconds."
     ),
+    audio: Path | None = typer.Option(
+        None,
+        "--audio",
+        help="Speak this recording instead of TEXT (WAV, MP3, OGG, M4A…): the mouth is "
+        "estimated from the audio, which the video keeps.",
+    ),
+    known_text: str | None = typer.Option(
+        None, "--text", help="With --audio: the words of the recording, aligned to it."
+    ),
+    lang: str | None = typer.Option(
+        None, "--lang", "-l", help="With --audio --text: the text's language (default: --voice)."
+    ),
+    estimator: str | None = typer.Option(
+        None, "--estimator", help="With --audio: the audio viseme estimator (default: model)."
+    ),
 ) -> None:
-    """Speak TEXT with an avatar into an H.264 + AAC video (plus VIDEO.timings.json)."""
+    """Speak TEXT (or the recording --audio) with an avatar into an H.264 + AAC video, plus
+    VIDEO.timings.json."""
     from lipcore.avatar.store import load_avatar
-    from lipcore.render import render_talk
+    from lipcore.errors import InputError
+    from lipcore.render import render_talk, render_talk_audio
 
+    if audio is not None:
+        if text is not None:
+            raise InputError(
+                "give either TEXT or --audio, not both (the words of a recording go in --text)"
+            )
+        if stop_at is not None:
+            raise InputError("--stop-at works with TEXT only; cut the recording instead")
+        av = load_avatar(avatar)
+        with _progress() as bar:
+            task = bar.add_task(f"rendering ({backend or av.lipsync_type})", total=1.0)
+            result = render_talk_audio(
+                av,
+                audio,
+                out,
+                text=known_text,
+                language=lang or voice,
+                estimator=estimator,
+                backend=backend,
+                lead_in_ms=lead_in * 1000.0,
+                tail_ms=tail * 1000.0,
+                progress=lambda f: bar.update(task, completed=f),
+            )
+            bar.update(task, completed=1.0)
+        _report(result)
+        return
+    if text is None:
+        raise InputError("say what? Give the TEXT to speak, or --audio FILE")
+    if known_text is not None:
+        raise InputError("--text goes with --audio (the words of the recording)")
     av = load_avatar(avatar)
     with _progress() as bar:
         task = bar.add_task(f"rendering ({backend or av.lipsync_type})", total=1.0)
@@ -78,6 +128,10 @@ def say(
             progress=lambda f: bar.update(task, completed=f),
         )
         bar.update(task, completed=1.0)
+    _report(result)
+
+
+def _report(result: TalkResult) -> None:
     spent = sum(result.seconds.values())
     console.print(
         f"[bold green]video[/] {result.video}  {result.duration_s:.2f} s, {result.frames} frames, "

@@ -94,9 +94,92 @@ def _plot(
     plt.close(fig)
 
 
+def _audio_visemes(
+    audio: Path,
+    *,
+    text: str | None,
+    language: str,
+    fps: float,
+    lead_ms: float | None,
+    estimator: str | None,
+    as_json: bool,
+) -> None:
+    """``visemes --audio``: frames estimated from a recording. Audio only, the file is
+    decoded and estimated in half-second pieces and each frame printed when final, so an
+    hours-long file runs in bounded memory (with a progress bar on stderr). With the text, the
+    whole file is read (up to 30 minutes) and the text aligned to it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lipcore.audio_input import LeadShifter, iter_audio, probe_audio, read_audio
+
+    info = probe_audio(audio)
+    engine = Engine()
+    est = engine.audio_viseme_estimator(estimator)
+    shifter = LeadShifter(engine.settings.lead_ms if lead_ms is None else lead_ms)
+    err = Console(stderr=True)
+    count = 0
+    rows: list[VisemeFrame] = []
+
+    def emit(frames: list[VisemeFrame]) -> None:
+        nonlocal count
+        for f in frames:
+            if as_json:
+                print(("[\n" if count == 0 else ",\n") + json.dumps(f.to_event()), end="")
+            else:
+                rows.append(f)
+            count += 1
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(f"visemes of {audio.name}", total=info.duration_s or None)
+        if text:
+            pcm, rate = read_audio(audio)
+            progress.update(task, completed=len(pcm) / rate)
+            frames = est.estimate(
+                pcm.tobytes(), sample_rate=rate, fps=fps, language=language, text=text
+            )
+            emit(shifter.push(frames) + shifter.finish())
+        else:
+            stream = None
+            done = 0.0
+            for chunk, rate in iter_audio(audio):
+                if stream is None:
+                    stream = est.stream(sample_rate=rate, fps=fps, language=language)
+                emit(shifter.push(stream.push(chunk.tobytes())))
+                done += len(chunk) / rate
+                progress.update(task, completed=done)
+            if stream is not None:
+                emit(shifter.push(stream.finish()) + shifter.finish())
+    if as_json:
+        print("[]" if count == 0 else "\n]")
+        return
+    table = Table(
+        title=f"{count} frames at {fps:g} fps from {audio.name} ({est.name}"
+        f"{', text aligned' if text else ', audio only'})"
+    )
+    table.add_column("pts ms", justify="right")
+    table.add_column("dominant")
+    table.add_column("weights")
+    for f in rows:
+        dominant = max(f.weights, key=lambda k: f.weights[k]) if f.weights else "Rest"
+        if f.weights and sum(f.weights.values()) < 0.5:
+            dominant = "Rest"
+        table.add_row(f"{f.pts_ms:.1f}", dominant, _top(dict(f.weights)))
+    Console().print(table)
+
+
 @user_errors
 def visemes(
-    text: str = typer.Argument(..., help="What to say."),
+    text: str | None = typer.Argument(
+        None, help="What to say (with --audio: the words of the recording, optional)."
+    ),
     lang: str = typer.Option("de", "--lang", "-l", help="Language (picks the voice)."),
     voice: str | None = typer.Option(None, "--voice", help="Voice id (default: --lang)."),
     tts: str | None = typer.Option(None, "--tts", help="TTS source (default: espeak)."),
@@ -111,8 +194,33 @@ def visemes(
         False, "--track", help="Print the track before co-articulation instead of frames."
     ),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of weights over time."),
+    audio: Path | None = typer.Option(
+        None,
+        "--audio",
+        help="Estimate the frames from this recording (WAV, MP3, OGG, M4A…) instead of "
+        "speaking TEXT; TEXT, if given, is aligned to it.",
+    ),
+    estimator: str | None = typer.Option(
+        None, "--estimator", help="With --audio: the audio viseme estimator (default: model)."
+    ),
 ) -> None:
-    """Speak TEXT offline and print its viseme frames (or its phoneme track)."""
+    """Speak TEXT offline and print its viseme frames (or its phoneme track); with --audio,
+    estimate them from a recording."""
+    if audio is not None:
+        if plot is not None or track_only or rate is not None or pitch is not None:
+            raise InputError("--plot, --track, --rate and --pitch go with TEXT, not --audio")
+        _audio_visemes(
+            audio,
+            text=text,
+            language=voice or lang,
+            fps=fps,
+            lead_ms=lead_ms,
+            estimator=estimator,
+            as_json=as_json,
+        )
+        return
+    if text is None:
+        raise InputError("give the TEXT to speak, or --audio FILE")
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(f"--plot {plot}: the plot is a PNG; give a file name ending in .png")
     utt, track = asyncio.run(

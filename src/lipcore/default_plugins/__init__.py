@@ -10,6 +10,7 @@ _BUILTINS = (
     "lipcore.default_plugins.espeak",
     "lipcore.default_plugins.mapper",
     "lipcore.default_plugins.websocket",
+    "lipcore.default_plugins.audio_visemes",
 )
 
 

@@ -183,6 +183,10 @@ class _BodyLimit:
         self.settings = settings
 
     def _limit(self, path: str) -> tuple[int, str]:
+        if path.rstrip("/").endswith("/speak_audio"):  # a recording to speak (issue 14)
+            return (self.settings.max_upload_bytes + self._SLACK,
+                    f"the audio is larger than the {self.settings.max_upload_bytes} byte limit; "
+                    "send a shorter or compressed recording")
         if path.rstrip("/").endswith("/avatarize-2d"):
             return (self.settings.max_upload_bytes + self._SLACK,
                     f"the upload is larger than the {self.settings.max_upload_bytes} byte limit; "
@@ -594,6 +598,33 @@ def _routes() -> APIRouter:
         queue is full, 409 if no client is connected."""
         session = _state(request).sessions.get(session_id)
         await session.speak(body.text, barge_in=body.barge_in)
+        return OkResponse()
+
+    @router.post("/session-2d/{session_id}/speak_audio", tags=["sessions"],
+                 dependencies=[Auth], response_model=OkResponse, responses=_ERRORS)
+    async def speak_audio(
+        request: Request,
+        session_id: str,
+        audio: Annotated[UploadFile, File(description="speech: WAV, MP3, OGG, M4A, FLAC…")],
+        text: Annotated[str | None, Form(description="its words, if known")] = None,
+        language: Annotated[str | None, Form(description="the text's language")] = None,
+        barge_in: Annotated[bool, Form()] = False,
+    ) -> OkResponse:
+        """Speak a recording: queued like text (or with ``barge_in`` replacing what plays);
+        the client gets its audio at the session's rate with visemes estimated from it (the
+        text, if given, aligned to it). 422 if it is not decodable audio, 413 if too large."""
+        from lipcore.audio_input import decode_audio_bytes
+
+        st = _state(request)
+        session = st.sessions.get(session_id)
+        limit = st.settings.max_upload_bytes
+        data = await audio.read(limit + 1)
+        if len(data) > limit:
+            raise LimitError(f"the audio is larger than the {limit} byte upload limit")
+        pcm = await asyncio.to_thread(
+            decode_audio_bytes, data, session.sample_rate, name=audio.filename or "audio"
+        )
+        await session.speak_audio(pcm, text=text, language=language, barge_in=barge_in)
         return OkResponse()
 
     @router.post("/session-2d/{session_id}/stop", tags=["sessions"], dependencies=[Auth],

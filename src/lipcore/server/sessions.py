@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from lipcore.engine import clean_text
-from lipcore.errors import LimitError, LipcoreError
+from lipcore.errors import InputError, LimitError, LipcoreError
 from lipcore.interfaces import AudioMouthRenderer, MouthPatchStream, Transport, Voice
 from lipcore.server.errors import (
     NotConnectedError,
@@ -367,6 +367,9 @@ class _Turn:
     sent_pts_ms: float = 0.0
     task: asyncio.Task[None] | None = None
     utt: Any = None  # lipcore.engine.Utterance once prepared
+    # A recording to speak instead of text: (s16le PCM at the session's rate, its text or None,
+    # its language or None); the mouth comes from the engine's audio viseme estimator.
+    audio: tuple[bytes, str | None, str | None] | None = None
 
 
 # --------------------------------------------------------------------------- session
@@ -497,6 +500,33 @@ class Session:
                 await self._stop_locked(reason="barge_in", notify=True)
             self._enqueue(_Turn(text=cleaned, barge_in=barge_in))
 
+    async def speak_audio(
+        self,
+        pcm: bytes,
+        *,
+        text: str | None = None,
+        language: str | None = None,
+        barge_in: bool = False,
+    ) -> None:
+        """Queue a recording (mono ``s16le`` at this session's sample rate) like a text: the
+        client gets it as the utterance's audio with visemes estimated from it (``text``, if
+        known, aligned to it). Same queue, same barge-in as :meth:`speak`."""
+        if self.closed:
+            raise SessionGoneError(f"session {self.session_id} is closed")
+        if not self.connected:
+            raise NotConnectedError(
+                f"session {self.session_id} has no client connected; open its ws_url first"
+            )
+        if not pcm or len(pcm) % 2:
+            raise InputError("the audio is empty or not s16le (an odd number of bytes)")
+        if text is not None:
+            text = clean_text(text, max_chars=self.settings.max_text_chars)
+        self.touch()
+        async with self._lock:
+            if barge_in:
+                await self._stop_locked(reason="barge_in", notify=True)
+            self._enqueue(_Turn(text=text, barge_in=barge_in, audio=(pcm, text, language)))
+
     def text_delta(self, delta: str) -> None:
         if not self.connected:
             raise NotConnectedError(f"session {self.session_id} has no client connected")
@@ -571,14 +601,21 @@ class Session:
 
     async def _speak_turn(self, turn: _Turn) -> None:
         text = turn.text if turn.text is not None else turn.stream
-        assert text is not None
         try:
-            source = self.engine.tts(self.tts)
-            options = {"session_id": self.session_id} if source.capabilities.sessions else None
-            utt = await self.engine.utterance(
-                text, voice=self.voice or self.voice_id, tts=self.tts, options=options,
-                record=False,
-            )
+            if turn.audio is not None:
+                pcm, known, language = turn.audio
+                utt: Any = self.engine.audio_utterance(
+                    pcm, sample_rate=self.sample_rate, text=known, language=language,
+                    record=False,
+                )  # fmt: skip
+            else:
+                assert text is not None
+                source = self.engine.tts(self.tts)
+                options = {"session_id": self.session_id} if source.capabilities.sessions else None
+                utt = await self.engine.utterance(
+                    text, voice=self.voice or self.voice_id, tts=self.tts, options=options,
+                    record=False,
+                )
         except LipcoreError as exc:
             self.usage.errors += 1
             self._send({"type": "error", "code": exc.code,
@@ -588,7 +625,7 @@ class Session:
         self._utterance_counter += 1
         n = turn.utterance = self._utterance_counter
         self.usage.utterances += 1
-        if turn.text is not None:
+        if turn.text is not None and turn.audio is None:
             self.usage.tts_characters += len(turn.text)
         started = False
         single = self.viseme_mode == "single"
