@@ -40,7 +40,8 @@ timestamps, so lip sync holds by back-pressure alone):
 through its grapheme-to-phoneme path (a word's characters are spread over its span, then the
 mapper's G2P spreads the word's phonemes). Timings are milliseconds from the first sample of
 the utterance's audio. An utterance that has brought no timings yet is driven by an
-:class:`~lipcore.interfaces.AudioVisemeEstimator` (``estimator=``), else by
+:class:`~lipcore.interfaces.AudioVisemeEstimator`: ``estimator=``, else the engine's
+audio-only estimator (the shipped model, docs/audio-visemes.md), else, with none installed,
 :class:`EnergyVisemeEstimator`, a documented fallback driven by the audio's loudness.
 
 **Frames.** The decoded idle loop and the back end's mouth renderer are shared by every
@@ -67,7 +68,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lipcore.errors import InputError
+from lipcore.errors import InputError, PluginNotFoundError
 from lipcore.interfaces import (
     AudioVisemeEstimator,
     AudioVisemeStream,
@@ -90,6 +91,7 @@ __all__ = [
     "VideoFormat",
     "WordTiming",
     "clear_avatar_cache",
+    "default_estimator",
     "shared_avatar",
     "words_from_phonemes",
     "words_to_chars",
@@ -605,6 +607,16 @@ class _Segment:
 # ------------------------------------------------------------------ the renderer
 
 
+def default_estimator(engine: Engine) -> AudioVisemeEstimator:
+    """Visemes for speech that comes without timings: the engine's audio-only estimator (its
+    settings' default, the shipped model: lips closed for most /p b m/, at 93.5 ms of
+    look-ahead), else, where no estimator is installed, :class:`EnergyVisemeEstimator`."""
+    try:
+        return engine.audio_viseme_estimator()
+    except PluginNotFoundError:
+        return EnergyVisemeEstimator()
+
+
 class LiveRenderer:
     """Live frames for one session: see the module docstring for the contract.
 
@@ -612,7 +624,8 @@ class LiveRenderer:
     back end (its assets must be there). ``sample_rate``: the output audio's rate (input at any
     rate and channel count is resampled to it, mono). ``video_format``: ``"rgba"``, ``"i420"``
     or ``"rgb"``. ``language``: for G2P of characters and words. ``estimator``: visemes for
-    utterances without timings (default :class:`EnergyVisemeEstimator`). ``lead_ms``: how far
+    utterances without timings (default: the engine's audio-only estimator, see
+    :func:`default_estimator`). ``lead_ms``: how far
     the mouth leads the audio (default: the engine's). ``ramp_ms``: the barge-in ramp.
     ``buffers``: frames a caller may hold at once before their buffers are reused.
 
@@ -656,7 +669,7 @@ class LiveRenderer:
         self.video_format: VideoFormat = video_format
         self.language = language
         self.mapper = mapper
-        self.estimator: AudioVisemeEstimator = estimator or EnergyVisemeEstimator()
+        self.estimator: AudioVisemeEstimator = estimator or default_estimator(engine)
         self.lead_ms = float(engine.settings.lead_ms if lead_ms is None else lead_ms)
         if not 0.0 <= self.lead_ms <= 200.0:
             raise InputError(f"lead_ms must be 0–200 ms, got {self.lead_ms}")

@@ -174,7 +174,7 @@ def test_the_web_client_draws_it_with_the_plugins_renderer(browser: Any, flatmou
 
     app = create_app(settings=ServerSettings(data_dir=data_dir))
     with serve_in_thread(app) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
@@ -204,7 +204,7 @@ def test_an_unknown_kind_plays_the_idle_loop_with_a_notice(browser: Any, flatmou
 
     app = create_app(settings=ServerSettings(data_dir=data_dir))
     with serve_in_thread(app) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:

@@ -58,7 +58,8 @@ def healthz(url: str) -> dict[str, Any]:
 
 def open_page(browser: Any, url: str, query: str = "", *, width: int = 1280,
               locale: str = "en-US", ready: bool = True) -> Any:
-    context = browser.new_context(viewport={"width": width, "height": 800}, locale=locale)
+    context = browser.new_context(viewport={"width": width, "height": 800}, locale=locale,
+                                  bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -73,10 +74,15 @@ def open_page(browser: Any, url: str, query: str = "", *, width: int = 1280,
 def speak_and_hear(page: Any, text: str) -> dict[str, Any]:
     """Speak through the page's own form; wait until the utterance has been heard for 1.2 s;
     return what the page played: the utterance, the peak level at the speaker, its schedule."""
+    starts = "window.lipcore.state.events.filter(e => e.type === 'utterance_start')"
+    n = page.evaluate(f"{starts}.length")
     page.fill("#text", text)
     page.click("#speak")
-    page.wait_for_function("window.lipcore.state.utterance !== null && "
-                           "window.lipcore.state.audioClockMs > 1200", timeout=30_000)
+    # Heard 1.2 s into this sentence's own utterance (the page's figures of the previous one
+    # can still stand for a frame or two after the click).
+    page.wait_for_function(f"(() => {{ const st = {starts}; const s = window.lipcore.state; "
+                           f"return st.length > {n} && s.utterance === st[st.length - 1].utterance "
+                           "&& s.audioClockMs > 1200; })()", timeout=30_000)
     return page.evaluate("""(() => {
         const s = window.lipcore.state;
         const u = window.lipcore.session().audio.get(s.utterance);

@@ -297,7 +297,7 @@ def test_web_client_recreates_a_lost_session_and_says_the_cut_sentence_again(
         browser = p.chromium.launch(executable_path=exe, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
         try:
-            page = browser.new_page()
+            page = browser.new_page(bypass_csp=True)
             page.goto(f"{cluster.url}/?avatar={AVATAR}&voice=en")
             page.wait_for_function("window.lipcore && window.lipcore.state.ready", timeout=30_000)
             sid = page.evaluate("window.lipcore.session().hello.session_id")

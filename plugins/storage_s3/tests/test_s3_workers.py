@@ -159,17 +159,18 @@ def test_an_avatar_built_on_one_worker_is_served_by_another(
     assert [a["avatar_id"] for a in listed] == [avatar_id]
     assert (w2_cache / "manifest.json").is_file()  # fetched into w2's cache
     # Assets from the cache, with the same ETag on both workers, ranges and 304s.
-    rel = built["idle_url"].split(f"/avatars/{avatar_id}/files/", 1)[1]
-    a1 = httpx.get(f"{cluster.url}/w/w1/avatars/{avatar_id}/files/{rel}")
-    a2 = httpx.get(f"{cluster.url}/w/w2/avatars/{avatar_id}/files/{rel}")
+    # The versioned URL the description hands out (/avatars/<id>/v/<version>/files/<rel>):
+    # the version is the same on both workers, so w2 serves it as immutable too.
+    tail = built["idle_url"].split("/w/w1", 1)[1]
+    assert tail.startswith(f"/avatars/{avatar_id}/v/")
+    a1 = httpx.get(f"{cluster.url}/w/w1{tail}")
+    a2 = httpx.get(f"{cluster.url}/w/w2{tail}")
     assert a1.status_code == a2.status_code == 200 and a1.content == a2.content
     assert a1.headers["etag"] == a2.headers["etag"]
     assert "immutable" in a2.headers["cache-control"]
-    r = httpx.get(f"{cluster.url}/w/w2/avatars/{avatar_id}/files/{rel}",
-                  headers={"range": "bytes=10-99"})
+    r = httpx.get(f"{cluster.url}/w/w2{tail}", headers={"range": "bytes=10-99"})
     assert r.status_code == 206 and r.content == a1.content[10:100]
-    r = httpx.get(f"{cluster.url}/w/w2/avatars/{avatar_id}/files/{rel}",
-                  headers={"if-none-match": a1.headers["etag"]})
+    r = httpx.get(f"{cluster.url}/w/w2{tail}", headers={"if-none-match": a1.headers["etag"]})
     assert r.status_code == 304
     # And a session on w2 speaks with it.
 

@@ -397,7 +397,10 @@ async def test_a_key_without_voices_read_speaks_with_a_vendor_voice_id(
         assert "voices_read" in r.json()["detail"] and "voice id" in r.json()["detail"]
         # Listing stays its own call, and says why it fails.
         r = await http.get(f"{srv.url}/voices", params={"tts": "elevenlabs"})
-        assert r.status_code == 502 and "missing_permissions" in r.json()["detail"]
+        # The vendor's own words stay in the operator's log; the client gets the kind.
+        detail = r.json()["detail"]
+        assert r.status_code == 502 and "elevenlabs_permission" in detail, detail
+        assert "listing voices" in detail and "credits" not in detail
 
 
 async def test_a_voice_given_by_name_speaks_with_that_voice(

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import logging
 import multiprocessing
 import re
@@ -125,10 +126,17 @@ def new_avatar_id() -> str:
 
 
 def _stamp(manifest: Path) -> str:
-    """A short version of an avatar on disk: changes whenever its manifest is rewritten (a
-    rebuild swaps the whole directory in, so the manifest is a new file)."""
+    """What tells this process that an avatar on disk changed: its manifest file's identity
+    (a rebuild swaps the whole directory in, so the manifest is a new file)."""
     st = manifest.stat()
-    return f"{st.st_mtime_ns:x}{st.st_ino:x}{st.st_size:x}"[-16:]
+    return f"{st.st_mtime_ns:x}{st.st_ino:x}{st.st_size:x}"
+
+
+def _version(manifest: Path) -> str:
+    """The avatar's version in its asset URLs: a digest of its manifest's bytes (every build
+    writes a new manifest: new id-stamped files, creation time), so every worker that holds a
+    copy of the same build, from shared storage, hands out the same URLs."""
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -138,12 +146,14 @@ class AvatarRecord:
 
     ``backend`` is ``None`` when the manifest's kind is not installed; ``reason`` then says
     why the avatar is unusable (also when the back end's ``availability()`` says it cannot run
-    here). ``version`` changes when the avatar is rebuilt on disk; asset URLs carry it."""
+    here). ``version`` changes when the avatar is rebuilt; asset URLs carry it. ``stamp``:
+    the manifest file's identity when it was loaded (a change reloads it)."""
 
     avatar: Avatar
     version: str
     backend: LipsyncBackend | None
     reason: str | None
+    stamp: str = ""
 
     @property
     def avatar_id(self) -> str:
@@ -366,22 +376,26 @@ class AvatarStore:
         if not manifest.is_file() and self.storage is not None:
             self._fetch(avatar_id)  # shared storage unreachable: StorageError (503), not a 404
         try:
-            version = _stamp(manifest)
+            stamp = _stamp(manifest)
         except OSError:
             self._cache.pop(avatar_id, None)
             raise AvatarNotFoundError(
                 f"no avatar {avatar_id!r}; create one with POST /avatarize-2d"
             ) from None
         rec = self._cache.get(avatar_id)
-        if rec is not None and rec.version == version:
+        if rec is not None and rec.stamp == stamp:
             return rec
-        rec = self._load(avatar_id, directory, version)
+        try:
+            version = _version(manifest)
+        except OSError:
+            raise AvatarNotFoundError(f"no avatar {avatar_id!r}") from None
+        rec = self._load(avatar_id, directory, version, stamp)
         if len(self._cache) > 1024:
             self._cache.clear()
         self._cache[avatar_id] = rec
         return rec
 
-    def _load(self, avatar_id: str, directory: Path, version: str) -> AvatarRecord:
+    def _load(self, avatar_id: str, directory: Path, version: str, stamp: str) -> AvatarRecord:
         try:
             avatar = load_avatar(directory)
         except AvatarLoadError as exc:
@@ -399,7 +413,7 @@ class AvatarStore:
             reason = backend.availability()
         if reason is not None:
             logger.info("avatar %s is listed as unusable: %s", avatar_id, reason)
-        return AvatarRecord(avatar, version, backend, reason)
+        return AvatarRecord(avatar, version, backend, reason, stamp)
 
     def records(self, limit: int = 1000, *, ids: list[str] | None = None) -> list[AvatarRecord]:
         """The avatars on disk (or those of ``ids``), newest first; one that cannot be read is

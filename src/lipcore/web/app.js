@@ -652,6 +652,8 @@ async function pick(avatarId) {
     if (state.avatar && session) {
       markCurrent(state.avatar);
     } else {
+      // Nothing live on screen: show it as it is, the idle loop with a notice saying why.
+      await loadAvatar({ ...av, usable: false, reason: why }).catch(() => {});
       markCurrent(av.avatar_id);
       ui.status("avatar can't run here", "off");
     }
