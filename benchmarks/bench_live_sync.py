@@ -2,7 +2,7 @@
 
 For each back end (sprites, mesh; grace_hopper cropped to 512×512, 25 fps), language (English,
 German) and kind of timing the speech source gives (phonemes, words with start and end, none:
-the energy fallback), ``examples/live_to_mp4.py`` speaks a sentence through
+the audio-only model, and the loudness fallback), ``examples/live_to_mp4.py`` speaks a sentence through
 :class:`lipcore.live.LiveRenderer` chunk by chunk and writes its output, frames and the audio
 paired with them, to MP4; ``lipcore eval sync``'s measurement (the mouth re-detected on every
 decoded frame) compares it with the true phonemes. Bounds (those of ``say``): the mouth not late
@@ -57,7 +57,8 @@ def main() -> None:
     ex = example()
     kinds = ("sprites",) if args.quick else ("sprites", "mesh")
     voices = ("en-us",) if args.quick else ("en-us", "de")
-    timings = ("words",) if args.quick else ("phonemes", "words", "none")
+    timings = ("words",) if args.quick else ("phonemes", "words", "none", "energy")
+    from lipcore.live import EnergyVisemeEstimator
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
@@ -65,9 +66,12 @@ def main() -> None:
             for voice in voices:
                 for how in timings:
                     out = Path(tmp) / f"{kind}-{voice}-{how}.mp4"
+                    estimator = EnergyVisemeEstimator() if how == "energy" else None
                     asyncio.run(
                         ex.render_live_mp4(
-                            avatar, SENTENCES[voice], out, voice=voice, timings=how, engine=engine
+                            avatar, SENTENCES[voice], out, voice=voice,
+                            timings="none" if how == "energy" else how, engine=engine,
+                            estimator=estimator,
                         )
                     )
                     data = load_timings(out.with_suffix(".timings.json"))
@@ -102,7 +106,9 @@ def main() -> None:
         "The live renderer's output written to MP4 and measured like `lipcore say`'s videos "
         "(bounds: −60 ≤ offset ≤ +40 ms, every /p b m/ closed). `words`: word spans only "
         "(as LiveKit TTS plugins send them), through the mapper's G2P; `none`: no timings, "
-        "the energy fallback (`EnergyVisemeEstimator`).\n\n"
+        "the engine's audio-only estimator (the shipped model, the default); `energy`: no "
+        "timings, the loudness fallback (`EnergyVisemeEstimator`, used where no estimator is "
+        "installed), side by side.\n\n"
         + _report.table(
             [
                 "back end",

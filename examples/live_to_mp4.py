@@ -39,15 +39,18 @@ async def render_live_mp4(
     engine: Engine | None = None,
     idle_ms: float = 500.0,
     sample_rate: int = 24000,
+    estimator: Any = None,
 ) -> dict[str, Any]:
     """Speak ``text`` with ``avatar`` through a :class:`LiveRenderer`; write ``out`` (MP4) and
-    ``out`` with ``.timings.json``. Returns the timings data."""
+    ``out`` with ``.timings.json``. Returns the timings data. ``estimator``: visemes for
+    ``timings="none"`` (default: the engine's audio-only estimator)."""
     from lipcore.media import VideoWriter
 
     if timings not in ("phonemes", "words", "none"):
         raise ValueError(f"timings must be phonemes, words or none; got {timings!r}")
     engine = engine or Engine()
-    live = LiveRenderer(avatar, engine=engine, sample_rate=sample_rate, video_format="i420")
+    live = LiveRenderer(avatar, engine=engine, sample_rate=sample_rate, video_format="i420",
+                        estimator=estimator)
     utt = await engine.utterance(text, voice=voice)
     frames: list[LiveFrame] = []
 
