@@ -36,6 +36,7 @@ __all__ = [
     "Engine",
     "EngineSettings",
     "SpeechStep",
+    "StreamedAudioUtterance",
     "Utterance",
     "clean_text",
 ]
@@ -48,6 +49,7 @@ class EmptyTextError(InputError):
 
 
 @dataclass(frozen=True)
+
 class EngineSettings:
     default_tts: str = "espeak"
     default_mapper: str = "default"
@@ -329,6 +331,103 @@ class AudioUtterance:
             await asyncio.sleep(0)
 
 
+
+class StreamedAudioUtterance:
+    """Audio that arrives while it is spoken (a client streaming PCM, a call leg): iterate for
+    :class:`SpeechStep` s like a TTS utterance's. The mouth comes from the streaming form of an
+    audio viseme estimator (audio only: a text given is shown, not aligned, since the alignment
+    needs the whole recording).
+
+    Each piece of audio is released once its mouth is known: up to the time of the last frame
+    the estimator has settled, less the mouth's lead. So audio leaves at most the estimator's
+    look-ahead (plus the lead and one frame) after it arrived, and a client that plays what it
+    gets always has the visemes of what it plays. ``chunks``: ``s16le`` mono bytes at
+    ``sample_rate`` (any sizes; an odd byte waits for the next piece)."""
+
+    def __init__(
+        self,
+        estimator: AudioVisemeEstimator,
+        chunks: AsyncIterable[bytes],
+        *,
+        sample_rate: int,
+        fps: float,
+        lead_ms: float,
+        text: str | None = None,
+        language: str | None = None,
+        record: bool = True,
+    ) -> None:
+        self.estimator = estimator
+        self.chunks = chunks
+        self.sample_rate: int | None = sample_rate
+        self.fps = fps
+        self.lead_ms = lead_ms
+        self.text = text
+        self.language = language or "en-us"
+        self.voice = ""
+        self.record = record
+        self.phonemes: list[PhonemeTiming] = []
+        self.chars: list[CharTiming] = []
+        self.frames: list[VisemeFrame] = []
+        self.audio_ms = 0.0
+        self._cancelled = asyncio.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    async def __aiter__(self) -> AsyncIterator[SpeechStep]:
+        from lipcore.audio_input import LeadShifter
+
+        rate = self.sample_rate or 16000
+        stream = self.estimator.stream(
+            sample_rate=rate, fps=self.fps, language=self.language, text=self.text
+        )
+        shifter = LeadShifter(self.lead_ms)
+        held = bytearray()  # audio received whose mouth is not known yet
+        odd = b""
+        sent = 0  # samples released
+        known_ms = 0.0  # audio time up to which the (lead-shifted) mouth is known
+
+        def step(audio: bytes, frames: list[VisemeFrame], final: bool) -> SpeechStep:
+            nonlocal sent
+            pts = sent * 1000.0 / rate
+            sent += len(audio) // 2
+            self.audio_ms = sent * 1000.0 / rate
+            if self.record:
+                self.frames.extend(frames)
+            return SpeechStep(
+                chunk=TTSChunk(audio=audio, sample_rate=rate, pts_ms=pts, final=final),
+                frames=frames,
+            )
+
+        async for data in self.chunks:
+            if self.cancelled:
+                return
+            data = odd + bytes(data)
+            odd = data[-1:] if len(data) % 2 else b""
+            data = data[: len(data) - len(odd)]
+            if not data:
+                continue
+            raw = stream.push(data)
+            held += data
+            if raw:
+                known_ms = max(known_ms, raw[-1].pts_ms - self.lead_ms)
+            frames = shifter.push(raw)
+            release = min(len(held) // 2, max(0, round(known_ms * rate / 1000.0) - sent))
+            if release or frames:
+                audio = bytes(held[: release * 2])
+                del held[: release * 2]
+                yield step(audio, frames, final=False)
+            await asyncio.sleep(0)
+        if self.cancelled:
+            return
+        frames = shifter.push(stream.finish()) + shifter.finish()
+        yield step(bytes(held), frames, final=True)
+
+
 class Engine:
     """Owns a plugin manager and the long-lived plugin instances (TTS connections, mappers).
 
@@ -449,6 +548,36 @@ class Engine:
         return AudioUtterance(
             self.audio_viseme_estimator(estimator),
             pcm,
+            sample_rate=sample_rate,
+            fps=self.settings.fps if fps is None else fps,
+            lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,
+            text=text,
+            language=language,
+            record=record,
+        )
+
+    def audio_stream_utterance(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        sample_rate: int,
+        text: str | None = None,
+        language: str | None = None,
+        estimator: str | None = None,
+        fps: float | None = None,
+        lead_ms: float | None = None,
+        record: bool = True,
+    ) -> StreamedAudioUtterance:
+        """Audio that arrives while it is spoken (mono ``s16le`` pieces at ``sample_rate``),
+        its mouth from the streaming form of the audio viseme estimator; see
+        :class:`StreamedAudioUtterance`."""
+        if not 8000 <= sample_rate <= 48000:
+            raise InputError(f"sample_rate must be 8000–48000 Hz, got {sample_rate}")
+        if text is not None:
+            text = clean_text(text, max_chars=self.settings.max_text_chars)
+        return StreamedAudioUtterance(
+            self.audio_viseme_estimator(estimator),
+            chunks,
             sample_rate=sample_rate,
             fps=self.settings.fps if fps is None else fps,
             lead_ms=self.settings.lead_ms if lead_ms is None else lead_ms,

@@ -445,6 +445,11 @@ sealed class ClientMessage {
       'text_delta' => TextDelta(_string(json, 'delta')),
       'text_end' => const TextEnd(),
       'stop' => const StopRequest(),
+      'audio_start' => AudioStart(
+          text: _optString(json, 'text'),
+          language: _optString(json, 'language'),
+          bargeIn: _optBool(json, 'barge_in') ?? false),
+      'audio_end' => const AudioEnd(),
       final Object? other =>
         throw ProtocolException("unknown client message type '$other'", field: 'type'),
     };
@@ -535,6 +540,40 @@ final class StopRequest extends ClientMessage {
 
   @override
   String get type => 'stop';
+  @override
+  List<String> get fields => const <String>[];
+  @override
+  Map<String, Object?> toJson() => <String, Object?>{'type': type};
+}
+
+/// `audio_start`: a streamed recording follows as binary frames of s16le PCM at the
+/// session's `audio.sample_rate`, spoken as it arrives, until [AudioEnd].
+final class AudioStart extends ClientMessage {
+  const AudioStart({this.text, this.language, this.bargeIn = false});
+
+  final String? text;
+  final String? language;
+  final bool bargeIn;
+
+  @override
+  String get type => 'audio_start';
+  @override
+  List<String> get fields => const <String>['text', 'language', 'barge_in'];
+  @override
+  Map<String, Object?> toJson() => <String, Object?>{
+        'type': type,
+        if (text != null) 'text': text,
+        if (language != null) 'language': language,
+        'barge_in': bargeIn,
+      };
+}
+
+/// `audio_end`: the streamed recording is complete.
+final class AudioEnd extends ClientMessage {
+  const AudioEnd();
+
+  @override
+  String get type => 'audio_end';
   @override
   List<String> get fields => const <String>[];
   @override

@@ -239,8 +239,23 @@ class StopRequest(_Msg):
     type: Literal["stop"] = "stop"
 
 
+class AudioStart(_Msg):
+    """Opens a streamed recording: binary frames of ``s16le`` mono PCM at the session's
+    ``audio.sample_rate`` follow, then :class:`AudioEnd`."""
+
+    type: Literal["audio_start"] = "audio_start"
+    text: str | None = None
+    language: str | None = Field(default=None, max_length=35)
+    barge_in: bool = False
+
+
+class AudioEnd(_Msg):
+    type: Literal["audio_end"] = "audio_end"
+
+
 ClientMessage = Annotated[
-    Ping | Speak | TextDelta | TextEnd | StopRequest, Field(discriminator="type")
+    Ping | Speak | TextDelta | TextEnd | StopRequest | AudioStart | AudioEnd,
+    Field(discriminator="type"),
 ]
 _CLIENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
@@ -260,10 +275,14 @@ CLIENT_MESSAGES: dict[str, type[BaseModel]] = {
     "text_delta": TextDelta,
     "text_end": TextEnd,
     "stop": StopRequest,
+    "audio_start": AudioStart,
+    "audio_end": AudioEnd,
 }
 
 
-def parse_client_message(text: str) -> Ping | Speak | TextDelta | TextEnd | StopRequest:
+def parse_client_message(
+    text: str,
+) -> Ping | Speak | TextDelta | TextEnd | StopRequest | AudioStart | AudioEnd:
     """Parse and validate one client JSON message (raises ``pydantic.ValidationError`` or
     ``ValueError``)."""
     return _CLIENT_ADAPTER.validate_json(text)  # type: ignore[no-any-return]

@@ -38,6 +38,8 @@ from lipcore.server.errors import (
 from lipcore.server.protocol import (
     DEFAULT_CLASSES,
     PROTOCOL_VERSION,
+    AudioEnd,
+    AudioStart,
     Ping,
     Speak,
     StopRequest,
@@ -358,6 +360,49 @@ class _TextStream:
             yield item
 
 
+class _AudioFeed:
+    """PCM of a streamed recording (``audio_start``, binary frames, ``audio_end``) as an async
+    iterable of ``bytes``; bounded in length, ended by the producer going quiet too."""
+
+    def __init__(self, *, max_bytes: int, idle_timeout_s: float, text: str | None,
+                 language: str | None) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.bytes = 0
+        self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.text = text
+        self.language = language
+        self.ended = False
+
+    def push(self, data: bytes) -> None:
+        if self.ended:
+            return
+        if self.bytes + len(data) > self.max_bytes:
+            self.end()
+            raise LimitError(
+                f"the streamed recording is over its limit of {self.max_bytes // 2} samples; "
+                "it ends here. Send audio_end and start a new one"
+            )
+        self.bytes += len(data)
+        self.queue.put_nowait(data)
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.queue.put_nowait(_END)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
+            except TimeoutError:
+                return  # the producer went quiet: end with what came
+            if item is _END:
+                return
+            assert isinstance(item, bytes)
+            yield item
+
+
 @dataclass
 class _Turn:
     text: str | None = None
@@ -370,6 +415,8 @@ class _Turn:
     # A recording to speak instead of text: (s16le PCM at the session's rate, its text or None,
     # its language or None); the mouth comes from the engine's audio viseme estimator.
     audio: tuple[bytes, str | None, str | None] | None = None
+    # A recording streamed by the client while it is spoken (audio_start … audio_end).
+    feed: _AudioFeed | None = None
 
 
 # --------------------------------------------------------------------------- session
@@ -409,6 +456,9 @@ class Session:
         self._current: _Turn | None = None
         self._finished: _Turn | None = None  # the turn that ran last (a stop may name it)
         self._stream_turn: _TextStream | None = None
+        self._feed: _AudioFeed | None = None  # the open streamed recording, if any
+        # A stop ended the open recording: its remaining frames are dropped until audio_end.
+        self._feed_dropped = False
         self._speaker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._utterance_counter = 0
@@ -527,6 +577,53 @@ class Session:
                 await self._stop_locked(reason="barge_in", notify=True)
             self._enqueue(_Turn(text=text, barge_in=barge_in, audio=(pcm, text, language)))
 
+    async def audio_start(self, *, text: str | None = None, language: str | None = None,
+                          barge_in: bool = False) -> None:
+        """Open a streamed recording: PCM (mono ``s16le`` at this session's sample rate) comes
+        in binary frames until :meth:`audio_end`, and is spoken as it arrives, queued like a
+        ``speak`` and stopped like one. Its mouth comes from the streaming audio estimator."""
+        if not self.connected:
+            raise NotConnectedError(f"session {self.session_id} has no client connected")
+        if self._feed is not None and not barge_in:  # a barge-in replaces the open one
+            raise InputError("a streamed recording is already open: send audio_end first, "
+                             "or audio_start with barge_in to replace it")
+        if text is not None:
+            text = clean_text(text, max_chars=self.settings.max_text_chars)
+        self.touch()
+        feed = _AudioFeed(
+            max_bytes=int(self.settings.max_stream_audio_s * self.sample_rate) * 2,
+            idle_timeout_s=self.settings.stream_idle_timeout_s, text=text, language=language)
+        async with self._lock:
+            if barge_in:
+                await self._stop_locked(reason="barge_in", notify=True)
+            self._enqueue(_Turn(text=text, barge_in=barge_in, feed=feed))
+            self._feed = feed
+            self._feed_dropped = False
+
+    def audio_data(self, data: bytes) -> None:
+        """One binary frame of the open streamed recording."""
+        self.touch()
+        if self._feed is None:
+            if self._feed_dropped:
+                return  # stopped: the rest of that recording is dropped quietly
+            raise InputError("binary frames are PCM of a streamed recording: send audio_start "
+                             "first")
+        if len(data) % 2:
+            raise InputError("PCM frames are s16le: an even number of bytes")
+        try:
+            self._feed.push(data)
+        except LimitError:
+            self._feed = None
+            self._feed_dropped = True
+            raise
+
+    def audio_end(self) -> None:
+        self.touch()
+        if self._feed is not None:
+            self._feed.end()
+            self._feed = None
+        self._feed_dropped = False
+
     def text_delta(self, delta: str) -> None:
         if not self.connected:
             raise NotConnectedError(f"session {self.session_id} has no client connected")
@@ -555,6 +652,12 @@ class Session:
         for queued in self._turns:
             if queued.stream is not None:
                 queued.stream.end()
+            if queued.feed is not None:
+                queued.feed.end()
+        if self._feed is not None:
+            self._feed.end()
+            self._feed = None
+            self._feed_dropped = True
         self._turns.clear()
         if self._stream_turn is not None:
             self._stream_turn.end()
@@ -602,9 +705,14 @@ class Session:
     async def _speak_turn(self, turn: _Turn) -> None:
         text = turn.text if turn.text is not None else turn.stream
         try:
-            if turn.audio is not None:
+            if turn.feed is not None:
+                utt: Any = self.engine.audio_stream_utterance(
+                    turn.feed, sample_rate=self.sample_rate, text=turn.feed.text,
+                    language=turn.feed.language, record=False,
+                )
+            elif turn.audio is not None:
                 pcm, known, language = turn.audio
-                utt: Any = self.engine.audio_utterance(
+                utt = self.engine.audio_utterance(
                     pcm, sample_rate=self.sample_rate, text=known, language=language,
                     record=False,
                 )  # fmt: skip
@@ -625,7 +733,7 @@ class Session:
         self._utterance_counter += 1
         n = turn.utterance = self._utterance_counter
         self.usage.utterances += 1
-        if turn.text is not None and turn.audio is None:
+        if turn.text is not None and turn.audio is None and turn.feed is None:
             self.usage.tts_characters += len(turn.text)
         started = False
         single = self.viseme_mode == "single"
@@ -820,7 +928,12 @@ class Session:
                       "byte limit")
             return
         if text is None:
-            self._bad("bad_message", "binary messages are not accepted from clients")
+            try:
+                self.audio_data(data or b"")
+            except LimitError as exc:  # the recording ends there; its later frames are dropped
+                self._send({"type": "error", "code": exc.code, "message": str(exc)})
+            except LipcoreError as exc:
+                self._bad("bad_message", str(exc))
             return
         try:
             msg = parse_client_message(text)
@@ -839,6 +952,11 @@ class Session:
                 self.text_end()
             elif isinstance(msg, StopRequest):
                 await self.stop(reason="client")
+            elif isinstance(msg, AudioStart):
+                await self.audio_start(text=msg.text, language=msg.language,
+                                       barge_in=msg.barge_in)
+            elif isinstance(msg, AudioEnd):
+                self.audio_end()
         except LipcoreError as exc:
             self._send({"type": "error", "code": exc.code, "message": str(exc)})
 

@@ -56,6 +56,7 @@ class ServerSettings:
     session_idle_timeout_s: float = 600.0
     reconnect_grace_s: float = 30.0
     stream_idle_timeout_s: float = 30.0
+    max_stream_audio_s: float = 600.0  # one streamed recording (audio_start … audio_end)
     stop_ramp_ms: float = 150.0
     viseme_events: Literal["batched", "single", "inline"] = "batched"
     # connections

@@ -221,6 +221,19 @@ _CLIENT_VECTORS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "invalid": [{"name": "extra", "reason": "no fields",
                      "message": {"type": "stop", "now": True}}],
     },
+    "audio_start": {
+        "valid": [{"name": "open", "message": {"type": "audio_start"}},
+                  {"name": "with its text and a barge-in",
+                   "message": {"type": "audio_start", "text": "Guten Tag!", "language": "de",
+                               "barge_in": True}}],
+        "invalid": [{"name": "sample rate", "reason": "PCM comes at the session's rate",
+                     "message": {"type": "audio_start", "sample_rate": 8000}}],
+    },
+    "audio_end": {
+        "valid": [{"name": "end", "message": {"type": "audio_end"}}],
+        "invalid": [{"name": "extra", "reason": "no fields",
+                     "message": {"type": "audio_end", "text": "x"}}],
+    },
 }
 
 

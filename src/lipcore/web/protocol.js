@@ -191,6 +191,13 @@ const CLIENT_DECODERS = {
   },
   text_end(m) { return strict(m, []); },
   stop(m) { return strict(m, []); },
+  audio_start(m) {
+    optional(m, "text", isStr, "a string");
+    optional(m, "language", (v) => isStr(v) && v.length <= 35, "a language code");
+    optional(m, "barge_in", isBool, "a boolean");
+    return strict(m, ["text", "language", "barge_in"]);
+  },
+  audio_end(m) { return strict(m, []); },
 };
 
 /** Message types the server sends, in docs/protocol.md order. */
@@ -233,6 +240,10 @@ export const clientMessages = {
   textDelta: (delta) => ({ type: "text_delta", delta }),
   textEnd: () => ({ type: "text_end" }),
   stop: () => ({ type: "stop" }),
+  // A streamed recording: binary frames of s16le PCM at hello.audio.sample_rate in between.
+  audioStart: ({ text = null, language = null, bargeIn = false } = {}) => ({
+    type: "audio_start", text, language, barge_in: bargeIn }),
+  audioEnd: () => ({ type: "audio_end" }),
 };
 
 /** The viseme frames carried by a `viseme` or `visemes` message, as [{pts_ms, weights}]. */
