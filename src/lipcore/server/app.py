@@ -39,6 +39,7 @@ from lipcore.server.errors import (
     BackendUnavailableError,
 )
 from lipcore.server.metering import Metering, key_id_of
+from lipcore.server.metrics import Usage
 from lipcore.server.security import (
     ClientTokens,
     ForbiddenError,
@@ -49,7 +50,7 @@ from lipcore.server.security import (
     presented_credential,
     short_detail,
 )
-from lipcore.server.sessions import Session, SessionManager, Usage
+from lipcore.server.sessions import Session, SessionManager
 from lipcore.server.settings import ServerSettings, check_data_dir
 
 __all__ = ["backend_availability", "create_app", "tune_gc"]
