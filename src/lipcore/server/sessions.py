@@ -42,20 +42,25 @@ from lipcore.server.feeds import AudioFeed, TextFeed
 from lipcore.server.metrics import LatencyStats, Usage
 from lipcore.server.outbox import Outbox, OutMessage
 from lipcore.server.protocol import (
-    DEFAULT_CLASSES,
-    PROTOCOL_VERSION,
     AudioEnd,
     AudioStart,
     Ping,
     Speak,
+    StopReason,
     StopRequest,
     TextDelta,
     TextEnd,
     encode_viseme,
     encode_visemes,
+    error_event,
+    hello_event,
     pack_audio_visemes,
     pack_frame,
     parse_client_message,
+    pong_event,
+    stop_event,
+    utterance_end_event,
+    utterance_start_event,
 )
 from lipcore.server.settings import ServerSettings
 
@@ -323,13 +328,13 @@ class Session:
             self._stream_turn.end()
             self._stream_turn = None
 
-    async def stop(self, *, reason: str = "client") -> None:
+    async def stop(self, *, reason: StopReason = "client") -> None:
         """Barge-in: cancel the running utterance at once, drop the queue, send ``stop``."""
         self.touch()
         async with self._lock:
             await self._stop_locked(reason=reason, notify=True)
 
-    async def _stop_locked(self, *, reason: str, notify: bool) -> None:
+    async def _stop_locked(self, *, reason: StopReason, notify: bool) -> None:
         for queued in self._turns:
             if queued.stream is not None:
                 queued.stream.end()
@@ -363,9 +368,8 @@ class Session:
                         at_pts = min(at_pts, it.pts_ms)
                 break
         if notify:
-            self._send({"type": "stop", "utterance": self._utterance_counter,
-                        "at_pts_ms": round(at_pts, 1), "ramp_ms": self.settings.stop_ramp_ms,
-                        "reason": reason})
+            self._send(stop_event(self._utterance_counter, at_pts_ms=round(at_pts, 1),
+                                  ramp_ms=self.settings.stop_ramp_ms, reason=reason))
 
     async def _speak_loop(self) -> None:
         while not self.closed:
@@ -407,8 +411,7 @@ class Session:
                 )
         except LipcoreError as exc:
             self.usage.errors += 1
-            self._send({"type": "error", "code": exc.code,
-                        "message": exc.public_message or str(exc)})
+            self._send(error_event(exc.code, exc.public_message or str(exc)))
             return
         turn.utt = utt
         self._utterance_counter += 1
@@ -426,9 +429,9 @@ class Session:
                 chunk = step.chunk
                 if not started:
                     started = True
-                    self._send({"type": "utterance_start", "utterance": n,
-                                "sample_rate": chunk.sample_rate, "text": turn.text,
-                                "server_time_ms": round(_now_ms(), 1)}, utterance=n)
+                    self._send(utterance_start_event(
+                        n, sample_rate=chunk.sample_rate, text=turn.text,
+                        server_time_ms=round(_now_ms(), 1)), utterance=n)
                 # Sources that stamp their chunks (lipcore.testing) let us measure ourselves.
                 t_chunk = getattr(chunk, "yielded_at", None)
                 t_due = getattr(chunk, "due_at", None)
@@ -469,11 +472,10 @@ class Session:
             if patches is not None:
                 self._send_patches(await asyncio.to_thread(patches.finish), utterance=n)
             if not started:  # the source produced nothing at all
-                self._send({"type": "utterance_start", "utterance": n,
-                            "sample_rate": self.sample_rate, "text": turn.text,
-                            "server_time_ms": round(_now_ms(), 1)}, utterance=n)
-            self._send({"type": "utterance_end", "utterance": n,
-                        "duration_ms": round(utt.audio_ms, 1), "reason": "done"}, utterance=n)
+                self._send(utterance_start_event(
+                    n, sample_rate=self.sample_rate, text=turn.text,
+                    server_time_ms=round(_now_ms(), 1)), utterance=n)
+            self._send(utterance_end_event(n, duration_ms=round(utt.audio_ms, 1)), utterance=n)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # TTS failure mid-utterance: tell the client, ramp to rest
@@ -483,9 +485,9 @@ class Session:
                                                       "utterance": n, "error": str(exc)})
             message = ((exc.public_message or str(exc)) if isinstance(exc, LipcoreError)
                        else "internal error")
-            self._send({"type": "error", "code": code, "message": message, "utterance": n})
-            self._send({"type": "stop", "utterance": n, "at_pts_ms": round(turn.sent_pts_ms, 1),
-                        "ramp_ms": self.settings.stop_ramp_ms, "reason": "error"})
+            self._send(error_event(code, message, utterance=n))
+            self._send(stop_event(n, at_pts_ms=round(turn.sent_pts_ms, 1),
+                                  ramp_ms=self.settings.stop_ramp_ms, reason="error"))
 
     # -- connection ------------------------------------------------------------------------
 
@@ -495,25 +497,22 @@ class Session:
 
     def _hello(self, resumed: bool) -> dict[str, Any]:
         s = self.settings
-        return {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "session_id": self.session_id,
+        return hello_event(
+            session_id=self.session_id,
             # The rate of what draws the mouth: the viseme frames, or for an audio-driven
             # avatar (Wav2Lip) the server's mouth patches (the avatar's video rate).
-            "fps": self._mouth_fps(),
-            "viseme_fps": self.engine.settings.fps,
-            "classes": list(DEFAULT_CLASSES),
-            "audio": {"format": "s16le", "sample_rate": self.sample_rate, "channels": 1},
-            "lipsync": self.lipsync,
-            "server_time_ms": round(_now_ms(), 1),
-            "viseme_events": self.viseme_mode,
-            "lead_ms": self.engine.settings.lead_ms,
-            "resumed": resumed,
-            "limits": {"max_text_chars": s.max_text_chars,
-                       "max_queued_utterances": s.max_queued_utterances,
-                       "max_message_bytes": s.max_message_bytes},
-        }
+            fps=self._mouth_fps(),
+            viseme_fps=self.engine.settings.fps,
+            sample_rate=self.sample_rate,
+            lipsync=self.lipsync,
+            server_time_ms=round(_now_ms(), 1),
+            viseme_events=self.viseme_mode,
+            lead_ms=self.engine.settings.lead_ms,
+            resumed=resumed,
+            limits={"max_text_chars": s.max_text_chars,
+                    "max_queued_utterances": s.max_queued_utterances,
+                    "max_message_bytes": s.max_message_bytes},
+        )
 
     async def serve(self, transport: Transport, *, viseme_mode: VisemeMode | None = None,
                     lipsync: dict[str, Any] | None = None) -> None:
@@ -612,7 +611,7 @@ class Session:
             try:
                 self.audio_data(data or b"")
             except LimitError as exc:  # the recording ends there; its later frames are dropped
-                self._send({"type": "error", "code": exc.code, "message": str(exc)})
+                self._send(error_event(exc.code, str(exc)))
             except LipcoreError as exc:
                 self._bad("bad_message", str(exc))
             return
@@ -623,8 +622,8 @@ class Session:
             return
         try:
             if isinstance(msg, Ping):
-                self._send({"type": "pong", "id": msg.id, "client_time_ms": msg.client_time_ms,
-                            "server_time_ms": round(_now_ms(), 3)})
+                self._send(pong_event(msg.id, client_time_ms=msg.client_time_ms,
+                                      server_time_ms=round(_now_ms(), 3)))
             elif isinstance(msg, Speak):
                 await self.speak(msg.text, barge_in=msg.barge_in)
             elif isinstance(msg, TextDelta):
@@ -639,11 +638,11 @@ class Session:
             elif isinstance(msg, AudioEnd):
                 self.audio_end()
         except LipcoreError as exc:
-            self._send({"type": "error", "code": exc.code, "message": str(exc)})
+            self._send(error_event(exc.code, str(exc)))
 
     def _bad(self, code: str, message: str) -> None:
         self._invalid += 1
-        self._send({"type": "error", "code": code, "message": message})
+        self._send(error_event(code, message))
         if self._invalid >= self.settings.max_invalid_messages and self.transport is not None:
             transport = self.transport
             self.last_close = {"code": 4400, "reason": "too many invalid messages"}
