@@ -616,7 +616,7 @@ async def speak_audio(
     """Speak a recording: queued like text (or with ``barge_in`` replacing what plays);
     the client gets its audio at the session's rate with visemes estimated from it (the
     text, if given, aligned to it). 422 if it is not decodable audio, 413 if too large."""
-    from lipcore.audio_input import decode_audio_bytes
+    from lipcore.speech.audio_input import decode_audio_bytes
 
     st = _state(request)
     session = st.sessions.get(session_id)
