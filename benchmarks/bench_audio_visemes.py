@@ -3,7 +3,7 @@
 Ground truth is speech whose phoneme times are known exactly:
 
 * espeak-ng (lipcore's own binding) in English and German, held-out sentences
-  (:data:`lipcore._synthdata.BENCH_SENTENCES`, never trained on), voices default, +m2, +f3
+  (:data:`lipcore.speech._synthdata.BENCH_SENTENCES`, never trained on), voices default, +m2, +f3
   and +klatt2 (the last three held out of training), rates 130/175/260 wpm, pitches 30/50/80;
 * flite (CMU; Debian package ``flite``, installed by ``scripts/setup.sh --dev``), a different
   synthesizer with unit-selection / statistical voices (slt, rms, awb, kal): it prints its
@@ -54,7 +54,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import _report
 
-from lipcore._synthdata import BENCH_SENTENCES, frame_labels, synthesize
 from lipcore.default_plugins.audio_visemes import (
     EnergyAudioVisemeEstimator,
     ModelAudioVisemeEstimator,
@@ -63,7 +62,8 @@ from lipcore.default_plugins.mapper import DefaultVisemeMapper
 from lipcore.errors import InputError
 from lipcore.evaluation import OPENNESS
 from lipcore.interfaces import PhonemeTiming, VisemeFrame
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech._synthdata import BENCH_SENTENCES, frame_labels, synthesize
+from lipcore.speech.visemes import VISEME_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 60.0
@@ -348,7 +348,7 @@ def run(
             )
             gaps["mismatch accepted"].append(r.text_gap or 0.0)
         except InputError:
-            from lipcore import audio_visemes as av
+            from lipcore.speech import audio_visemes as av
 
             raw = np.log(
                 np.maximum(model.analyse(case.pcm, sample_rate=case.rate, fps=FPS).posteriors, 1e-8)
@@ -562,7 +562,7 @@ def body(
         f"on average (max {stats['match_gap_max']:.2f}); another sentence's text was rejected "
         f"{int(stats['mismatch_rejected'])} times and accepted {int(stats['mismatch_accepted'])} "
         f"times (smallest mismatch gap {stats['mismatch_gap_min']:.2f}; the limit is "
-        f"{__import__('lipcore.audio_visemes').audio_visemes.MISMATCH_GAP})."
+        f"{__import__('lipcore.speech.audio_visemes').audio_visemes.MISMATCH_GAP})."
     )
     if sync:
         lines.append(

@@ -2,13 +2,14 @@
 
 For each back end (sprites, mesh; grace_hopper cropped to 512×512, 25 fps), language (English,
 German) and kind of timing the speech source gives (phonemes, words with start and end, none:
-the audio-only model, and the loudness fallback), ``examples/live_to_mp4.py`` speaks a sentence through
-:class:`lipcore.live.LiveRenderer` chunk by chunk and writes its output, frames and the audio
-paired with them, to MP4; ``lipcore eval sync``'s measurement (the mouth re-detected on every
-decoded frame) compares it with the true phonemes. Bounds (those of ``say``): the mouth not late
-by more than a frame (+40 ms), at most 60 ms early, every /p b m/ closing.
+the audio-only model, and the loudness fallback), ``examples/live_to_mp4.py`` speaks a
+sentence through :class:`lipcore.live.LiveRenderer` chunk by chunk and writes its output,
+frames and the audio paired with them, to MP4; ``lipcore eval sync``'s measurement (the mouth
+re-detected on every decoded frame) compares it with the true phonemes. Bounds (those of
+``say``): the mouth not late by more than a frame (+40 ms), at most 60 ms early, every /p b m/
+closing.
 
-    .venv/bin/python benchmarks/bench_live_sync.py            # 12 videos (a few minutes)
+    .venv/bin/python benchmarks/bench_live_sync.py            # 16 videos (a few minutes)
     .venv/bin/python benchmarks/bench_live_sync.py --quick    # 1 video
 """
 

@@ -135,8 +135,8 @@ def serve(port: int, data_dir: Path, speech_file: Path, cpu: int, chunk_ms: floa
 
     from lipcore.server import ServerSettings, create_app
     from lipcore.server.app import tune_gc
+    from lipcore.server.metrics import LatencyStats
     from lipcore.server.security import uvicorn_options
-    from lipcore.server.sessions import LatencyStats
     from lipcore.testing import ReplayTTSSource, testing_engine
 
     _raise_fd_limit()

@@ -6,7 +6,7 @@
 Data recipe (all made here, nothing downloaded):
 
 * espeak-ng speech in 11 languages (en-us, en, de, fr, es, it, nl, pl, pt, sv, cs): the German
-  and English training sentences of :mod:`lipcore._synthdata` plus pseudo-words from common
+  and English training sentences of :mod:`lipcore.speech._synthdata` plus pseudo-words from common
   syllables that each language's letter-to-sound rules turn into its own phonemes;
 * 20 espeak voice variants (male, female, klatt and named variants; the benchmark holds out
   +m2, +f3 and +klatt2), rate 110–320 words/min, pitch 15–90;
@@ -19,7 +19,7 @@ Data recipe (all made here, nothing downloaded):
   equaliser curve on the log-mel bands (±1.5 tilt, ±0.8 ripple): espeak's formant voices all
   share one synthesizer's acoustics, and without these the model learns them.
 
-Model: stacked log-mel context (see :mod:`lipcore.audio_visemes`) → 128 → 64 → 12 classes,
+Model: stacked log-mel context (see :mod:`lipcore.speech.audio_visemes`) → 128 → 64 → 12 classes,
 ReLU, softmax cross-entropy with class weights ∝ frequency^-0.5, Adam, fixed seed.
 """
 
@@ -37,10 +37,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfilt
 
-from lipcore import audio_visemes as av
-from lipcore._synthdata import TRAIN_SENTENCES, frame_labels, random_text, synthesize
 from lipcore.default_plugins.mapper import DefaultVisemeMapper
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech import audio_visemes as av
+from lipcore.speech._synthdata import TRAIN_SENTENCES, frame_labels, random_text, synthesize
+from lipcore.speech.visemes import VISEME_CLASSES
 
 LANGUAGES = ("en-us", "en", "de", "fr", "es", "it", "nl", "pl", "pt", "sv", "cs")
 VARIANTS = (

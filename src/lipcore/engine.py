@@ -288,7 +288,7 @@ class AudioUtterance:
         return self._cancelled.is_set()
 
     def _estimate(self) -> list[VisemeFrame]:
-        from lipcore.audio_input import shift_frames
+        from lipcore.speech.audio_input import shift_frames
 
         rate = self.sample_rate or 16000
         analyse = getattr(self.estimator, "analyse", None)
@@ -379,7 +379,7 @@ class StreamedAudioUtterance:
         return self._cancelled.is_set()
 
     async def __aiter__(self) -> AsyncIterator[SpeechStep]:
-        from lipcore.audio_input import LeadShifter
+        from lipcore.speech.audio_input import LeadShifter
 
         rate = self.sample_rate or 16000
         stream = self.estimator.stream(

@@ -8,7 +8,7 @@ Conventions shared by every role:
 * Times are milliseconds as floats on the **utterance's audio timeline**: 0 is the first audio
   sample of the utterance.
 * Audio is mono signed 16-bit little-endian PCM (``s16le``) at the chunk's ``sample_rate``.
-* Viseme weights map a class name (see :mod:`lipcore.visemes`) to a weight in ``[0, 1]``; the
+* Viseme weights map a class name (see :mod:`lipcore.speech.visemes`) to a weight in ``[0, 1]``; the
   weights of one frame sum to at most 1 and the remainder is ``Rest``.
 """
 

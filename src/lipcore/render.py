@@ -766,10 +766,10 @@ def render_talk_audio(
     The mouth comes from the engine's audio viseme estimator (``estimator``, default the
     shipped model); with ``text`` its phonemes are aligned to the audio and mapped like a TTS
     source's timings (a text that does not fit the audio is an error, see
-    :class:`lipcore.audio_visemes.TextMismatchError`). The timings file is the one ``say``
+    :class:`lipcore.speech.audio_visemes.TextMismatchError`). The timings file is the one ``say``
     writes; its ``phonemes`` are the aligned ones (empty for audio only), and it records the
     estimator and the source file."""
-    from lipcore.audio_input import read_audio, shift_frames
+    from lipcore.speech.audio_input import read_audio, shift_frames
 
     if lead_in_ms < 0 or tail_ms < 0:
         raise InputError("lead-in and tail must be zero or more milliseconds")

@@ -210,7 +210,7 @@ def test_failure_midway_leaves_nothing_and_keeps_old_avatar(
     engine: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import lipcore.idle
+    import lipcore.avatar.idle
 
     out = tmp_path / "avatar"
     old = build_avatar(
@@ -223,7 +223,7 @@ def test_failure_midway_leaves_nothing_and_keeps_old_avatar(
         out_path.write_bytes(b"half a video")  # something half-written in the temp dir
         raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(lipcore.idle, "build_idle_loop", broken_idle)
+    monkeypatch.setattr(lipcore.avatar.idle, "build_idle_loop", broken_idle)
     with pytest.raises(RuntimeError, match="simulated"):
         build_avatar(grace_hopper_path, out, backend="probe", engine=engine, analyzer=analyzer)
     assert load_avatar(out).id == old.id

@@ -11,8 +11,8 @@ import pytest
 from facedetect import Detection, Detector
 
 from lipcore import media
+from lipcore.avatar.idle import IdleLoopResult, build_idle_loop, loop_steps
 from lipcore.errors import InputError
-from lipcore.idle import IdleLoopResult, build_idle_loop, loop_steps
 
 MOUTH = (
     61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lipcore._synthdata import Labelled, synthesize
 from lipcore.avatar.store import Avatar
 from lipcore.cli import app
+from lipcore.speech._synthdata import Labelled, synthesize
 
 runner = CliRunner()
 TEXT = "Mama und Papa bauen am Meer ein Boot."

@@ -70,8 +70,9 @@ class _SilentTransport:
 
 
 def test_a_congested_queue_sheds_the_frames_of_inline_audio_and_keeps_the_sound() -> None:
+    from lipcore.server.metrics import Usage
+    from lipcore.server.outbox import Outbox, OutMessage
     from lipcore.server.protocol import AUDIO_KIND, pack_audio_visemes, unpack_frame
-    from lipcore.server.sessions import Outbox, Usage, _Item
 
     usage = Usage()
     gave_up: list[str] = []
@@ -81,7 +82,7 @@ def test_a_congested_queue_sheds_the_frames_of_inline_audio_and_keeps_the_sound(
     event = encode_visemes(1, [VisemeFrame(33.3 * i, {"AI": 0.5, "O": 0.25}) for i in range(3)])
     for i in range(8):
         frame = pack_audio_visemes(event, pcm, utterance=1, pts_ms=100.0 * i)
-        box.put(_Item(None, frame, 1, inline=True))
+        box.put(OutMessage(None, frame, 1, inline=True))
     assert not gave_up and len(box) == 8  # every chunk's audio is still queued ...
     kinds = [unpack_frame(it.data)[0].kind for it in box._items if it.data]
     assert kinds.count(AUDIO_KIND) >= 1  # ... the oldest without their frames

@@ -11,7 +11,7 @@ import wave
 import httpx
 from websockets.asyncio.client import connect
 
-from lipcore._synthdata import synthesize
+from lipcore.speech._synthdata import synthesize
 
 from .conftest import Received, RunningServer, is_json, recv_one, recv_until
 from .test_flow import open_session

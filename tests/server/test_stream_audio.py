@@ -14,7 +14,7 @@ import numpy as np
 import soxr
 from websockets.asyncio.client import connect
 
-from lipcore._synthdata import synthesize
+from lipcore.speech._synthdata import synthesize
 
 from .conftest import Received, RunningServer, is_json, recv_one, recv_until
 from .test_flow import open_session

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 import lipcore
-from lipcore import audio_visemes as av
-from lipcore._synthdata import BENCH_SENTENCES, Labelled, synthesize
 from lipcore.default_plugins.audio_visemes import (
     EnergyAudioVisemeEstimator,
     ModelAudioVisemeEstimator,
@@ -22,7 +20,9 @@ from lipcore.errors import InputError, PluginNotFoundError
 from lipcore.hookspecs import hookimpl
 from lipcore.interfaces import AudioVisemeEstimator, AudioVisemeStream, VisemeFrame
 from lipcore.plugins import get_plugin_manager
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech import audio_visemes as av
+from lipcore.speech._synthdata import BENCH_SENTENCES, Labelled, synthesize
+from lipcore.speech.visemes import VISEME_CLASSES
 
 EN = BENCH_SENTENCES["en"][0]  # "Maybe the map is in my backpack, Paul."
 

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lipcore.cli import app
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech.visemes import VISEME_CLASSES
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import ctypes
 
 import pytest
 
-from lipcore import _espeak
+from lipcore.speech import _espeak
 
 
 def test_struct_layouts_match_speak_lib_h() -> None:

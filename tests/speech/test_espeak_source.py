@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from lipcore import _espeak
 from lipcore.default_plugins import espeak as espeak_plugin
 from lipcore.default_plugins.espeak import EspeakSource, TextSegmenter
 from lipcore.default_plugins.mapper import g2p_word
 from lipcore.errors import InputError, UnknownVoiceError
 from lipcore.interfaces import TTSChunk
+from lipcore.speech import _espeak
 
 from .conftest import audio_ms, collect, deltas, phonemes_of, run
 

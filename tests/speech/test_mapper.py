@@ -15,7 +15,7 @@ from lipcore.default_plugins.espeak import EspeakSource
 from lipcore.default_plugins.mapper import DefaultVisemeMapper, g2p_word
 from lipcore.errors import InputError
 from lipcore.interfaces import CharTiming, PhonemeTiming, VisemeFrame, VisemeSegment
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech.visemes import VISEME_CLASSES
 
 from .conftest import collect, phonemes_of, run
 
@@ -394,7 +394,7 @@ def test_preview_starts_at_the_next_frame_not_final_yet() -> None:
 def test_french_schwa_is_rounded_per_language() -> None:
     """French schwa (de, le, que, je) is rounded (lexicons write it ø): drawn O in French, and
     still spread (E) in English and German (issue 18 item 16)."""
-    from lipcore.visemes import phoneme_visemes
+    from lipcore.speech.visemes import phoneme_visemes
 
     assert phoneme_visemes("ə", language="fr") == ("O",)
     assert phoneme_visemes("ˈə-", language="fr-FR") == ("O",)

@@ -10,8 +10,8 @@ import struct
 import espeakng_loader
 import pytest
 
-from lipcore import _espeak
-from lipcore.visemes import (
+from lipcore.speech import _espeak
+from lipcore.speech.visemes import (
     OCULUS_VISEMES,
     PRESTON_BLAIR_VISEMES,
     TO_OCULUS,

@@ -7,7 +7,6 @@ from the header, so a decompression bomb (a small file that inflates to gigabyte
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -34,15 +33,6 @@ PhotoSource = bytes | str | Path | Image.Image
 # Transparent areas are laid over this colour: a plain light background reads as a studio
 # backdrop, where black would look like a hole.
 _MATTE = (255, 255, 255)
-
-
-_REPR_RE = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-def _exc_text(exc: BaseException) -> str:
-    """The exception's text without object reprs (Pillow names the ``BytesIO`` it could not
-    identify, heap address included: nothing a client should see)."""
-    return _REPR_RE.sub("", str(exc)).strip() or "unreadable data"
 
 
 def _describe(source: PhotoSource) -> str:

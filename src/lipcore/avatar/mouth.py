@@ -57,10 +57,10 @@ F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
 try:  # the speech side owns the class list; fall back to the contract's order
-    from lipcore.visemes import VISEME_CLASSES as _CLASSES
+    from lipcore.speech.visemes import VISEME_CLASSES as _CLASSES
 
     VISEME_CLASSES: tuple[str, ...] = tuple(_CLASSES)
-except ImportError:  # pragma: no cover - only while lipcore.visemes is not written
+except ImportError:  # pragma: no cover - only while lipcore.speech.visemes is not written
     VISEME_CLASSES = ("Rest", "AI", "E", "U", "O", "MBP", "FV", "L", "WQ", "R", "CH", "TH")
 
 REST = "Rest"

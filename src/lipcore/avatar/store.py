@@ -348,9 +348,9 @@ def build_avatar(
     :class:`lipcore.errors.PluginNotFoundError` when no back end of that type is installed.
     """
     from lipcore.avatar.face import FaceAnalyzer
+    from lipcore.avatar.idle import build_idle_loop
     from lipcore.avatar.mouth import build_mouth_model
     from lipcore.avatar.preview import render_preview
-    from lipcore.idle import build_idle_loop
 
     if seconds <= 0 or fps <= 0:
         raise InputError(f"seconds and fps must be positive (got {seconds}, {fps})")

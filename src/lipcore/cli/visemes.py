@@ -16,7 +16,7 @@ from lipcore.cli._common import user_errors
 from lipcore.engine import Engine, Utterance
 from lipcore.errors import InputError
 from lipcore.interfaces import VisemeFrame, VisemeSegment
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech.visemes import VISEME_CLASSES
 
 
 def _options(rate: int | None, pitch: int | None) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def _audio_visemes(
     whole file is read (up to 30 minutes) and the text aligned to it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from lipcore.audio_input import LeadShifter, iter_audio, probe_audio, read_audio
+    from lipcore.speech.audio_input import LeadShifter, iter_audio, probe_audio, read_audio
 
     info = probe_audio(audio)
     engine = Engine()

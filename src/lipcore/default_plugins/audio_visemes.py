@@ -1,7 +1,7 @@
 """Built-in audio viseme estimators.
 
 * ``model`` (alias ``default``): lipcore's small shipped model (see
-  :mod:`lipcore.audio_visemes`): audio-only in streaming and whole-file form; with the text,
+  :mod:`lipcore.speech.audio_visemes`): audio-only in streaming and whole-file form; with the text,
   the whole-file form aligns espeak's phonemes for it to the audio and maps them through the
   engine's mapper like a TTS source's timings.
 * ``energy``: the plain baseline, loudness → jaw (AI for loud, Rest for quiet). It cannot
@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lipcore import audio_visemes as av
 from lipcore.errors import InputError
 from lipcore.hookspecs import Register, hookimpl
 from lipcore.interfaces import (
@@ -30,7 +29,8 @@ from lipcore.interfaces import (
     VisemeFrame,
     VisemeMapper,
 )
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech import audio_visemes as av
+from lipcore.speech.visemes import VISEME_CLASSES
 
 __all__ = [
     "AudioVisemeResult",
@@ -62,7 +62,7 @@ class PosteriorStream(AudioVisemeStream):
 
     Memory stays bounded whatever the length: only the context window of features and the
     last smoothed posteriors are kept. The frames equal the whole-file form's
-    (posteriors, then :func:`lipcore.audio_visemes.frames_from_posteriors`)."""
+    (posteriors, then :func:`lipcore.speech.audio_visemes.frames_from_posteriors`)."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 Audio comes as the library's synth callback delivers its buffers (60 ms each), so the first
 chunk is out long before the whole text is synthesized. Every blocking library call runs in a
-worker thread under the process-wide lock of :mod:`lipcore._espeak`, so the event loop keeps
+worker thread under the process-wide lock of :mod:`lipcore.speech._espeak`, so the event loop keeps
 running. Text given as a stream of deltas (LLM tokens) is cut at sentence and clause ends and
 each piece is spoken as soon as it is complete, on one continuous timeline.
 """
@@ -17,10 +17,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lipcore import _espeak
 from lipcore.errors import InputError, TTSError, UnknownVoiceError
 from lipcore.hookspecs import Register, hookimpl
 from lipcore.interfaces import PhonemeTiming, TTSCapabilities, TTSChunk, TTSSource, Voice
+from lipcore.speech import _espeak
 
 __all__ = ["EspeakOptions", "EspeakSource", "TextSegmenter", "register_tts_sources"]
 

@@ -1,11 +1,11 @@
 """Built-in viseme mapper: IPA phonemes (or timed characters) → viseme track → weights.
 
-* Phoneme timings map through :func:`lipcore.visemes.phoneme_visemes`; a phoneme with two
+* Phoneme timings map through :func:`lipcore.speech.visemes.phoneme_visemes`; a phoneme with two
   classes (a diphthong, ``pf``) is split, the first part taking 55 % of its time.
 * Character timings (ElevenLabs) are grouped into words; each word goes through espeak-ng's
   grapheme → phoneme translation in the voice's language, and its phonemes are spread over the
   word's time span (vowels weigh 1.6× a consonant). Spaces and punctuation are silence.
-* :mod:`lipcore.coarticulation` turns the track into weights. Frames are on the *audio*
+* :mod:`lipcore.speech.coarticulation` turns the track into weights. Frames are on the *audio*
   timeline; the engine applies the mouth's lead over the audio.
 """
 
@@ -17,14 +17,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import ClassVar
 
-from lipcore import _espeak
-from lipcore.coarticulation import (
-    CoarticulationParams,
-    StreamSampler,
-    frames_from_weights,
-    prepare_segments,
-    sample_weights,
-)
 from lipcore.errors import InputError
 from lipcore.hookspecs import Register, hookimpl
 from lipcore.interfaces import (
@@ -35,7 +27,15 @@ from lipcore.interfaces import (
     VisemeSegment,
     VisemeStream,
 )
-from lipcore.visemes import is_silence, is_vowel, phoneme_visemes
+from lipcore.speech import _espeak
+from lipcore.speech.coarticulation import (
+    CoarticulationParams,
+    StreamSampler,
+    frames_from_weights,
+    prepare_segments,
+    sample_weights,
+)
+from lipcore.speech.visemes import is_silence, is_vowel, phoneme_visemes
 
 __all__ = ["DefaultVisemeMapper", "DefaultVisemeStream", "g2p_word", "register_viseme_mappers"]
 
@@ -175,7 +175,7 @@ def _check_fps(fps: float) -> float:
 
 class DefaultVisemeMapper(VisemeMapper):
     """Twelve-class viseme mapper with Cohen–Massaro co-articulation (see
-    :mod:`lipcore.coarticulation` for the model and its parameters)."""
+    :mod:`lipcore.speech.coarticulation` for the model and its parameters)."""
 
     name: ClassVar[str] = "default"
 
@@ -222,7 +222,7 @@ class DefaultVisemeMapper(VisemeMapper):
 class DefaultVisemeStream(VisemeStream):
     """Incremental co-articulation: frames come out as soon as everything within their
     look-ahead is known, with the same values :meth:`DefaultVisemeMapper.sample` gives.
-    The work is kept between chunks (:class:`lipcore.coarticulation.StreamSampler`): each
+    The work is kept between chunks (:class:`lipcore.speech.coarticulation.StreamSampler`): each
     segment is prepared once, each frame computed once."""
 
     def __init__(self, mapper: DefaultVisemeMapper, *, language: str, fps: float) -> None:

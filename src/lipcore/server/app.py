@@ -39,6 +39,7 @@ from lipcore.server.errors import (
     BackendUnavailableError,
 )
 from lipcore.server.metering import Metering, key_id_of
+from lipcore.server.metrics import Usage
 from lipcore.server.security import (
     ClientTokens,
     ForbiddenError,
@@ -49,7 +50,7 @@ from lipcore.server.security import (
     presented_credential,
     short_detail,
 )
-from lipcore.server.sessions import Session, SessionManager, Usage
+from lipcore.server.sessions import Session, SessionManager
 from lipcore.server.settings import ServerSettings, check_data_dir
 
 __all__ = ["backend_availability", "create_app", "tune_gc"]
@@ -398,299 +399,300 @@ def backend_availability(engine: lipcore.Engine) -> list[dict[str, Any]]:
     return out
 
 
-def _routes() -> APIRouter:
-    router = APIRouter()
+# Every route is a module-level handler on this router; create_app includes it. Handlers
+# reach the server's state through the request (app.state.lipcore), never a closure.
+router = APIRouter()
 
-    @router.get("/healthz", tags=["operations"])
-    async def healthz(request: Request) -> dict[str, Any]:
-        """Liveness and a few counters (no secrets)."""
-        st = _state(request)
-        return {
-            "ok": True,
-            "version": lipcore.__version__,
-            "sessions": len(st.sessions.sessions),
-            "connected": sum(1 for s in st.sessions.sessions.values() if s.connected),
-            "uptime_s": round(time.time() - st.started, 1),
-            **st.cluster.health(),
-        }
 
-    @router.get("/metrics", tags=["operations"], dependencies=[Auth])
-    async def metrics(request: Request) -> dict[str, Any]:
-        """Server-added latency (TTS chunk in → audio frame written to the socket) and event
-        lag (chunk due on the TTS's schedule → frame written), in ms, for sources that stamp
-        their chunks (``lipcore.testing.ReplayTTSSource``), and session counts."""
-        st = _state(request)
-        return {"latency": st.sessions.latency.summary(), "lag": st.sessions.lag.summary(),
-                "sessions": len(st.sessions.sessions)}
+@router.get("/healthz", tags=["operations"])
+async def healthz(request: Request) -> dict[str, Any]:
+    """Liveness and a few counters (no secrets)."""
+    st = _state(request)
+    return {
+        "ok": True,
+        "version": lipcore.__version__,
+        "sessions": len(st.sessions.sessions),
+        "connected": sum(1 for s in st.sessions.sessions.values() if s.connected),
+        "uptime_s": round(time.time() - st.started, 1),
+        **st.cluster.health(),
+    }
 
-    @router.post("/tokens", tags=["auth"], dependencies=[Auth], response_model=TokenOut,
-                 responses=_ERRORS)
-    async def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
-        """Mint a short-lived client token for one session or one avatar (needs the key).
-        Hand it to a browser or app instead of the key: it lists only its avatar, opens and
-        drives sessions only on it (avatar scope) or drives only its session (session scope),
-        and cannot build avatars, mint tokens or read metrics."""
-        st = _state(request)
-        if (body.session_id is None) == (body.avatar_id is None):
-            raise InvalidTokenRequestError("give exactly one of session_id and avatar_id")
-        ttl = body.ttl_s or st.settings.client_token_default_ttl_s
-        if ttl > st.settings.client_token_max_ttl_s:
-            raise InvalidTokenRequestError(
-                f"ttl_s is over the {st.settings.client_token_max_ttl_s} s limit")
-        if body.session_id is not None:
-            grant = st.tokens.mint("session", st.sessions.get(body.session_id).session_id, ttl)
-        else:
-            grant = st.tokens.mint("avatar", st.avatars.get(str(body.avatar_id)).avatar_id, ttl)
-        return {"token": st.tokens.encode(grant), "scope": grant.scope, "id": grant.id,
-                "expires_at": grant.expires_at}
+@router.get("/metrics", tags=["operations"], dependencies=[Auth])
+async def metrics(request: Request) -> dict[str, Any]:
+    """Server-added latency (TTS chunk in → audio frame written to the socket) and event
+    lag (chunk due on the TTS's schedule → frame written), in ms, for sources that stamp
+    their chunks (``lipcore.testing.ReplayTTSSource``), and session counts."""
+    st = _state(request)
+    return {"latency": st.sessions.latency.summary(), "lag": st.sessions.lag.summary(),
+            "sessions": len(st.sessions.sessions)}
 
-    @router.post("/avatarize-2d", tags=["avatars"], dependencies=[Auth],
-                 response_model=AvatarOut, responses=_ERRORS)
-    async def avatarize(
-        request: Request,
-        hero_image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP)")],
-        backend: Annotated[str | None, Form(
-            description="the lipsync back end: sprites, mesh, onnx or a plugin's kind "
-            "(an alias resolves to it)")] = None,
-        name: Annotated[str | None, Form(description="display name (default: the file's "
-                                                     "name)")] = None,
-    ) -> dict[str, Any]:
-        """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
-        to a minute); builds run in worker threads with bounded concurrency."""
-        st = _state(request)
-        limit = st.settings.max_upload_bytes
-        data = await hero_image.read(limit + 1)
-        if len(data) > limit:
-            raise LimitError(
-                f"hero_image is larger than the {limit} byte upload limit; send a smaller photo "
-                "(2048 px on the long side is plenty)"
-            )
-        if not (name and name.strip()) and hero_image.filename:
-            name = Path(hero_image.filename).stem
-        rec = await st.avatars.build(data, backend=backend, name=name)
-        return _describe_avatar(request, st, rec)
+@router.post("/tokens", tags=["auth"], dependencies=[Auth], response_model=TokenOut,
+             responses=_ERRORS)
+async def create_token(request: Request, body: TokenCreate) -> dict[str, Any]:
+    """Mint a short-lived client token for one session or one avatar (needs the key).
+    Hand it to a browser or app instead of the key: it lists only its avatar, opens and
+    drives sessions only on it (avatar scope) or drives only its session (session scope),
+    and cannot build avatars, mint tokens or read metrics."""
+    st = _state(request)
+    if (body.session_id is None) == (body.avatar_id is None):
+        raise InvalidTokenRequestError("give exactly one of session_id and avatar_id")
+    ttl = body.ttl_s or st.settings.client_token_default_ttl_s
+    if ttl > st.settings.client_token_max_ttl_s:
+        raise InvalidTokenRequestError(
+            f"ttl_s is over the {st.settings.client_token_max_ttl_s} s limit")
+    if body.session_id is not None:
+        grant = st.tokens.mint("session", st.sessions.get(body.session_id).session_id, ttl)
+    else:
+        grant = st.tokens.mint("avatar", st.avatars.get(str(body.avatar_id)).avatar_id, ttl)
+    return {"token": st.tokens.encode(grant), "scope": grant.scope, "id": grant.id,
+            "expires_at": grant.expires_at}
 
-    @router.get("/avatars", tags=["avatars"], dependencies=[Auth],
-                response_model=AvatarListOut, responses=_ERRORS)
-    async def list_avatars(request: Request) -> dict[str, Any]:
-        """The avatars this server has (newest first, at most 1000), with their URLs. Behind
-        the API key when one is set: the ids are the capability to their asset files."""
-        st = _state(request)
-        # One broken avatar never breaks the listing: the store skips it with a log line, and
-        # one whose back end is missing or cannot run here is listed with usable: false.
-        grant = _grant(request)
-        records = await st.avatars.arecords()
-        if not grant.master:  # a client token sees its own avatar only
-            own = _token_session_avatar(st, grant)
-            records = [rec for rec in records if grant.allows_avatar(rec.avatar_id, own)]
-        return {"avatars": [_describe_avatar(request, st, rec) for rec in records]}
+@router.post("/avatarize-2d", tags=["avatars"], dependencies=[Auth],
+             response_model=AvatarOut, responses=_ERRORS)
+async def avatarize(
+    request: Request,
+    hero_image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP)")],
+    backend: Annotated[str | None, Form(
+        description="the lipsync back end: sprites, mesh, onnx or a plugin's kind "
+        "(an alias resolves to it)")] = None,
+    name: Annotated[str | None, Form(description="display name (default: the file's "
+                                                 "name)")] = None,
+) -> dict[str, Any]:
+    """Build an avatar from one photo: idle loop + lipsync assets. Takes a while (seconds
+    to a minute); builds run in worker threads with bounded concurrency."""
+    st = _state(request)
+    limit = st.settings.max_upload_bytes
+    data = await hero_image.read(limit + 1)
+    if len(data) > limit:
+        raise LimitError(
+            f"hero_image is larger than the {limit} byte upload limit; send a smaller photo "
+            "(2048 px on the long side is plenty)"
+        )
+    if not (name and name.strip()) and hero_image.filename:
+        name = Path(hero_image.filename).stem
+    rec = await st.avatars.build(data, backend=backend, name=name)
+    return _describe_avatar(request, st, rec)
 
-    @router.get("/backends", tags=["avatars"], dependencies=[Auth],
-                response_model=BackendListOut, responses=_ERRORS)
-    async def list_backends(request: Request) -> dict[str, Any]:
-        """The lip-sync back ends installed, and whether this server can run each as
-        configured (``reason``: one sentence why not). Clients offer only available ones."""
-        st = _state(request)
-        return {"backends": await asyncio.to_thread(backend_availability, st.engine),
-                "default": st.settings.default_backend}
+@router.get("/avatars", tags=["avatars"], dependencies=[Auth],
+            response_model=AvatarListOut, responses=_ERRORS)
+async def list_avatars(request: Request) -> dict[str, Any]:
+    """The avatars this server has (newest first, at most 1000), with their URLs. Behind
+    the API key when one is set: the ids are the capability to their asset files."""
+    st = _state(request)
+    # One broken avatar never breaks the listing: the store skips it with a log line, and
+    # one whose back end is missing or cannot run here is listed with usable: false.
+    grant = _grant(request)
+    records = await st.avatars.arecords()
+    if not grant.master:  # a client token sees its own avatar only
+        own = _token_session_avatar(st, grant)
+        records = [rec for rec in records if grant.allows_avatar(rec.avatar_id, own)]
+    return {"avatars": [_describe_avatar(request, st, rec) for rec in records]}
 
-    @router.get("/voices", tags=["sessions"], dependencies=[Auth],
-                response_model=VoiceListOut, responses=_ERRORS)
-    async def list_voices(request: Request, tts: str | None = None) -> dict[str, Any]:
-        """The voices of a TTS source (default: the engine's default source); a session's
-        ``voice_id`` is one of these ids or a language code."""
-        st = _state(request)
-        source = st.engine.tts(tts)
-        voices = await source.voices()
-        return {
-            "tts": source.name,
-            "voices": [
-                {"id": v.id, "name": v.name, "language": v.language} for v in voices
-            ],
-        }
+@router.get("/backends", tags=["avatars"], dependencies=[Auth],
+            response_model=BackendListOut, responses=_ERRORS)
+async def list_backends(request: Request) -> dict[str, Any]:
+    """The lip-sync back ends installed, and whether this server can run each as
+    configured (``reason``: one sentence why not). Clients offer only available ones."""
+    st = _state(request)
+    return {"backends": await asyncio.to_thread(backend_availability, st.engine),
+            "default": st.settings.default_backend}
 
-    @router.get("/avatars/{avatar_id}", tags=["avatars"], dependencies=[Auth],
-                response_model=AvatarOut, responses=_ERRORS)
-    async def get_avatar(request: Request, avatar_id: str) -> dict[str, Any]:
-        """An avatar's URLs and facts (avatars persist on disk across restarts)."""
-        st = _state(request)
-        await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
-        return _describe_avatar(request, st, st.avatars.get(avatar_id))
+@router.get("/voices", tags=["sessions"], dependencies=[Auth],
+            response_model=VoiceListOut, responses=_ERRORS)
+async def list_voices(request: Request, tts: str | None = None) -> dict[str, Any]:
+    """The voices of a TTS source (default: the engine's default source); a session's
+    ``voice_id`` is one of these ids or a language code."""
+    st = _state(request)
+    source = st.engine.tts(tts)
+    voices = await source.voices()
+    return {
+        "tts": source.name,
+        "voices": [
+            {"id": v.id, "name": v.name, "language": v.language} for v in voices
+        ],
+    }
 
-    @router.get("/avatars/{avatar_id}/files/{path:path}", tags=["avatars"],
-                name="avatar_file", responses=_ERRORS)
-    async def avatar_file(request: Request, avatar_id: str, path: str) -> Response:
-        """An asset file. No API key needed (browsers load these in <video>/<img>): the
-        unguessable avatar id is the capability. ETag + long caching (assets never change
-        under an id); HTTP range requests (206) for the video."""
-        st = _state(request)
-        await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
-        # Unversioned: the avatar may be rebuilt under this URL, so clients revalidate.
-        return _file_response(request, st.avatars.get(avatar_id).file(path), immutable=False)
+@router.get("/avatars/{avatar_id}", tags=["avatars"], dependencies=[Auth],
+            response_model=AvatarOut, responses=_ERRORS)
+async def get_avatar(request: Request, avatar_id: str) -> dict[str, Any]:
+    """An avatar's URLs and facts (avatars persist on disk across restarts)."""
+    st = _state(request)
+    await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
+    return _describe_avatar(request, st, st.avatars.get(avatar_id))
 
-    @router.get("/avatars/{avatar_id}/v/{version}/files/{path:path}", tags=["avatars"],
-                name="avatar_file_versioned", responses=_ERRORS)
-    async def avatar_file_versioned(request: Request, avatar_id: str, version: str,
-                                    path: str) -> Response:
-        """An asset file of one version of an avatar (the URLs the avatar's description hands
-        out). Cached for good while that version is current; once the avatar was rebuilt the
-        file is the new one's and is revalidated."""
-        st = _state(request)
-        await st.avatars.ensure(avatar_id)
-        rec = st.avatars.get(avatar_id)
-        return _file_response(request, rec.file(path), immutable=version == rec.version)
+@router.get("/avatars/{avatar_id}/files/{path:path}", tags=["avatars"],
+            name="avatar_file", responses=_ERRORS)
+async def avatar_file(request: Request, avatar_id: str, path: str) -> Response:
+    """An asset file. No API key needed (browsers load these in <video>/<img>): the
+    unguessable avatar id is the capability. ETag + long caching (assets never change
+    under an id); HTTP range requests (206) for the video."""
+    st = _state(request)
+    await st.avatars.ensure(avatar_id)  # shared storage: into this worker's cache
+    # Unversioned: the avatar may be rebuilt under this URL, so clients revalidate.
+    return _file_response(request, st.avatars.get(avatar_id).file(path), immutable=False)
 
-    @router.get("/plugins/{kind}/static/{path:path}", tags=["avatars"],
-                name="plugin_static", responses=_ERRORS)
-    async def plugin_static(request: Request, kind: str, path: str) -> Response:
-        """A file a lipsync back end ships to clients (its web renderer module and what it
-        loads), from the back end's ``static_dir()``. No API key: it is plugin code, not data."""
-        st = _state(request)
-        try:
-            backend = st.engine.lipsync_backend(kind)
-        except LipcoreError:
-            raise AvatarNotFoundError(f"no lipsync back end {kind!r} is installed") from None
-        root = backend.static_dir()
-        file = (root / path).resolve() if root is not None else None
-        if root is None or file is None or not file.is_relative_to(root.resolve()) \
-                or not file.is_file():
-            raise AvatarNotFoundError(f"the {kind!r} back end serves no file {path!r}")
-        response = _file_response(request, file, immutable=False)
-        if file.suffix in (".js", ".mjs"):
-            response.headers["content-type"] = "text/javascript; charset=utf-8"
-        return response
+@router.get("/avatars/{avatar_id}/v/{version}/files/{path:path}", tags=["avatars"],
+            name="avatar_file_versioned", responses=_ERRORS)
+async def avatar_file_versioned(request: Request, avatar_id: str, version: str,
+                                path: str) -> Response:
+    """An asset file of one version of an avatar (the URLs the avatar's description hands
+    out). Cached for good while that version is current; once the avatar was rebuilt the
+    file is the new one's and is revalidated."""
+    st = _state(request)
+    await st.avatars.ensure(avatar_id)
+    rec = st.avatars.get(avatar_id)
+    return _file_response(request, rec.file(path), immutable=version == rec.version)
 
-    @router.post("/session-2d", tags=["sessions"], dependencies=[Auth],
-                 response_model=SessionCreated, responses=_ERRORS)
-    async def create_session(request: Request, body: SessionCreate) -> SessionCreated:
-        """Open a live session; connect a WebSocket to ``ws_url`` (it carries the session's own
-        token: hand it only to that session's client)."""
-        st = _state(request)
-        await st.avatars.ensure(body.avatar_id)
-        rec = st.avatars.get(body.avatar_id)
-        if not _grant(request).allows_avatar(rec.avatar_id):
-            raise ForbiddenError("this client token is for another avatar")
-        if rec.reason is not None:
-            if rec.backend is not None:
-                # Installed but unable to run as configured (e.g. no model): a fault of the
-                # server, not of the client's request; no session is left behind.
-                raise BackendUnavailableError(
-                    f"this server cannot run avatar {rec.avatar_id!r} ({rec.lipsync_type}): "
-                    f"{rec.reason}")
-            raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
-        lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
-        patcher = await _audio_driven_renderer(rec)
-        session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
-                                           tts=body.tts, lipsync=lipsync)
-        session.patcher = patcher
-        try:  # counted against its key (on every worker, with Redis)
-            await st.metering.opened(key_id_of(request.headers), session.session_id)
-        except LipcoreError:
-            await st.sessions.close(session.session_id, code=1000, reason="key session limit")
-            raise
-        return SessionCreated(session_id=session.session_id,
-                              ws_url=_ws_url(request, st, session))
+@router.get("/plugins/{kind}/static/{path:path}", tags=["avatars"],
+            name="plugin_static", responses=_ERRORS)
+async def plugin_static(request: Request, kind: str, path: str) -> Response:
+    """A file a lipsync back end ships to clients (its web renderer module and what it
+    loads), from the back end's ``static_dir()``. No API key: it is plugin code, not data."""
+    st = _state(request)
+    try:
+        backend = st.engine.lipsync_backend(kind)
+    except LipcoreError:
+        raise AvatarNotFoundError(f"no lipsync back end {kind!r} is installed") from None
+    root = backend.static_dir()
+    file = (root / path).resolve() if root is not None else None
+    if root is None or file is None or not file.is_relative_to(root.resolve()) \
+            or not file.is_file():
+        raise AvatarNotFoundError(f"the {kind!r} back end serves no file {path!r}")
+    response = _file_response(request, file, immutable=False)
+    if file.suffix in (".js", ".mjs"):
+        response.headers["content-type"] = "text/javascript; charset=utf-8"
+    return response
 
-    @router.post("/session-2d/{session_id}/speak", tags=["sessions"], dependencies=[Auth],
-                 response_model=OkResponse, responses=_ERRORS)
-    async def speak(request: Request, session_id: str, body: SpeakRequest) -> OkResponse:
-        """Queue text (or with ``barge_in`` replace what plays). 413 if too long, 429 if the
-        queue is full, 409 if no client is connected."""
-        session = _state(request).sessions.get(session_id)
-        await session.speak(body.text, barge_in=body.barge_in)
-        return OkResponse()
+@router.post("/session-2d", tags=["sessions"], dependencies=[Auth],
+             response_model=SessionCreated, responses=_ERRORS)
+async def create_session(request: Request, body: SessionCreate) -> SessionCreated:
+    """Open a live session; connect a WebSocket to ``ws_url`` (it carries the session's own
+    token: hand it only to that session's client)."""
+    st = _state(request)
+    await st.avatars.ensure(body.avatar_id)
+    rec = st.avatars.get(body.avatar_id)
+    if not _grant(request).allows_avatar(rec.avatar_id):
+        raise ForbiddenError("this client token is for another avatar")
+    if rec.reason is not None:
+        if rec.backend is not None:
+            # Installed but unable to run as configured (e.g. no model): a fault of the
+            # server, not of the client's request; no session is left behind.
+            raise BackendUnavailableError(
+                f"this server cannot run avatar {rec.avatar_id!r} ({rec.lipsync_type}): "
+                f"{rec.reason}")
+        raise AvatarUnusableError(f"avatar {rec.avatar_id!r} cannot be used: {rec.reason}")
+    lipsync = _describe_avatar(request, st, rec)["lipsync_assets"]
+    patcher = await _audio_driven_renderer(rec)
+    session = await st.sessions.create(avatar_id=rec.avatar_id, voice_id=body.voice_id,
+                                       tts=body.tts, lipsync=lipsync)
+    session.patcher = patcher
+    try:  # counted against its key (on every worker, with Redis)
+        await st.metering.opened(key_id_of(request.headers), session.session_id)
+    except LipcoreError:
+        await st.sessions.close(session.session_id, code=1000, reason="key session limit")
+        raise
+    return SessionCreated(session_id=session.session_id,
+                          ws_url=_ws_url(request, st, session))
 
-    @router.post("/session-2d/{session_id}/speak_audio", tags=["sessions"],
-                 dependencies=[Auth], response_model=OkResponse, responses=_ERRORS)
-    async def speak_audio(
-        request: Request,
-        session_id: str,
-        audio: Annotated[UploadFile, File(description="speech: WAV, MP3, OGG, M4A, FLAC…")],
-        text: Annotated[str | None, Form(description="its words, if known")] = None,
-        language: Annotated[str | None, Form(description="the text's language")] = None,
-        barge_in: Annotated[bool, Form()] = False,
-    ) -> OkResponse:
-        """Speak a recording: queued like text (or with ``barge_in`` replacing what plays);
-        the client gets its audio at the session's rate with visemes estimated from it (the
-        text, if given, aligned to it). 422 if it is not decodable audio, 413 if too large."""
-        from lipcore.audio_input import decode_audio_bytes
+@router.post("/session-2d/{session_id}/speak", tags=["sessions"], dependencies=[Auth],
+             response_model=OkResponse, responses=_ERRORS)
+async def speak(request: Request, session_id: str, body: SpeakRequest) -> OkResponse:
+    """Queue text (or with ``barge_in`` replace what plays). 413 if too long, 429 if the
+    queue is full, 409 if no client is connected."""
+    session = _state(request).sessions.get(session_id)
+    await session.speak(body.text, barge_in=body.barge_in)
+    return OkResponse()
 
-        st = _state(request)
+@router.post("/session-2d/{session_id}/speak_audio", tags=["sessions"],
+             dependencies=[Auth], response_model=OkResponse, responses=_ERRORS)
+async def speak_audio(
+    request: Request,
+    session_id: str,
+    audio: Annotated[UploadFile, File(description="speech: WAV, MP3, OGG, M4A, FLAC…")],
+    text: Annotated[str | None, Form(description="its words, if known")] = None,
+    language: Annotated[str | None, Form(description="the text's language")] = None,
+    barge_in: Annotated[bool, Form()] = False,
+) -> OkResponse:
+    """Speak a recording: queued like text (or with ``barge_in`` replacing what plays);
+    the client gets its audio at the session's rate with visemes estimated from it (the
+    text, if given, aligned to it). 422 if it is not decodable audio, 413 if too large."""
+    from lipcore.speech.audio_input import decode_audio_bytes
+
+    st = _state(request)
+    session = st.sessions.get(session_id)
+    limit = st.settings.max_upload_bytes
+    data = await audio.read(limit + 1)
+    if len(data) > limit:
+        raise LimitError(f"the audio is larger than the {limit} byte upload limit")
+    pcm = await asyncio.to_thread(
+        decode_audio_bytes, data, session.sample_rate, name=audio.filename or "audio"
+    )
+    await session.speak_audio(pcm, text=text, language=language, barge_in=barge_in)
+    return OkResponse()
+
+@router.post("/session-2d/{session_id}/stop", tags=["sessions"], dependencies=[Auth],
+             response_model=OkResponse, responses=_ERRORS)
+async def stop(request: Request, session_id: str) -> OkResponse:
+    """Barge-in: cancel the utterance at once and drop the queue."""
+    session = _state(request).sessions.get(session_id)
+    await session.stop(reason="client")
+    return OkResponse()
+
+@router.get("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
+            response_model=SessionStatus, responses=_ERRORS)
+async def session_status(request: Request, session_id: str) -> dict[str, Any]:
+    """Whether a client is connected, speaking, queue length, the last close reason."""
+    return _state(request).sessions.get(session_id).status()
+
+@router.get("/session-2d/{session_id}/usage", tags=["sessions"], dependencies=[Auth],
+            response_model=UsageOut, responses=_ERRORS)
+async def usage(request: Request, session_id: str) -> dict[str, Any]:
+    """TTS characters, audio seconds and utterances used by the session so far."""
+    u: Usage = _state(request).sessions.get(session_id).usage
+    return {"session_id": session_id, "tts_characters": u.tts_characters,
+            "audio_seconds": round(u.audio_seconds, 3), "utterances": u.utterances,
+            "stopped": u.stopped, "errors": u.errors,
+            "dropped_viseme_messages": u.dropped_viseme_messages}
+
+@router.get("/usage", tags=["operations"], dependencies=[Auth], responses=_ERRORS)
+async def key_usage(request: Request) -> dict[str, Any]:
+    """Usage of the calling key: TTS characters, audio seconds, utterances, sessions opened,
+    live sessions; across all workers when the server shares Redis (``scope``)."""
+    return await _state(request).metering.usage(key_id_of(request.headers))
+
+@router.delete("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
+               response_model=OkResponse, responses=_ERRORS)
+async def delete_session(request: Request, session_id: str) -> OkResponse:
+    """Close the session and its connection (code 1000)."""
+    await _state(request).sessions.close(session_id, code=1000, reason="session deleted")
+    return OkResponse()
+
+@router.websocket("/ws/{session_id}", name="session_ws")
+async def session_ws(websocket: WebSocket, session_id: str) -> None:
+    st: _State = websocket.app.state.lipcore
+    transport = st.engine.registry.create("transports", st.settings.transport,
+                                          websocket=websocket)
+    await websocket.accept()
+    token = websocket.query_params.get("token", "")
+    try:
         session = st.sessions.get(session_id)
-        limit = st.settings.max_upload_bytes
-        data = await audio.read(limit + 1)
-        if len(data) > limit:
-            raise LimitError(f"the audio is larger than the {limit} byte upload limit")
-        pcm = await asyncio.to_thread(
-            decode_audio_bytes, data, session.sample_rate, name=audio.filename or "audio"
-        )
-        await session.speak_audio(pcm, text=text, language=language, barge_in=barge_in)
-        return OkResponse()
+    except LipcoreError as exc:
+        code = 4410 if getattr(exc, "http_status", 404) == 410 else 4404
+        await transport.close(code, str(exc)[:120])
+        return
+    if not hmac.compare_digest(token.encode(), session.token.encode()):
+        logger.warning("websocket with a wrong token refused",
+                       extra={"session_id": session_id})
+        await transport.close(4401, "missing or wrong session token")
+        return
+    mode = websocket.query_params.get("visemes")
+    viseme_mode: Literal["batched", "single", "inline"] | None = (
+        mode if mode in ("batched", "single", "inline") else None  # type: ignore[assignment]
+    )
+    rec = st.avatars.get(session.avatar_id)
+    await session.serve(transport, viseme_mode=viseme_mode,
+                        lipsync=_describe_avatar(websocket, st, rec)["lipsync_assets"])
 
-    @router.post("/session-2d/{session_id}/stop", tags=["sessions"], dependencies=[Auth],
-                 response_model=OkResponse, responses=_ERRORS)
-    async def stop(request: Request, session_id: str) -> OkResponse:
-        """Barge-in: cancel the utterance at once and drop the queue."""
-        session = _state(request).sessions.get(session_id)
-        await session.stop(reason="client")
-        return OkResponse()
-
-    @router.get("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
-                response_model=SessionStatus, responses=_ERRORS)
-    async def session_status(request: Request, session_id: str) -> dict[str, Any]:
-        """Whether a client is connected, speaking, queue length, the last close reason."""
-        return _state(request).sessions.get(session_id).status()
-
-    @router.get("/session-2d/{session_id}/usage", tags=["sessions"], dependencies=[Auth],
-                response_model=UsageOut, responses=_ERRORS)
-    async def usage(request: Request, session_id: str) -> dict[str, Any]:
-        """TTS characters, audio seconds and utterances used by the session so far."""
-        u: Usage = _state(request).sessions.get(session_id).usage
-        return {"session_id": session_id, "tts_characters": u.tts_characters,
-                "audio_seconds": round(u.audio_seconds, 3), "utterances": u.utterances,
-                "stopped": u.stopped, "errors": u.errors,
-                "dropped_viseme_messages": u.dropped_viseme_messages}
-
-    @router.get("/usage", tags=["operations"], dependencies=[Auth], responses=_ERRORS)
-    async def key_usage(request: Request) -> dict[str, Any]:
-        """Usage of the calling key: TTS characters, audio seconds, utterances, sessions opened,
-        live sessions; across all workers when the server shares Redis (``scope``)."""
-        return await _state(request).metering.usage(key_id_of(request.headers))
-
-    @router.delete("/session-2d/{session_id}", tags=["sessions"], dependencies=[Auth],
-                   response_model=OkResponse, responses=_ERRORS)
-    async def delete_session(request: Request, session_id: str) -> OkResponse:
-        """Close the session and its connection (code 1000)."""
-        await _state(request).sessions.close(session_id, code=1000, reason="session deleted")
-        return OkResponse()
-
-    @router.websocket("/ws/{session_id}", name="session_ws")
-    async def session_ws(websocket: WebSocket, session_id: str) -> None:
-        st: _State = websocket.app.state.lipcore
-        transport = st.engine.registry.create("transports", st.settings.transport,
-                                              websocket=websocket)
-        await websocket.accept()
-        token = websocket.query_params.get("token", "")
-        try:
-            session = st.sessions.get(session_id)
-        except LipcoreError as exc:
-            code = 4410 if getattr(exc, "http_status", 404) == 410 else 4404
-            await transport.close(code, str(exc)[:120])
-            return
-        if not hmac.compare_digest(token.encode(), session.token.encode()):
-            logger.warning("websocket with a wrong token refused",
-                           extra={"session_id": session_id})
-            await transport.close(4401, "missing or wrong session token")
-            return
-        mode = websocket.query_params.get("visemes")
-        viseme_mode: Literal["batched", "single", "inline"] | None = (
-            mode if mode in ("batched", "single", "inline") else None  # type: ignore[assignment]
-        )
-        rec = st.avatars.get(session.avatar_id)
-        await session.serve(transport, viseme_mode=viseme_mode,
-                            lipsync=_describe_avatar(websocket, st, rec)["lipsync_assets"])
-
-    return router
 
 
 def tune_gc() -> None:
@@ -770,7 +772,7 @@ def create_app(
                             status_code=status,
                             headers=headers)
 
-    app.include_router(_routes())
+    app.include_router(router)
     if settings.openapi:
 
         @app.get("/openapi.json", include_in_schema=False, dependencies=[Auth])

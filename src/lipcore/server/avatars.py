@@ -438,18 +438,6 @@ class AvatarStore:
         found.sort(reverse=True)
         return [name for _, name in found[:limit]]
 
-    def check_photo(self, data: bytes) -> Any:
-        """Refuse an upload over the configured bounds or not an image (raises the avatar
-        package's ImageError family: 413 for bounds, 422 otherwise). Runs in a thread."""
-        from lipcore.avatar.image import load_photo
-
-        return load_photo(
-            data,
-            max_bytes=self.settings.max_upload_bytes,
-            max_pixels=self.settings.max_image_pixels,
-            max_side=self.settings.max_image_side,
-        )
-
     async def build(
         self, data: bytes, *, backend: str | None = None, name: str | None = None
     ) -> AvatarRecord:

@@ -31,7 +31,7 @@ def _warm_up() -> None:
     import importlib
 
     for name in ("lipcore.avatar.store", "lipcore.avatar.face", "lipcore.avatar.mouth",
-                 "lipcore.avatar.preview", "lipcore.idle", "mediapipe",
+                 "lipcore.avatar.preview", "lipcore.avatar.idle", "mediapipe",
                  "mediapipe.tasks.python.vision"):
         with contextlib.suppress(Exception):
             importlib.import_module(name)

@@ -136,6 +136,7 @@ class Hello(_OpenMsg):
     lead_ms: float = 0.0
     resumed: bool = False
     limits: Limits | None = None
+    viseme_fps: float | None = Field(default=None, gt=0)
 
 
 class UtteranceStart(_OpenMsg):
@@ -189,12 +190,15 @@ class UtteranceEnd(_OpenMsg):
     reason: Literal["done", "stopped", "error"] = "done"
 
 
+StopReason = Literal["barge_in", "client", "rest", "error", "server"]
+
+
 class Stop(_OpenMsg):
     type: Literal["stop"] = "stop"
     utterance: int = Field(ge=0, description="the utterance to stop; 0 if none was ever started")
     at_pts_ms: float = Field(ge=0)
     ramp_ms: float = Field(ge=100, le=200)
-    reason: Literal["barge_in", "client", "rest", "error", "server"] = "client"
+    reason: StopReason = "client"
 
 
 class Error(_OpenMsg):
@@ -209,6 +213,51 @@ class Pong(_Msg):
     id: int | str
     client_time_ms: float
     server_time_ms: float
+
+
+# -- server events as the server sends them --------------------------------------------------
+# The session code builds every JSON event through these (one model each, validated), never
+# with dict literals of its own; the per-chunk messages (visemes, binary frames) have their
+# fast encoders below.
+
+
+def hello_event(*, session_id: str, fps: float, viseme_fps: float, sample_rate: int,
+                lipsync: Mapping[str, Any], server_time_ms: float,
+                viseme_events: Literal["batched", "single", "inline"], lead_ms: float,
+                resumed: bool, limits: Mapping[str, int]) -> dict[str, Any]:
+    return Hello(
+        session_id=session_id, fps=fps, viseme_fps=viseme_fps, classes=list(DEFAULT_CLASSES),
+        audio=AudioFormat(sample_rate=sample_rate), lipsync=dict(lipsync),
+        server_time_ms=server_time_ms, viseme_events=viseme_events, lead_ms=lead_ms,
+        resumed=resumed, limits=Limits(**limits),
+    ).model_dump()
+
+
+def utterance_start_event(utterance: int, *, sample_rate: int, text: str | None,
+                          server_time_ms: float) -> dict[str, Any]:
+    return UtteranceStart(utterance=utterance, sample_rate=sample_rate, text=text,
+                          server_time_ms=server_time_ms).model_dump()
+
+
+def utterance_end_event(utterance: int, *, duration_ms: float,
+                        reason: Literal["done", "stopped", "error"] = "done") -> dict[str, Any]:
+    return UtteranceEnd(utterance=utterance, duration_ms=duration_ms, reason=reason).model_dump()
+
+
+def stop_event(utterance: int, *, at_pts_ms: float, ramp_ms: float,
+               reason: StopReason) -> dict[str, Any]:
+    return Stop(utterance=utterance, at_pts_ms=at_pts_ms, ramp_ms=ramp_ms,
+                reason=reason).model_dump()
+
+
+def error_event(code: str, message: str, *, utterance: int | None = None) -> dict[str, Any]:
+    """An ``error``; ``utterance`` only when it belongs to one."""
+    return Error(code=code, message=message or code, utterance=utterance).model_dump(
+        exclude_none=True)
+
+
+def pong_event(id: int | str, *, client_time_ms: float, server_time_ms: float) -> dict[str, Any]:
+    return Pong(id=id, client_time_ms=client_time_ms, server_time_ms=server_time_ms).model_dump()
 
 
 # -- client → server --------------------------------------------------------------------------

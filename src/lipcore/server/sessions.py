@@ -1,8 +1,11 @@
 """Live sessions: one avatar, one TTS voice, one client connection at a time.
 
 The session logic speaks to :class:`lipcore.interfaces.Transport` only (the transport plugin
-wraps the socket). Per connection a bounded :class:`Outbox` feeds one writer task; per session
-one speaker task runs the queued turns (utterances) one after the other.
+wraps the socket). Per connection a bounded :class:`~lipcore.server.outbox.Outbox` feeds one
+writer task; per session one speaker task runs the queued turns (utterances) one after the
+other. Its neighbours: ``outbox`` (the send queue), ``metrics`` (latency, lag, usage),
+``feeds`` (streamed text and audio a turn is spoken from), ``protocol`` (every message's
+shape).
 
 Barge-in guarantee: :meth:`Session.stop` cancels the running turn's TTS, waits for it to end,
 drops everything of it (and of earlier utterances) still in the outbox, and only then queues
@@ -19,7 +22,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,28 +38,36 @@ from lipcore.server.errors import (
     SessionNotFoundError,
     TooManySessionsError,
 )
+from lipcore.server.feeds import AudioFeed, TextFeed
+from lipcore.server.metrics import LatencyStats, Usage
+from lipcore.server.outbox import Outbox, OutMessage
 from lipcore.server.protocol import (
-    DEFAULT_CLASSES,
-    PROTOCOL_VERSION,
     AudioEnd,
     AudioStart,
     Ping,
     Speak,
+    StopReason,
     StopRequest,
     TextDelta,
     TextEnd,
     encode_viseme,
     encode_visemes,
+    error_event,
+    hello_event,
     pack_audio_visemes,
     pack_frame,
     parse_client_message,
-    strip_visemes,
+    pong_event,
+    stop_event,
+    utterance_end_event,
+    utterance_start_event,
 )
 from lipcore.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from lipcore.patches import MouthPatch
 
+# LatencyStats, Outbox and Usage moved to their own modules; still importable from here.
 __all__ = ["LatencyStats", "Outbox", "Session", "SessionManager", "Usage"]
 
 logger = logging.getLogger("lipcore.server.sessions")
@@ -78,335 +89,10 @@ def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-class LatencyStats:
-    """A bounded reservoir of server-added latencies (TTS chunk in → frame sent), in ms."""
-
-    def __init__(self, size: int = 20_000) -> None:
-        # The last `size` samples: small enough that summary() (a sort) never stalls the loop.
-        self.size = size
-        self.samples: deque[float] = deque(maxlen=size)
-
-    def add(self, ms: float) -> None:
-        self.samples.append(ms)
-
-    def summary(self) -> dict[str, float]:
-        if not self.samples:
-            return {"count": 0}
-        s = sorted(self.samples)
-
-        def q(p: float) -> float:
-            return round(s[min(len(s) - 1, int(p * len(s)))], 3)
-
-        return {"count": len(s), "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
-                "max_ms": round(s[-1], 3)}
-
-
-@dataclass
-class Usage:
-    """What a session consumed (the TTS vendor bills characters; audio seconds for minutes)."""
-
-    tts_characters: int = 0
-    audio_seconds: float = 0.0
-    utterances: int = 0
-    stopped: int = 0
-    errors: int = 0
-    dropped_viseme_messages: int = 0
-
-
-# --------------------------------------------------------------------------- outbox
-
-
-class _Item:
-    """One queued message (a plain class: one is made per message, and a dataclass's
-    generated ``__init__`` plus a computed ``size`` cost measurably at hundreds of sessions)."""
-
-    __slots__ = ("data", "inline", "pts_ms", "size", "t_chunk", "t_due", "text", "utterance",
-                 "viseme")
-
-    def __init__(
-        self,
-        text: str | None,
-        data: bytes | None,
-        utterance: int,  # 0: not part of an utterance (hello, pong, error, stop)
-        viseme: bool = False,
-        t_chunk: float | None = None,  # perf_counter when the TTS yielded the chunk (audio)
-        t_due: float | None = None,  # perf_counter when the chunk was due on the TTS's schedule
-        *,
-        inline: bool = False,  # audio with its viseme event in front (kind 3)
-        pts_ms: float | None = None,  # audio: where it starts on the utterance's timeline
-    ) -> None:
-        self.text = text
-        self.data = data
-        self.utterance = utterance
-        self.viseme = viseme
-        self.t_chunk = t_chunk
-        self.t_due = t_due
-        self.size = len(data) if data is not None else len(text or "")
-        self.inline = inline
-        self.pts_ms = pts_ms
-
-
-class Outbox:
-    """A bounded send queue for one connection, drained by one writer task.
-
-    When full, queued viseme messages are dropped first (oldest first): the client renders on
-    its audio clock, so a lost frame costs a little motion, lost audio would cost sound. If the
-    queue is still full, the client is hopeless and ``on_hopeless`` is called once.
-    """
-
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        max_messages: int,
-        max_bytes: int,
-        on_hopeless: Callable[[str], None],
-        latency: LatencyStats | None = None,
-        lag: LatencyStats | None = None,
-        usage: Usage | None = None,
-    ) -> None:
-        self.transport = transport
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.on_hopeless = on_hopeless
-        self.latency = latency
-        self.lag = lag
-        self.usage = usage
-        self._items: deque[_Item] = deque()
-        self._bytes = 0
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self.closed = False
-        self.hopeless = False
-        self.send_started: float | None = None  # monotonic, while a send is in progress
-        self.sent = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
-    def put(self, item: _Item) -> None:
-        if self.closed:
-            return
-        if len(self._items) >= self.max_messages or self._bytes + item.size > self.max_bytes:
-            self._drop_visemes(item.size)
-        if len(self._items) >= self.max_messages or self._bytes + item.size > self.max_bytes:
-            if item.viseme:
-                if self.usage is not None:
-                    self.usage.dropped_viseme_messages += 1
-                return
-            self._give_up("client too slow: its send queue stayed full")
-            return
-        self._items.append(item)
-        self._bytes += item.size
-        self._wake.set()
-
-    def _drop_visemes(self, need: int, fraction: float = 1.0) -> None:
-        kept: deque[_Item] = deque()
-        dropped = stripped = 0
-        for it in self._items:
-            over_bytes = self._bytes + need > self.max_bytes * fraction
-            over = over_bytes or len(self._items) - dropped >= self.max_messages * fraction
-            if it.viseme and over:
-                dropped += 1
-                self._bytes -= it.size
-                continue
-            if it.inline and over_bytes and it.data is not None:
-                # Audio with its frames in front (kind 3): keep the audio, drop the frames.
-                it.data = strip_visemes(it.data)
-                it.inline = False
-                self._bytes -= it.size - len(it.data)
-                it.size = len(it.data)
-                stripped += 1
-            kept.append(it)
-        if dropped:
-            self._items = kept
-        if (dropped or stripped) and self.usage is not None:
-            self.usage.dropped_viseme_messages += dropped + stripped
-
-    @property
-    def over_high_water(self) -> bool:
-        """More than half full: the producer should call :meth:`backpressure`."""
-        return self._over(0.5)
-
-    def _over(self, fraction: float) -> bool:
-        return (len(self._items) > self.max_messages * fraction
-                or self._bytes > self.max_bytes * fraction)
-
-    async def backpressure(self) -> None:
-        """Called by the producer after each chunk: above the high-water mark (half full) the
-        stale viseme messages go first, then the producer waits until the writer has drained
-        the queue to a quarter. So a fast TTS runs only as far ahead as the queue allows, and
-        a stuck client shows as a stalled send (see :meth:`check_stalled`)."""
-        if not self._over(0.5):
-            return
-        self._drop_visemes(0, fraction=0.5)
-        while self._over(0.5) and not self.closed:
-            self._drained.clear()
-            await self._drained.wait()
-
-    def purge_utterances(self) -> list[_Item]:
-        """Drop every queued message that belongs to an utterance (barge-in); returns them."""
-        kept = deque(it for it in self._items if it.utterance == 0)
-        dropped = [it for it in self._items if it.utterance != 0]
-        self._items = kept
-        self._bytes = sum(it.size for it in kept)
-        return dropped
-
-    def _give_up(self, reason: str) -> None:
-        if not self.hopeless:
-            self.hopeless = True
-            self.closed = True
-            self._items.clear()
-            self._bytes = 0
-            self._wake.set()
-            self._drained.set()
-            self.on_hopeless(reason)
-
-    def check_stalled(self, timeout_s: float) -> None:
-        """Called by the janitor: a send blocked longer than ``timeout_s`` means hopeless."""
-        started = self.send_started
-        if started is not None and time.monotonic() - started > timeout_s:
-            self._give_up(f"client too slow: a send blocked for more than {timeout_s:g} s")
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake.set()
-        self._drained.set()
-
-    async def run(self) -> None:
-        """The writer: send queued messages in order until closed."""
-        transport = self.transport
-        while True:
-            if not self._items:
-                if self.closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            item = self._items.popleft()
-            self._bytes -= item.size
-            if not self._drained.is_set() and not self._over(0.25):
-                self._drained.set()
-            self.send_started = time.monotonic()
-            try:
-                if item.data is not None:
-                    await transport.send_bytes(item.data)
-                    if item.t_chunk is not None:
-                        now = time.perf_counter()
-                        if self.latency is not None:
-                            self.latency.add((now - item.t_chunk) * 1000.0)
-                        if self.lag is not None and item.t_due is not None:
-                            self.lag.add((now - item.t_due) * 1000.0)
-                else:
-                    await transport.send_text(item.text or "")
-            except Exception as exc:  # the peer went away: the receive loop notices too
-                logger.debug("send failed: %s", exc)
-                self.closed = True
-                return
-            finally:
-                self.send_started = None
-            self.sent += 1
-
-
-# --------------------------------------------------------------------------- turns
-
-
-_END = object()
-
-
-class _TextStream:
-    """Deltas of a streamed turn (``text_delta`` … ``text_end``) as an async iterable."""
-
-    def __init__(self, *, max_chars: int, idle_timeout_s: float) -> None:
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
-        self.chars = 0
-        self.max_chars = max_chars
-        self.idle_timeout_s = idle_timeout_s
-        self.ended = False
-
-    def push(self, delta: str) -> None:
-        if self.ended:
-            return
-        if self.chars + len(delta) > self.max_chars:
-            raise LimitError(
-                f"the streamed turn would be {self.chars + len(delta)} characters; the limit is "
-                f"{self.max_chars}. End the turn with text_end and start a new one"
-            )
-        self.chars += len(delta)
-        self.queue.put_nowait(delta)
-
-    def end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.queue.put_nowait(_END)
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while True:
-            try:
-                item = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
-            except TimeoutError:
-                return  # the producer went quiet: flush what we have
-            if item is _END:
-                return
-            assert isinstance(item, str)
-            yield item
-
-
-class _AudioFeed:
-    """PCM of a streamed recording (``audio_start``, binary frames, ``audio_end``) as an async
-    iterable of ``bytes``; bounded in length, ended by the producer going quiet too."""
-
-    def __init__(self, *, max_bytes: int, idle_timeout_s: float, text: str | None,
-                 language: str | None) -> None:
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
-        self.bytes = 0
-        self.max_bytes = max_bytes
-        self.idle_timeout_s = idle_timeout_s
-        self.text = text
-        self.language = language
-        self.ended = False
-
-    def push(self, data: bytes) -> None:
-        if self.ended:
-            return
-        if self.bytes + len(data) > self.max_bytes:
-            self.end()
-            raise LimitError(
-                f"the streamed recording is over its limit of {self.max_bytes // 2} samples; "
-                "it ends here. Send audio_end and start a new one"
-            )
-        self.bytes += len(data)
-        self.queue.put_nowait(data)
-
-    def end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            self.queue.put_nowait(_END)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                item = await asyncio.wait_for(self.queue.get(), self.idle_timeout_s)
-            except TimeoutError:
-                return  # the producer went quiet: end with what came
-            if item is _END:
-                return
-            assert isinstance(item, bytes)
-            yield item
-
-
 @dataclass
 class _Turn:
     text: str | None = None
-    stream: _TextStream | None = None
+    stream: TextFeed | None = None
     barge_in: bool = False
     utterance: int = 0
     sent_pts_ms: float = 0.0
@@ -416,7 +102,7 @@ class _Turn:
     # its language or None); the mouth comes from the engine's audio viseme estimator.
     audio: tuple[bytes, str | None, str | None] | None = None
     # A recording streamed by the client while it is spoken (audio_start … audio_end).
-    feed: _AudioFeed | None = None
+    feed: AudioFeed | None = None
 
 
 # --------------------------------------------------------------------------- session
@@ -455,8 +141,8 @@ class Session:
         self._turn_ready = asyncio.Event()
         self._current: _Turn | None = None
         self._finished: _Turn | None = None  # the turn that ran last (a stop may name it)
-        self._stream_turn: _TextStream | None = None
-        self._feed: _AudioFeed | None = None  # the open streamed recording, if any
+        self._stream_turn: TextFeed | None = None
+        self._feed: AudioFeed | None = None  # the open streamed recording, if any
         # A stop ended the open recording: its remaining frames are dropped until audio_end.
         self._feed_dropped = False
         self._speaker: asyncio.Task[None] | None = None
@@ -479,11 +165,11 @@ class Session:
 
     def _send(self, msg: dict[str, Any], *, utterance: int = 0, viseme: bool = False) -> None:
         if self.outbox is not None:
-            self.outbox.put(_Item(_dumps(msg), None, utterance, viseme))
+            self.outbox.put(OutMessage(_dumps(msg), None, utterance, viseme))
 
     def _send_text(self, text: str, *, utterance: int, viseme: bool) -> None:
         if self.outbox is not None:
-            self.outbox.put(_Item(text, None, utterance, viseme))
+            self.outbox.put(OutMessage(text, None, utterance, viseme))
 
     def _send_audio(self, data: bytes, *, utterance: int, pts_ms: float,
                     t_chunk: float | None, t_due: float | None = None,
@@ -494,7 +180,7 @@ class Session:
             frame = pack_frame(data, utterance=utterance, pts_ms=pts_ms)
         else:
             frame = pack_audio_visemes(visemes, data, utterance=utterance, pts_ms=pts_ms)
-        self.outbox.put(_Item(None, frame, utterance, False, t_chunk, t_due,
+        self.outbox.put(OutMessage(None, frame, utterance, False, t_chunk, t_due,
                               inline=visemes is not None, pts_ms=pts_ms))
 
     def _send_patches(self, patches: Sequence[MouthPatch], *, utterance: int) -> None:
@@ -502,7 +188,7 @@ class Session:
         if self.outbox is None:
             return
         for p in patches:
-            self.outbox.put(_Item(None, p.encode(utterance=utterance), utterance, True))
+            self.outbox.put(OutMessage(None, p.encode(utterance=utterance), utterance, True))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -590,7 +276,7 @@ class Session:
         if text is not None:
             text = clean_text(text, max_chars=self.settings.max_text_chars)
         self.touch()
-        feed = _AudioFeed(
+        feed = AudioFeed(
             max_bytes=int(self.settings.max_stream_audio_s * self.sample_rate) * 2,
             idle_timeout_s=self.settings.stream_idle_timeout_s, text=text, language=language)
         async with self._lock:
@@ -629,7 +315,7 @@ class Session:
             raise NotConnectedError(f"session {self.session_id} has no client connected")
         self.touch()
         if self._stream_turn is None:
-            stream = _TextStream(max_chars=self.settings.max_stream_chars,
+            stream = TextFeed(max_chars=self.settings.max_stream_chars,
                                  idle_timeout_s=self.settings.stream_idle_timeout_s)
             self._enqueue(_Turn(stream=stream))
             self._stream_turn = stream
@@ -642,13 +328,13 @@ class Session:
             self._stream_turn.end()
             self._stream_turn = None
 
-    async def stop(self, *, reason: str = "client") -> None:
+    async def stop(self, *, reason: StopReason = "client") -> None:
         """Barge-in: cancel the running utterance at once, drop the queue, send ``stop``."""
         self.touch()
         async with self._lock:
             await self._stop_locked(reason=reason, notify=True)
 
-    async def _stop_locked(self, *, reason: str, notify: bool) -> None:
+    async def _stop_locked(self, *, reason: StopReason, notify: bool) -> None:
         for queued in self._turns:
             if queued.stream is not None:
                 queued.stream.end()
@@ -682,9 +368,8 @@ class Session:
                         at_pts = min(at_pts, it.pts_ms)
                 break
         if notify:
-            self._send({"type": "stop", "utterance": self._utterance_counter,
-                        "at_pts_ms": round(at_pts, 1), "ramp_ms": self.settings.stop_ramp_ms,
-                        "reason": reason})
+            self._send(stop_event(self._utterance_counter, at_pts_ms=round(at_pts, 1),
+                                  ramp_ms=self.settings.stop_ramp_ms, reason=reason))
 
     async def _speak_loop(self) -> None:
         while not self.closed:
@@ -726,8 +411,7 @@ class Session:
                 )
         except LipcoreError as exc:
             self.usage.errors += 1
-            self._send({"type": "error", "code": exc.code,
-                        "message": exc.public_message or str(exc)})
+            self._send(error_event(exc.code, exc.public_message or str(exc)))
             return
         turn.utt = utt
         self._utterance_counter += 1
@@ -745,9 +429,9 @@ class Session:
                 chunk = step.chunk
                 if not started:
                     started = True
-                    self._send({"type": "utterance_start", "utterance": n,
-                                "sample_rate": chunk.sample_rate, "text": turn.text,
-                                "server_time_ms": round(_now_ms(), 1)}, utterance=n)
+                    self._send(utterance_start_event(
+                        n, sample_rate=chunk.sample_rate, text=turn.text,
+                        server_time_ms=round(_now_ms(), 1)), utterance=n)
                 # Sources that stamp their chunks (lipcore.testing) let us measure ourselves.
                 t_chunk = getattr(chunk, "yielded_at", None)
                 t_due = getattr(chunk, "due_at", None)
@@ -788,11 +472,10 @@ class Session:
             if patches is not None:
                 self._send_patches(await asyncio.to_thread(patches.finish), utterance=n)
             if not started:  # the source produced nothing at all
-                self._send({"type": "utterance_start", "utterance": n,
-                            "sample_rate": self.sample_rate, "text": turn.text,
-                            "server_time_ms": round(_now_ms(), 1)}, utterance=n)
-            self._send({"type": "utterance_end", "utterance": n,
-                        "duration_ms": round(utt.audio_ms, 1), "reason": "done"}, utterance=n)
+                self._send(utterance_start_event(
+                    n, sample_rate=self.sample_rate, text=turn.text,
+                    server_time_ms=round(_now_ms(), 1)), utterance=n)
+            self._send(utterance_end_event(n, duration_ms=round(utt.audio_ms, 1)), utterance=n)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # TTS failure mid-utterance: tell the client, ramp to rest
@@ -802,9 +485,9 @@ class Session:
                                                       "utterance": n, "error": str(exc)})
             message = ((exc.public_message or str(exc)) if isinstance(exc, LipcoreError)
                        else "internal error")
-            self._send({"type": "error", "code": code, "message": message, "utterance": n})
-            self._send({"type": "stop", "utterance": n, "at_pts_ms": round(turn.sent_pts_ms, 1),
-                        "ramp_ms": self.settings.stop_ramp_ms, "reason": "error"})
+            self._send(error_event(code, message, utterance=n))
+            self._send(stop_event(n, at_pts_ms=round(turn.sent_pts_ms, 1),
+                                  ramp_ms=self.settings.stop_ramp_ms, reason="error"))
 
     # -- connection ------------------------------------------------------------------------
 
@@ -814,25 +497,22 @@ class Session:
 
     def _hello(self, resumed: bool) -> dict[str, Any]:
         s = self.settings
-        return {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "session_id": self.session_id,
+        return hello_event(
+            session_id=self.session_id,
             # The rate of what draws the mouth: the viseme frames, or for an audio-driven
             # avatar (Wav2Lip) the server's mouth patches (the avatar's video rate).
-            "fps": self._mouth_fps(),
-            "viseme_fps": self.engine.settings.fps,
-            "classes": list(DEFAULT_CLASSES),
-            "audio": {"format": "s16le", "sample_rate": self.sample_rate, "channels": 1},
-            "lipsync": self.lipsync,
-            "server_time_ms": round(_now_ms(), 1),
-            "viseme_events": self.viseme_mode,
-            "lead_ms": self.engine.settings.lead_ms,
-            "resumed": resumed,
-            "limits": {"max_text_chars": s.max_text_chars,
-                       "max_queued_utterances": s.max_queued_utterances,
-                       "max_message_bytes": s.max_message_bytes},
-        }
+            fps=self._mouth_fps(),
+            viseme_fps=self.engine.settings.fps,
+            sample_rate=self.sample_rate,
+            lipsync=self.lipsync,
+            server_time_ms=round(_now_ms(), 1),
+            viseme_events=self.viseme_mode,
+            lead_ms=self.engine.settings.lead_ms,
+            resumed=resumed,
+            limits={"max_text_chars": s.max_text_chars,
+                    "max_queued_utterances": s.max_queued_utterances,
+                    "max_message_bytes": s.max_message_bytes},
+        )
 
     async def serve(self, transport: Transport, *, viseme_mode: VisemeMode | None = None,
                     lipsync: dict[str, Any] | None = None) -> None:
@@ -931,7 +611,7 @@ class Session:
             try:
                 self.audio_data(data or b"")
             except LimitError as exc:  # the recording ends there; its later frames are dropped
-                self._send({"type": "error", "code": exc.code, "message": str(exc)})
+                self._send(error_event(exc.code, str(exc)))
             except LipcoreError as exc:
                 self._bad("bad_message", str(exc))
             return
@@ -942,8 +622,8 @@ class Session:
             return
         try:
             if isinstance(msg, Ping):
-                self._send({"type": "pong", "id": msg.id, "client_time_ms": msg.client_time_ms,
-                            "server_time_ms": round(_now_ms(), 3)})
+                self._send(pong_event(msg.id, client_time_ms=msg.client_time_ms,
+                                      server_time_ms=round(_now_ms(), 3)))
             elif isinstance(msg, Speak):
                 await self.speak(msg.text, barge_in=msg.barge_in)
             elif isinstance(msg, TextDelta):
@@ -958,11 +638,11 @@ class Session:
             elif isinstance(msg, AudioEnd):
                 self.audio_end()
         except LipcoreError as exc:
-            self._send({"type": "error", "code": exc.code, "message": str(exc)})
+            self._send(error_event(exc.code, str(exc)))
 
     def _bad(self, code: str, message: str) -> None:
         self._invalid += 1
-        self._send({"type": "error", "code": code, "message": message})
+        self._send(error_event(code, message))
         if self._invalid >= self.settings.max_invalid_messages and self.transport is not None:
             transport = self.transport
             self.last_close = {"code": 4400, "reason": "too many invalid messages"}

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from lipcore_tts_elevenlabs._errors_map import from_exception, from_http
-from lipcore_tts_elevenlabs.errors import ElevenLabsError, redact
+from lipcore_tts_elevenlabs.errors import redact
 
 logger = logging.getLogger("lipcore_tts_elevenlabs")
 
@@ -332,7 +332,3 @@ class VendorSocket:
                 )
                 asyncio.get_running_loop().create_task(self.aclose())
                 return
-
-
-def http_error_from_status(status: int, body: bytes, key: str) -> ElevenLabsError:
-    return from_http(status, body, secret=key)

@@ -32,7 +32,6 @@ the audio was chunked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -215,12 +214,6 @@ def mel_windows(mel: F32, frames: range | list[int], fps: float) -> F32:
         if e > lo:
             out[k, 0, :, lo - s : e - s] = mel[:, lo:e]
     return out
-
-
-@dataclass
-class _Pending:
-    frame: int
-    start: int
 
 
 class StreamingMel:

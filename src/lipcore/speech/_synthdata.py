@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lipcore import _espeak
 from lipcore.interfaces import PhonemeTiming, VisemeSegment
-from lipcore.visemes import VISEME_CLASSES
+from lipcore.speech import _espeak
+from lipcore.speech.visemes import VISEME_CLASSES
 
 __all__ = [
     "BENCH_SENTENCES",
