@@ -159,7 +159,9 @@ class EnergyVisemeEstimator(AudioVisemeEstimator):
     which reads as talking but is less exact than timings (see docs/benchmarks.md).
     Look-ahead: half a frame period (20 ms at 25 fps)."""
 
-    name: ClassVar[str] = "energy"
+    # Not the registered "energy" estimator (a plain energy-to-jaw baseline for benchmarks):
+    # this one also closes the lips, and is only the live renderer's last resort.
+    name: ClassVar[str] = "loudness"
     lookahead_ms: ClassVar[float] = 20.0  # half a frame at 25 fps (the span searched for dips)
 
     def stream(
