@@ -619,6 +619,9 @@ def default_estimator(engine: Engine) -> AudioVisemeEstimator:
         return EnergyVisemeEstimator()
 
 
+_SHUT = 0.85  # a /p b m/ weight from which the drawn lips touch (see _hold_closure)
+
+
 class LiveRenderer:
     """Live frames for one session: see the module docstring for the contract.
 
@@ -630,6 +633,8 @@ class LiveRenderer:
     :func:`default_estimator`). ``lead_ms``: how far
     the mouth leads the audio (default: the engine's). ``ramp_ms``: the barge-in ramp.
     ``buffers``: frames a caller may hold at once before their buffers are reused.
+    ``min_closure_frames``: hold each /p b m/ closure shut for at least that many frames (for
+    transports that re-sample the frames and may skip one; 1: as computed).
 
     Not thread-safe: one session is driven from one thread (or one event loop) at a time.
     """
@@ -648,6 +653,7 @@ class LiveRenderer:
         lead_ms: float | None = None,
         ramp_ms: float = 150.0,
         buffers: int = 4,
+        min_closure_frames: int = 1,
     ) -> None:
         if engine is None:
             from lipcore.engine import Engine
@@ -689,6 +695,11 @@ class LiveRenderer:
         self._n_buffers = n
         self._next_buffer = 0
         self.cleared_samples = 0  # audio dropped by clear() (for logs and tests)
+        if not 1 <= min_closure_frames <= 3:
+            raise InputError(f"min_closure_frames must be 1–3, got {min_closure_frames}")
+        self.min_closure_frames = min_closure_frames
+        self._closure_run = 0  # frames the lips have been shut for, in a row
+        self._closure_weights: Mapping[str, float] = {}
 
     # -- input -----------------------------------------------------------------------------
 
@@ -791,7 +802,7 @@ class LiveRenderer:
                 rgb = seg.patches.render(self.shared.idle[i], i, sk)
                 weights = None
             else:
-                weights = seg.weights(sk)
+                weights = self._hold_closure(seg.weights(sk))
             seg.next_k += 1
             if seg.done():
                 self._segments.popleft()
@@ -809,6 +820,25 @@ class LiveRenderer:
         return LiveFrame(
             index=k, video=self._convert(i, rgb), audio=audio, segment_end=end, weights=weights
         )
+
+    def _hold_closure(self, weights: Mapping[str, float]) -> Mapping[str, float]:
+        """With ``min_closure_frames`` > 1: a /p b m/ closure shown shut for fewer frames than
+        that is held shut for the rest (the frames after it open that much later). A transport
+        that re-samples the frames on its own clock shows some frames for less than a frame
+        period and may skip one; a closure of one frame would then flash by or vanish. Real
+        lip closures last 50–100 ms anyway. "Shut" is a /p b m/ weight of at least 0.85: a
+        frame blended half-way out of a closure (0.5–0.7) already shows the lips apart."""
+        if self.min_closure_frames <= 1:
+            return weights
+        if weights.get("MBP", 0.0) >= _SHUT:
+            self._closure_run += 1
+            self._closure_weights = weights
+            return weights
+        if 0 < self._closure_run < self.min_closure_frames:
+            self._closure_run += 1
+            return self._closure_weights
+        self._closure_run = 0
+        return weights
 
     def _next_rgb(self) -> U8:
         return self._rgb[self._next_buffer % len(self._rgb)]

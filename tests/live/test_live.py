@@ -379,3 +379,23 @@ def test_rate_change_mid_utterance_keeps_every_sample(
     audio = np.concatenate([f.audio for f in speech if f.audio is not None])
     nonzero = np.flatnonzero(np.abs(audio) > 300)
     assert abs(nonzero[-1] - expected) < 50  # the tone ends where 1 s of audio ends
+
+
+def test_a_one_frame_closure_is_held_for_min_closure_frames(live_avatars: Any,
+                                                           engine: Any) -> None:
+    """A transport that re-samples frames on its own clock can skip any one; with
+    min_closure_frames=2 a closure shut for one frame (the next blended half-way out) is shown
+    shut for two, and a longer one unchanged."""
+    from lipcore.live import LiveRenderer
+
+    live = LiveRenderer(live_avatars["sprites"], engine=engine, min_closure_frames=2)
+    shut = {"MBP": 1.0}
+    half = {"MBP": 0.6, "AI": 0.3}  # blended half-way out: the lips are apart
+    open_ = {"AI": 0.8}
+    seq = [open_, shut, half, open_, shut, shut, shut, open_]
+    got = [live._hold_closure(w) for w in seq]
+    assert got == [open_, shut, shut, open_, shut, shut, shut, open_]
+    plain = LiveRenderer(live_avatars["sprites"], engine=engine)
+    assert [plain._hold_closure(w) for w in seq] == seq
+    with pytest.raises(InputError):
+        LiveRenderer(live_avatars["sprites"], engine=engine, min_closure_frames=9)

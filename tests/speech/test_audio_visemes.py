@@ -153,7 +153,13 @@ def test_stream_gives_the_whole_file_frames_for_any_chunking(
         for i in range(0, len(pcm), step):
             got += s.push(pcm[i : i + step])
         got += s.finish()
-        assert got == whole, step
+        # The same frames; weights equal up to the last rounded digit (the model's sums run in
+        # a thread-dependent order, so a weight on a rounding edge may differ by 1e-4).
+        assert [f.pts_ms for f in got] == [f.pts_ms for f in whole], step
+        for g, w in zip(got, whole, strict=True):
+            keys = g.weights.keys() | w.weights.keys()
+            assert all(abs(g.weights.get(k, 0.0) - w.weights.get(k, 0.0)) <= 2e-4
+                       for k in keys), (step, g, w)
 
 
 def test_stream_frames_are_final_within_the_lookahead(

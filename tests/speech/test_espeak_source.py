@@ -61,8 +61,9 @@ def check_chunks(chunks: list[TTSChunk]) -> None:
 
 @pytest.mark.parametrize(
     ("voice", "text", "last_word"),
-    # espeak speaks English "I am" as one word (its word events say so): 10 words → index 8.
-    [("de", GERMAN, 9), ("en-us", ENGLISH, 8)],
+    # espeak speaks English "I am" as one word (no event for "am"); the last phoneme is
+    # still the text's own last word's (10 words: index 9).
+    [("de", GERMAN, 9), ("en-us", ENGLISH, 9)],
 )
 def test_speaks_with_monotonic_timings_inside_the_audio(
     source: EspeakSource, voice: str, text: str, last_word: int
@@ -485,3 +486,22 @@ def test_an_abandoned_utterance_leaves_nothing_for_the_next(
     check_chunks(chunks_after)
     assert [p.phoneme for p in phonemes_of(chunks_after)] == ["h", "ˈa", "l", "oː"]
     assert audio_ms(chunks_after) < 1000
+
+
+def test_phonemes_carry_the_index_of_their_word_in_the_text(source: EspeakSource) -> None:
+    """espeak joins words ("on the" is one word to it, no event for "the") and splits others
+    ("3.5"); a phoneme's ``word`` is still the index of the text's own word it belongs to, over
+    every piece of a multi-sentence text: word timings built on it stay on the right sound."""
+    text = "Maybe the people on the boat bring more apples. It costs 3.5 dollars, we left."
+    words = text.split()
+    got = phonemes_of(run(collect(source.synthesize(text, voice="en-us"))))
+    first = {}
+    for p in got:
+        first.setdefault(p.word, p.phoneme)
+    indices = [p.word for p in got]
+    assert indices == sorted(indices)
+    assert first[words.index("boat")] == "b" and first[words.index("bring")] == "b"
+    assert first[words.index("apples.")] == "ˈæ"
+    assert first[words.index("dollars,")] == "d" and first[words.index("left.")] == "l"
+    assert words.index("the", 2) not in first  # spoken as part of "on"
+    assert max(indices) == len(words) - 1

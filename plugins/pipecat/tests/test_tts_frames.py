@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from lipcore_pipecat import (
+    LipcoreTimingsFrame,
     LipcoreTTSService,
     LipcoreUtteranceEndFrame,
     LipcoreUtteranceStartFrame,
@@ -223,3 +224,29 @@ def test_real_espeak_speech() -> None:
     assert finals[-1].pts_ms <= total + 300
     end = next(f for f in down if isinstance(f, LipcoreUtteranceEndFrame))
     assert end.duration_ms == pytest.approx(total, abs=0.5)
+
+
+def test_words_espeak_joins_are_each_timed() -> None:
+    """espeak speaks "on the" as one word (no word event for "the"): every word of the text
+    still reaches Pipecat, in order, each at the start of its own sound: "boat" at its /b/,
+    not one word late (which would put every later word, and the mouth drawn from word
+    timings, on the wrong sound, and drop the last word from the transcript)."""
+    from lipcore.engine import Engine
+
+    text = "Maybe the people on the boat bring more apples."
+    engine = Engine()
+    tts = LipcoreTTSService(engine=engine, voice="en-us", emit_timings=True)
+    down, _ = run(tts, [TTSSpeakFrame(text)])
+    words = [f for f in down if isinstance(f, TTSTextFrame)]
+    assert [w.text for w in words] == text.split()
+    t0 = words[0].pts
+    starts = {w.text: (w.pts - t0) / 1e6 for w in words[4:]}  # the second "the" on
+    phonemes = [p for f in down if isinstance(f, LipcoreTimingsFrame) for p in f.phonemes]
+    bs = [p.start_ms for p in phonemes if p.phoneme == "b"]
+    ths = [p.start_ms for p in phonemes if p.phoneme == "ð"]
+    # (the frames' times count from the first audio, Pipecat's pts from the same moment)
+    assert starts["boat"] == pytest.approx(bs[1], abs=1)
+    assert starts["bring"] == pytest.approx(bs[2], abs=1)
+    assert starts["the"] == pytest.approx(ths[1], abs=1)  # "the" of "on the": at its /ð/
+    ordered = [(w.pts - t0) / 1e6 for w in words]
+    assert ordered == sorted(ordered)

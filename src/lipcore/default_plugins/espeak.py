@@ -10,6 +10,7 @@ each piece is spoken as soon as it is complete, on one continuous timeline.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import re
 import threading
 import unicodedata
@@ -154,10 +155,27 @@ class _Timeline:
         self.samples = 0  # samples emitted so far, over all pieces
         self.piece_start_ms = 0.0
         self.word = -1
+        self._words_before = 0  # words of the utterance in the pieces before this one
+        self._word_starts: list[int] = []  # where each word of this piece starts (characters)
         self._pending: tuple[str, float, int] | None = None
 
-    def begin_piece(self) -> None:
+    def begin_piece(self, text: str = "") -> None:
+        """A new piece (``text``: what is handed to espeak) on the same timeline.
+
+        Phonemes are numbered by the word of the utterance they belong to, found from the
+        character position espeak gives each word event, not by counting the events: espeak
+        joins some words into one ("on the" is a single word to it, with no event of its
+        own for "the") and splits others ("3.5"), so a count drifts off the text's words."""
         self.piece_start_ms = self.samples * 1000.0 / self.sample_rate
+        self._words_before += len(self._word_starts)
+        self._word_starts = [m.start() for m in re.finditer(r"\S+", text)]
+
+    def _word_at(self, text_position: int) -> int:
+        """The utterance's word at espeak's (1-based) character position in this piece."""
+        if not self._word_starts:  # no text given: count the events
+            return self.word + 1
+        i = bisect.bisect_right(self._word_starts, max(0, text_position - 1)) - 1
+        return self._words_before + max(0, i)
 
     def _close(self, end_ms: float, out: list[PhonemeTiming]) -> None:
         if self._pending is not None:
@@ -171,7 +189,7 @@ class _Timeline:
         for ev in events:
             t = self.piece_start_ms + ev.audio_ms
             if ev.type == _espeak.EVENT_WORD:
-                self.word += 1
+                self.word = max(self.word, self._word_at(ev.text_position))
             elif ev.type == _espeak.EVENT_PHONEME:
                 self._close(t, closed)
                 if ev.phoneme.strip():
@@ -324,7 +342,8 @@ class EspeakSource(TTSSource):
                 lib.set_parameters(
                     rate=opts.rate, pitch=opts.pitch, volume=opts.volume, pitch_range=opts.range
                 )
-                timeline.begin_piece()
+                spoken = _speakable(piece)
+                timeline.begin_piece(spoken)
 
                 def on_audio(audio: bytes, events: list[_espeak.EspeakEvent]) -> bool:
                     if cancel.is_set():
@@ -334,7 +353,7 @@ class EspeakSource(TTSSource):
                         put(chunk)
                     return not cancel.is_set()
 
-                lib.synth(_speakable(piece), on_audio)
+                lib.synth(spoken, on_audio)
                 tail = timeline.end_piece()
                 if tail and not cancel.is_set():
                     put(tail)

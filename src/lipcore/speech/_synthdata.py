@@ -133,7 +133,8 @@ def synthesize(
         lib.set_voice(voice)
         lib.set_parameters(rate=rate, pitch=pitch, volume=100, pitch_range=50)
         timeline = _Timeline(lib.sample_rate)
-        timeline.begin_piece()
+        spoken = _speakable(text)
+        timeline.begin_piece(spoken)
 
         def on_audio(buf: bytes, events: list[_espeak.EspeakEvent]) -> bool:
             chunk = timeline.buffer(buf, events)
@@ -142,7 +143,7 @@ def synthesize(
                 phonemes.extend(chunk.phonemes)
             return True
 
-        lib.synth(_speakable(text), on_audio)
+        lib.synth(spoken, on_audio)
         phonemes.extend(timeline.end_piece())
     pcm = np.frombuffer(b"".join(audio), dtype="<i2").copy()
     lang = language or voice.split("+")[0]

@@ -59,19 +59,40 @@ class _WordTimer:
     its phonemes, ElevenLabs times characters (a word starts at a letter after a space)."""
 
     words: list[str]
-    next_word: int = 0
-    in_word: bool = False
     chars: list[str] = field(default_factory=list)
     char_start: float = 0.0
+    group_word: int = -1  # the word espeak's latest phonemes belong to
+    group: list[PhonemeTiming] = field(default_factory=list)  # and those phonemes
 
     def phonemes(self, phonemes: Sequence[PhonemeTiming]) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         for p in phonemes:
-            # espeak's word index can run past a naive split (it splits "3.5" into words):
-            # such words are not reported rather than mislabelled.
-            if p.word >= self.next_word and p.word < len(self.words):
+            # An index past the text's words (a source that numbers them its own way) is not
+            # reported rather than mislabelled.
+            if p.word < 0 or p.word >= len(self.words) or p.word < self.group_word:
+                continue
+            if p.word > self.group_word:
+                out += self._joined(p.word)
                 out.append((self.words[p.word], p.start_ms))
-                self.next_word = p.word + 1
+                self.group_word, self.group = p.word, []
+            self.group.append(p)
+        return out
+
+    def _joined(self, upto: int) -> list[tuple[str, float]]:
+        """The words before ``upto`` that espeak spoke as part of the latest one ("on the" is
+        one word to it): each starts at the phoneme that the letters before it reach, in
+        proportion (no second G2P call: espeak is busy speaking)."""
+        skipped = range(self.group_word + 1, upto)
+        if not skipped or not self.group:
+            return []
+        span = self.words[self.group_word:upto]
+        letters = [max(1, sum(ch.isalnum() for ch in w)) for w in span]
+        total, before = sum(letters), letters[0]
+        out: list[tuple[str, float]] = []
+        for w, n in zip(skipped, letters[1:], strict=True):
+            k = min(len(self.group) - 1, round(len(self.group) * before / total))
+            out.append((self.words[w], self.group[k].start_ms))
+            before += n
         return out
 
     def characters(self, chars: Sequence[CharTiming]) -> list[tuple[str, float]]:
@@ -88,10 +109,14 @@ class _WordTimer:
         return out
 
     def flush(self) -> list[tuple[str, float]]:
+        """The end of the sentence: the words still due (the last ones espeak joined, the last
+        of the timed characters)."""
+        out = self._joined(len(self.words))
+        self.group_word, self.group = len(self.words), []
         if self.chars:
             word, self.chars = "".join(self.chars), []
-            return [(word, self.char_start)]
-        return []
+            out.append((word, self.char_start))
+        return out
 
 
 class _Resampler:

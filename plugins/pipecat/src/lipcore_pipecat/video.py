@@ -129,9 +129,13 @@ class LipcoreVideoService(FrameProcessor):
         self.late_ticks = 0  # clock ticks that came more than a frame late (load)
 
     def _renderer(self, rate: int) -> LiveRenderer:
+        # Pipecat's output transport draws "the current image" on its own timer, so an image
+        # is on screen for one or two of its ticks: a /p b m/ closure shut for one frame only
+        # could flash by unseen, so closures are held shut for two (80 ms at 25 fps).
         return LiveRenderer(self._avatar, engine=self._engine, sample_rate=rate,
                             video_format="rgb", estimator=self._estimator,
-                            ramp_ms=self._ramp_ms, language=self._language)
+                            ramp_ms=self._ramp_ms, language=self._language,
+                            min_closure_frames=2)
 
     @property
     def width(self) -> int:
