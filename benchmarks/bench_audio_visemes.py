@@ -14,8 +14,11 @@ default mapper → viseme segments; Rest outside them. Every method's frames (60
 audio timeline) are reduced to one class per frame: the heaviest weight, or Rest when the
 weights sum under 0.5. Methods:
 
-* **text known**: the model's posteriors, espeak's phonemes for the text Viterbi-aligned on
-  them, then the default mapper (as ``say --audio --text``);
+* **text known**: as ``say --audio --text``: for English, the text's words forced-aligned by
+  pocketsphinx's acoustic model (``lipcore.speech.phone_align``), elsewhere (or where that
+  does not apply) lipcore's own aligner; then the default mapper;
+* **text known, model aligner**: lipcore's own aligner alone: the model's posteriors,
+  espeak's phonemes for the text Viterbi-aligned on them, then the default mapper;
 * **audio only**: the model's streaming/whole-file estimate (identical frames);
 * **energy**: loudness → jaw (the plain baseline);
 * **truth→mapper**: the true timings through the mapper (the ceiling: what a TTS with
@@ -62,26 +65,29 @@ from lipcore.default_plugins.mapper import DefaultVisemeMapper
 from lipcore.errors import InputError
 from lipcore.evaluation import OPENNESS
 from lipcore.interfaces import PhonemeTiming, VisemeFrame
+from lipcore.speech import phone_align
 from lipcore.speech._synthdata import BENCH_SENTENCES, frame_labels, synthesize
+from lipcore.speech.audio_visemes import MISMATCH_GAP
 from lipcore.speech.visemes import VISEME_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 60.0
 PAD_MS = 300.0
 TOL_MS = 40.0
-METHODS = ("text known", "audio only", "energy", "pocketsphinx", "pylipsync", "truth→mapper")
+METHODS = (
+    "text known",
+    "text known, model aligner",
+    "audio only",
+    "energy",
+    "pocketsphinx",
+    "pylipsync",
+    "truth→mapper",
+)
 #: pylipsync (uLipSync's port): its five vowel templates and silence → lipcore's classes.
 ULIPSYNC = {"aa": "AI", "ee": "E", "ih": "E", "oh": "O", "ou": "U"}
 
-#: ARPAbet (flite/festival) → IPA.
-ARPABET = {
-    "aa": "ɑ", "ae": "æ", "ah": "ʌ", "ao": "ɔ", "aw": "aʊ", "ax": "ə", "axr": "ɚ", "ay": "aɪ",
-    "eh": "ɛ", "er": "ɝ", "ey": "eɪ", "ih": "ɪ", "ix": "ɨ", "iy": "i", "ow": "oʊ", "oy": "ɔɪ",
-    "uh": "ʊ", "uw": "u", "b": "b", "ch": "tʃ", "d": "d", "dh": "ð", "dx": "ɾ", "el": "əl",
-    "em": "m", "en": "n", "f": "f", "g": "ɡ", "hh": "h", "jh": "dʒ", "k": "k", "l": "l",
-    "m": "m", "n": "n", "ng": "ŋ", "nx": "ŋ", "p": "p", "r": "ɹ", "s": "s", "sh": "ʃ",
-    "t": "t", "th": "θ", "v": "v", "w": "w", "y": "j", "z": "z", "zh": "ʒ",
-}  # fmt: skip
+#: ARPAbet (flite/festival, pocketsphinx) → IPA.
+ARPABET = phone_align.ARPABET
 
 
 @dataclass
@@ -276,6 +282,7 @@ def run(
 ) -> tuple[dict[tuple[str, str, str], Score], dict[str, float], list[str]]:
     mapper = DefaultVisemeMapper()
     model = ModelAudioVisemeEstimator(mapper=mapper)
+    own_aligner = ModelAudioVisemeEstimator(mapper=mapper, english_aligner=False)
     energy = EnergyAudioVisemeEstimator()
     notes: list[str] = []
     if with_pylipsync:
@@ -296,6 +303,7 @@ def run(
         cases = espeak_cases(quick) + flite_cases(quick, Path(tmp))
     scores: dict[tuple[str, str, str], Score] = defaultdict(Score)
     gaps: dict[str, list[float]] = defaultdict(list)
+    aligned_by: dict[str, int] = defaultdict(int)
     for case in cases:
         audio_ms = len(case.pcm) * 1000.0 / case.rate
         times = np.arange(0.0, audio_ms, 1000.0 / FPS)
@@ -316,6 +324,12 @@ def run(
             )
             outs["text known"] = r.frames
             gaps["match"].append(r.text_gap or 0.0)
+            aligned_by[r.aligner or "?"] += 1
+            if case.language.startswith("en"):
+                outs["text known, model aligner"] = own_aligner.analyse(
+                    case.pcm, sample_rate=case.rate, fps=FPS, language=case.language,
+                    text=case.text,
+                ).frames
         except InputError as exc:
             notes.append(f"text known failed on {case.voice} “{case.text}”: {exc}")
             outs["text known"] = []
@@ -370,6 +384,8 @@ def run(
         "mismatch_gap_min": min(
             gaps["mismatch rejected"] + gaps["mismatch accepted"], default=float("nan")
         ),
+        "aligned_pocketsphinx": aligned_by["pocketsphinx"],
+        "aligned_model": aligned_by["model"],
     }
     return scores, stats, notes
 
@@ -558,11 +574,16 @@ def body(
         f"{ModelAudioVisemeEstimator.lookahead_ms:.1f} ms."
     )
     lines.append(
+        f"\nText known: the phonemes of {int(stats.get('aligned_pocketsphinx', 0))} utterances "
+        f"were placed by pocketsphinx, {int(stats.get('aligned_model', 0))} by lipcore's own "
+        "aligner (German, and English sentences pocketsphinx found no path for)."
+    )
+    lines.append(
         f"\nText check: matching texts align with a gap of {stats['match_gap_mean']:.2f} per frame "
         f"on average (max {stats['match_gap_max']:.2f}); another sentence's text was rejected "
         f"{int(stats['mismatch_rejected'])} times and accepted {int(stats['mismatch_accepted'])} "
         f"times (smallest mismatch gap {stats['mismatch_gap_min']:.2f}; the limit is "
-        f"{__import__('lipcore.speech.audio_visemes').audio_visemes.MISMATCH_GAP})."
+        f"{MISMATCH_GAP})."
     )
     if sync:
         lines.append(

@@ -189,6 +189,7 @@ class AudioVisemeResult:
     audio_ms: float
     phonemes: list[PhonemeTiming] = field(default_factory=list)  # text known: aligned times
     text_gap: float | None = None  # text known: alignment gap per frame (lower = better fit)
+    aligner: str | None = None  # text known: "pocketsphinx" (English) or "model"
     posteriors: np.ndarray | None = None  # smoothed, one row per 10 ms
 
 
@@ -228,7 +229,12 @@ class _PosteriorEstimator(AudioVisemeEstimator):
         text: str | None = None,
     ) -> AudioVisemeResult:
         _check(sample_rate, fps)
-        x = av.as_float(pcm) if isinstance(pcm, (bytes, bytearray)) else pcm.astype(np.float32)
+        # s16le bytes or int16 samples are scaled to [-1, 1]; float samples are taken as such
+        # (an int16 array read as floats put the level features 90 dB off: no silence gate).
+        if isinstance(pcm, (bytes, bytearray)) or np.issubdtype(pcm.dtype, np.integer):
+            x = av.as_float(pcm)
+        else:
+            x = pcm.astype(np.float32)
         audio_ms = len(x) * 1000.0 / sample_rate
         raw = self.posteriors(x, sample_rate)
         post = av.smooth(raw)
@@ -253,15 +259,22 @@ class _PosteriorEstimator(AudioVisemeEstimator):
 
 
 class ModelAudioVisemeEstimator(_PosteriorEstimator):
-    """The shipped model; with ``text``, the whole-file form aligns the text's phonemes."""
+    """The shipped model; with ``text``, the whole-file form aligns the text's phonemes (for
+    English with pocketsphinx's acoustic model where it applies, see
+    :mod:`lipcore.speech.phone_align`)."""
 
     name: ClassVar[str] = "model"
     lookahead_ms: ClassVar[float] = av.LOOKAHEAD_MS
     context: ClassVar[tuple[int, ...]] = av.CONTEXT
 
-    def __init__(self, *, mapper: VisemeMapper | None = None, **_: Any) -> None:
+    def __init__(
+        self, *, mapper: VisemeMapper | None = None, english_aligner: bool = True, **_: Any
+    ) -> None:
         self._mapper = mapper
         self.net = av.load_model()
+        #: English text: phoneme times from pocketsphinx where it applies (False: always
+        #: lipcore's own aligner).
+        self.english_aligner = english_aligner
 
     @property
     def mapper(self) -> VisemeMapper:
@@ -306,7 +319,24 @@ class ModelAudioVisemeEstimator(_PosteriorEstimator):
         lang = language or "en-us"
         assert result.posteriors is not None
         raw_log = np.log(np.maximum(result.posteriors, 1e-8)).astype(np.float32)
+        # lipcore's own alignment decides whether the text fits the audio at all (and gives
+        # the times where pocketsphinx does not apply); for English, pocketsphinx's acoustic
+        # model, trained on human speech, places the phonemes (speech/phone_align.py).
         phonemes, gap = av.align_text(raw_log, text, lang, log_prior=self.net.log_prior)
+        aligner = "model"
+        if self.english_aligner and lang.lower().startswith("en"):
+            from lipcore.speech.phone_align import align_english
+
+            samples = (
+                np.frombuffer(pcm, dtype="<i2")
+                if isinstance(pcm, (bytes, bytearray))
+                else np.asarray(pcm)
+            )
+            if not np.issubdtype(samples.dtype, np.integer):
+                samples = np.clip(samples * 32768.0, -32768, 32767)
+            found = align_english(samples.astype(np.int16), sample_rate, text)
+            if found is not None:
+                phonemes, aligner = _trim_pauses(found, result.posteriors), "pocketsphinx"
         track = self.mapper.track_from_phonemes(phonemes, language=lang)
         frames = self.mapper.sample(track, fps=fps, end_ms=result.audio_ms)
         return AudioVisemeResult(
@@ -314,8 +344,49 @@ class ModelAudioVisemeEstimator(_PosteriorEstimator):
             audio_ms=result.audio_ms,
             phonemes=phonemes,
             text_gap=gap,
+            aligner=aligner,
             posteriors=result.posteriors,
         )
+
+
+#: A pause the model hears (Rest the likeliest class) for at least this long is cut out of the
+#: phoneme it falls in.
+PAUSE_MS = 60.0
+_LIPS_SHUT = frozenset({"p", "b", "m"})
+
+
+def _trim_pauses(phonemes: list[PhonemeTiming], post: np.ndarray) -> list[PhonemeTiming]:
+    """pocketsphinx's phonemes with the pauses the model hears cut off their ends.
+
+    Its alignment lets a word's last phoneme run on into the pause after it (at a comma,
+    at the end), where the mouth should rest; lipcore's model hears the pause. A phoneme's
+    leading or trailing stretch of at least :data:`PAUSE_MS` where the model's likeliest class
+    is Rest is cut away. /p b m/ keep their span: their closure is silent too."""
+    silent = post.argmax(axis=1) == av.REST
+    need = int(PAUSE_MS / av.HOP_MS)
+    out: list[PhonemeTiming] = []
+    for p in phonemes:
+        a = max(0, round(p.start_ms / av.HOP_MS))
+        b = min(len(silent), round(p.end_ms / av.HOP_MS))
+        if p.phoneme in _LIPS_SHUT or b - a <= need:
+            out.append(p)
+            continue
+        lo, hi = a, b
+        while hi > lo and silent[hi - 1]:
+            hi -= 1
+        if b - hi < need:
+            hi = b
+        while lo < hi and silent[lo]:
+            lo += 1
+        if lo - a < need:
+            lo = a
+        if hi - lo < 2:  # all silent to the model: keep it, the text says it is there
+            out.append(p)
+            continue
+        start = p.start_ms if lo == a else lo * av.HOP_MS
+        end = p.end_ms if hi == b else hi * av.HOP_MS
+        out.append(PhonemeTiming(p.phoneme, start, end, p.word))
+    return out
 
 
 def _energy_posteriors(feats: np.ndarray) -> np.ndarray:
