@@ -298,7 +298,7 @@ def run(
         sphinx: Sphinx | None = Sphinx()
     except ImportError:
         sphinx = None
-        notes.append("pocketsphinx not installed (`pip install -e .[dev]`): its column is missing")
+        notes.append("pocketsphinx not installed (`pip install -e .`): its column is missing")
     with tempfile.TemporaryDirectory(prefix="bench-av-") as tmp:
         cases = espeak_cases(quick) + flite_cases(quick, Path(tmp))
     scores: dict[tuple[str, str, str], Score] = defaultdict(Score)
