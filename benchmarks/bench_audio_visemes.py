@@ -66,7 +66,12 @@ from lipcore.errors import InputError
 from lipcore.evaluation import OPENNESS
 from lipcore.interfaces import PhonemeTiming, VisemeFrame
 from lipcore.speech import phone_align
-from lipcore.speech._synthdata import BENCH_SENTENCES, frame_labels, synthesize
+from lipcore.speech._synthdata import (
+    BENCH_SENTENCES,
+    frame_labels,
+    synthesize,
+    synthesize_flite,
+)
 from lipcore.speech.audio_visemes import MISMATCH_GAP
 from lipcore.speech.visemes import VISEME_CLASSES
 
@@ -129,34 +134,17 @@ def espeak_cases(quick: bool) -> list[Case]:
 
 
 def flite_cases(quick: bool, tmp: Path) -> list[Case]:
-    exe = shutil.which("flite")
-    if exe is None:
+    if shutil.which("flite") is None:
         print("flite not installed (scripts/setup.sh --dev installs it): skipped", file=sys.stderr)
         return []
     cases = []
     voices = ("slt", "rms") if quick else ("slt", "rms", "awb", "kal")
     texts = BENCH_SENTENCES["en"][: 1 if quick else None]
     for voice in voices:
-        for i, text in enumerate(texts):
-            wav = tmp / f"flite-{voice}-{i}.wav"
-            out = subprocess.run(
-                [exe, "-voice", voice, "-psdur", "-t", text, "-o", str(wav)],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            phonemes, start = [], 0.0
-            for seg in out.split():
-                name, end_s = seg.rsplit(":", 1)
-                end = float(end_s) * 1000.0
-                if name != "pau":
-                    phonemes.append(PhonemeTiming(ARPABET[name], start, end))
-                start = end
-            with wave.open(str(wav)) as w:
-                rate = w.getframerate()
-                pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-            pcm, ph = _pad(pcm, rate, phonemes)
-            cases.append(Case("flite en", f"flite {voice}", "en-us", text, pcm, rate, ph))
+        for text in texts:
+            u = synthesize_flite(text, voice, tmp)
+            pcm, ph = _pad(u.pcm, u.sample_rate, list(u.phonemes))
+            cases.append(Case("flite en", f"flite {voice}", "en-us", text, pcm, u.sample_rate, ph))
     return cases
 
 

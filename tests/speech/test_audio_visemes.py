@@ -5,8 +5,6 @@ phoneme times are the ground truth), no fakes."""
 from __future__ import annotations
 
 import itertools
-import shutil
-import subprocess
 import wave
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from lipcore.hookspecs import hookimpl
 from lipcore.interfaces import AudioVisemeEstimator, AudioVisemeStream, VisemeFrame
 from lipcore.plugins import get_plugin_manager
 from lipcore.speech import audio_visemes as av
-from lipcore.speech._synthdata import BENCH_SENTENCES, Labelled, synthesize
+from lipcore.speech._synthdata import BENCH_SENTENCES, Labelled, synthesize, synthesize_flite
 from lipcore.speech.visemes import VISEME_CLASSES
 
 EN = BENCH_SENTENCES["en"][0]  # "Maybe the map is in my backpack, Paul."
@@ -38,12 +36,16 @@ def model() -> ModelAudioVisemeEstimator:
 def speech() -> Labelled:
     # A voice variant held out of training. (On +m2 the text-known alignment slides: the
     # model hears that voice's æ as E; docs/audio-visemes.md lists it among the failures.)
-    u = synthesize(EN, "en-us+f3", rate=175, pitch=80)
-    pad = np.zeros(int(0.3 * u.sample_rate), dtype=np.int16)
+    return _padded(synthesize(EN, "en-us+f3", rate=175, pitch=80))
+
+
+def _padded(u: Labelled, ms: float = 300.0) -> Labelled:
+    """``u`` with ``ms`` of digital silence before and after (its times moved with it)."""
+    pad = np.zeros(int(ms / 1000.0 * u.sample_rate), dtype=np.int16)
     phonemes = tuple(
-        type(p)(p.phoneme, p.start_ms + 300, p.end_ms + 300, p.word) for p in u.phonemes
+        type(p)(p.phoneme, p.start_ms + ms, p.end_ms + ms, p.word) for p in u.phonemes
     )
-    return Labelled(np.concatenate([pad, u.pcm, pad]), u.sample_rate, phonemes, "en-us")
+    return Labelled(np.concatenate([pad, u.pcm, pad]), u.sample_rate, phonemes, u.language)
 
 
 def _dominant(f: VisemeFrame) -> str:
@@ -213,27 +215,10 @@ def test_text_known_aligns_phonemes_to_the_audio(speech: Labelled) -> None:
 
 def _flite(voice: str, text: str, tmp: Path) -> Labelled:
     """flite's speech (another synthesizer: other acoustics) with its own segment times."""
-    from lipcore.interfaces import PhonemeTiming
-    from lipcore.speech.phone_align import ARPABET
-
-    exe = shutil.which("flite")
-    if exe is None:
-        pytest.skip("flite is not installed (scripts/setup.sh --dev installs it)")
-    wav = tmp / f"{voice}.wav"
-    out = subprocess.run([exe, "-voice", voice, "-psdur", "-t", text, "-o", str(wav)],
-                         capture_output=True, text=True, check=True).stdout
-    phonemes, start = [], 300.0
-    for seg in out.split():
-        name, end_s = seg.rsplit(":", 1)
-        end = float(end_s) * 1000.0 + 300.0
-        if name != "pau":
-            phonemes.append(PhonemeTiming(ARPABET[name], start, end))
-        start = end
-    with wave.open(str(wav)) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    pad = np.zeros(int(0.3 * rate), dtype=np.int16)
-    return Labelled(np.concatenate([pad, pcm, pad]), rate, tuple(phonemes), "en-us")
+    try:
+        return _padded(synthesize_flite(text, voice, tmp))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("voice", ["slt", "kal"])

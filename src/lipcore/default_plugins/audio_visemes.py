@@ -193,6 +193,14 @@ class AudioVisemeResult:
     posteriors: np.ndarray | None = None  # smoothed, one row per 10 ms
 
 
+def _float_samples(pcm: bytes | np.ndarray) -> np.ndarray:
+    """Samples in [-1, 1]: s16le bytes or int16 samples are scaled, float samples are taken as
+    such (an int16 array read as floats put the level features 90 dB off: no silence gate)."""
+    if isinstance(pcm, (bytes, bytearray)) or np.issubdtype(pcm.dtype, np.integer):
+        return av.as_float(pcm)
+    return pcm.astype(np.float32)
+
+
 class _PosteriorEstimator(AudioVisemeEstimator):
     context: ClassVar[tuple[int, ...]] = (0,)
 
@@ -229,12 +237,7 @@ class _PosteriorEstimator(AudioVisemeEstimator):
         text: str | None = None,
     ) -> AudioVisemeResult:
         _check(sample_rate, fps)
-        # s16le bytes or int16 samples are scaled to [-1, 1]; float samples are taken as such
-        # (an int16 array read as floats put the level features 90 dB off: no silence gate).
-        if isinstance(pcm, (bytes, bytearray)) or np.issubdtype(pcm.dtype, np.integer):
-            x = av.as_float(pcm)
-        else:
-            x = pcm.astype(np.float32)
+        x = _float_samples(pcm)
         audio_ms = len(x) * 1000.0 / sample_rate
         raw = self.posteriors(x, sample_rate)
         post = av.smooth(raw)
@@ -327,14 +330,7 @@ class ModelAudioVisemeEstimator(_PosteriorEstimator):
         if self.english_aligner and lang.lower().startswith("en"):
             from lipcore.speech.phone_align import align_english
 
-            samples = (
-                np.frombuffer(pcm, dtype="<i2")
-                if isinstance(pcm, (bytes, bytearray))
-                else np.asarray(pcm)
-            )
-            if not np.issubdtype(samples.dtype, np.integer):
-                samples = np.clip(samples * 32768.0, -32768, 32767)
-            found = align_english(samples.astype(np.int16), sample_rate, text)
+            found = align_english(_float_samples(pcm), sample_rate, text)
             if found is not None:
                 phonemes, aligner = _trim_pauses(found, result.posteriors), "pocketsphinx"
         track = self.mapper.track_from_phonemes(phonemes, language=lang)

@@ -159,7 +159,7 @@ class _Timeline:
         self._word_starts: list[int] = []  # where each word of this piece starts (characters)
         self._pending: tuple[str, float, int] | None = None
 
-    def begin_piece(self, text: str = "") -> None:
+    def begin_piece(self, text: str) -> None:
         """A new piece (``text``: what is handed to espeak) on the same timeline.
 
         Phonemes are numbered by the word of the utterance they belong to, found from the
@@ -172,8 +172,6 @@ class _Timeline:
 
     def _word_at(self, text_position: int) -> int:
         """The utterance's word at espeak's (1-based) character position in this piece."""
-        if not self._word_starts:  # no text given: count the events
-            return self.word + 1
         i = bisect.bisect_right(self._word_starts, max(0, text_position - 1)) - 1
         return self._words_before + max(0, i)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -148,6 +149,40 @@ def synthesize(
     pcm = np.frombuffer(b"".join(audio), dtype="<i2").copy()
     lang = language or voice.split("+")[0]
     return Labelled(pcm, lib.sample_rate, tuple(phonemes), lang)
+
+
+def synthesize_flite(text: str, voice: str, workdir: Path) -> Labelled:
+    """flite's speech for ``text`` (another synthesizer, other acoustics: English only) with
+    its own segment times (``-psdur``: each segment's end), ARPAbet mapped to IPA. Needs the
+    ``flite`` program (``scripts/setup.sh --dev`` installs it); ``FileNotFoundError`` without
+    it. The WAV is written into ``workdir``."""
+    import shutil
+    import subprocess
+    import wave
+
+    from lipcore.speech.phone_align import ARPABET
+
+    exe = shutil.which("flite")
+    if exe is None:
+        raise FileNotFoundError("flite is not installed (scripts/setup.sh --dev installs it)")
+    wav = workdir / f"flite-{voice}-{abs(hash(text)):x}.wav"
+    out = subprocess.run(
+        [exe, "-voice", voice, "-psdur", "-t", text, "-o", str(wav)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    phonemes, start = [], 0.0
+    for seg in out.split():
+        name, end_s = seg.rsplit(":", 1)
+        end = float(end_s) * 1000.0
+        if name != "pau":
+            phonemes.append(PhonemeTiming(ARPABET[name], start, end))
+        start = end
+    with wave.open(str(wav)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy()
+    return Labelled(pcm, rate, tuple(phonemes), "en-us")
 
 
 def frame_labels(

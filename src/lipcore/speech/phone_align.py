@@ -1,10 +1,10 @@
 """English text-known alignment with pocketsphinx's acoustic model (shipped in its wheel).
 
 lipcore's own viseme model was trained on espeak-ng speech only; aligning a text on its
-posteriors is exact on espeak's voices but finds only three /p b m/ in four on another
-synthesizer (flite) and loses Rest in pauses there. pocketsphinx's English acoustic model was
-trained on human speech: forced-aligning the text's words with it found every /p b m/ of
-flite's four voices within 40 ms and raised frame agreement from 66 % to 78 %
+posteriors is exact on espeak's voices but finds fewer than three /p b m/ in four on another
+synthesizer (flite: 72 %). pocketsphinx's English acoustic model was
+trained on human speech: forced-aligning the text's words with it found 124 of flite's 131
+/p b m/ within 40 ms (lipcore's own aligner: 94) and raised frame agreement from 71 % to 77 %
 (``benchmarks/bench_audio_visemes.py``, docs/audio-visemes.md). So for English, when the text
 is known, the phoneme times come from here; everything else (other languages, words its
 dictionary lacks, numbers, very long files, an alignment that fails) stays with lipcore's own
@@ -81,12 +81,12 @@ def words_of(text: str) -> list[str] | None:
 
 
 def align_english(
-    pcm: npt.NDArray[np.int16], sample_rate: int, text: str
+    samples: npt.NDArray[np.float32], sample_rate: int, text: str
 ) -> list[PhonemeTiming] | None:
     """Phoneme times (IPA, word = index among the text's words) of ``text`` spoken in
-    ``pcm`` (mono int16), or ``None`` where this aligner does not apply or does not succeed
-    (see the module docstring); the caller then uses lipcore's own aligner."""
-    if len(pcm) / sample_rate > MAX_ALIGN_S:
+    ``samples`` (mono, in [-1, 1]), or ``None`` where this aligner does not apply or does
+    not succeed (see the module docstring); the caller then uses lipcore's own aligner."""
+    if len(samples) / sample_rate > MAX_ALIGN_S:
         return None
     words = words_of(text)
     decoder = _decoder()
@@ -95,7 +95,7 @@ def align_english(
     from scipy.signal import resample_poly
 
     g = gcd(_RATE, sample_rate)
-    y = pcm.astype(np.float32)
+    y = samples.astype(np.float32) * 32768.0
     if sample_rate != _RATE:
         y = resample_poly(y, _RATE // g, sample_rate // g)
     # A little deterministic noise: stretches of digital silence (TTS output, padded files)
